@@ -1,0 +1,100 @@
+"""The ``shindan`` command: thin typer wiring; every command calls a task function.
+
+Errors a user can cause (``ShindanError``) print one line ``error: ...`` and exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from shindan import __version__
+from shindan.errors import ShindanError
+
+app = typer.Typer(
+    name="shindan",
+    help="Diagnostic-support AI for medical images.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"shindan {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """Diagnostic-support AI for medical images."""
+
+
+@app.command()
+def info(file: Annotated[Path, typer.Argument(help="Slide or image file.")]) -> None:
+    """Describe a slide or image as JSON: format, size, levels, µm/px, vendor, associated images."""
+    from shindan.io import open_slide
+
+    with open_slide(file) as slide:
+        typer.echo(json.dumps(slide.info(), indent=2))
+
+
+@app.command()
+def models() -> None:
+    """List shipped models: name, task, classes, training data, headline metric."""
+    from shindan.models import list_models
+
+    for card in list_models():
+        typer.echo(card.summary_line())
+
+
+def _register_tasks() -> None:
+    # Each task owns its sub-commands; importing here keeps `shindan --help` one place.
+    from shindan.classify.cli import app as classify_app
+    from shindan.ct.cli import app as ct_app
+    from shindan.explain.cli import register as register_explain
+    from shindan.kidney.cli import app as kidney_app
+    from shindan.kidney.cli import register_demo
+    from shindan.kidney.nuclei_cli import app as nuclei_app
+
+    app.add_typer(kidney_app, name="kidney")
+    app.add_typer(nuclei_app, name="nuclei")
+    app.add_typer(classify_app, name="classify")
+    app.add_typer(ct_app, name="ct")
+    register_explain(app)
+    register_demo(app)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        _register_tasks()
+    except ImportError as exc:  # a task module missing is a packaging bug, say so plainly
+        print(f"error: broken installation ({exc})", file=sys.stderr)
+        sys.exit(1)
+    try:
+        app(standalone_mode=False)
+    except ShindanError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        print("error: aborted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:  # click usage errors carry their own exit code 2
+        import click
+
+        if isinstance(exc, click.ClickException):
+            print(f"error: {exc.format_message()}", file=sys.stderr)
+            sys.exit(2)
+        raise

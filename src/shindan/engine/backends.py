@@ -1,0 +1,129 @@
+"""Run a model card's network on uint8 RGB batches: torch (fp32 / bf16 autocast) or ONNX Runtime.
+
+Every backend takes the same input (N, H, W, C) uint8 and returns float32 probabilities,
+(N, classes) or (N, classes, H, W); preprocessing comes from the card alone.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+
+import numpy as np
+import torch
+
+from shindan.errors import ModelError
+from shindan.models import ModelCard, load_card, load_network
+
+BACKENDS = ("auto", "onnx", "torch", "torch-bf16")
+
+
+def _threads() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+
+
+def bf16_supported() -> bool:
+    """Whether this CPU has native bf16 matrix instructions (else autocast is slower)."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    fn = getattr(torch.backends.cpu, "get_cpu_capability", None)
+    return bool(fn and fn() in ("AVX512", "AMX")) and bool(
+        getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+    )
+
+
+class Predictor(ABC):
+    """A loaded model: ``predict(batch)`` → probabilities. Subclasses override ``_forward``."""
+
+    backend: str
+
+    def __init__(self, card: ModelCard):
+        self.card = card
+        c = card.channels
+        self._mean = np.asarray(card.mean, np.float32).reshape(1, c, 1, 1)
+        self._std = np.asarray(card.std, np.float32).reshape(1, c, 1, 1)
+
+    @property
+    def classes(self) -> list[str]:
+        return self.card.classes
+
+    def preprocess(self, batch: np.ndarray) -> np.ndarray:
+        """uint8 (N, H, W, C) → normalised float32 (N, C, H, W)."""
+        if batch.ndim != 4:
+            raise ModelError(f"expected a batch (N, H, W, C), got shape {batch.shape}")
+        x = batch.astype(np.float32).transpose(0, 3, 1, 2) / 255.0
+        return (x - self._mean) / self._std
+
+    @abstractmethod
+    def _forward(self, x: np.ndarray) -> np.ndarray:
+        """Normalised float32 NCHW → logits float32."""
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        """Raw logits for a uint8 NHWC batch."""
+        return self._forward(self.preprocess(batch))
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """Softmax probabilities for a uint8 NHWC batch."""
+        z = self.logits(batch)
+        z = z - z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+
+class TorchPredictor(Predictor):
+    def __init__(self, card: ModelCard, bf16: bool = False, device: str | None = None):
+        super().__init__(card)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.net = load_network(card).to(self.device)
+        self.bf16 = bf16
+        self.backend = "torch-bf16" if bf16 else "torch"
+        torch.set_num_threads(_threads())
+
+    def _forward(self, x: np.ndarray) -> np.ndarray:
+        t = torch.from_numpy(x).to(self.device)
+        with torch.inference_mode(), torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=self.bf16
+        ):
+            out = self.net(t)
+        return out.float().cpu().numpy()
+
+
+class OnnxPredictor(Predictor):
+    backend = "onnx"
+
+    def __init__(self, card: ModelCard):
+        super().__init__(card)
+        import onnxruntime as ort
+
+        if card.onnx_path is None or not card.onnx_path.exists():
+            raise ModelError(f"{card.name}: no ONNX file in its card")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = _threads()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
+                     if p in ort.get_available_providers()]
+        self.session = ort.InferenceSession(str(card.onnx_path), opts, providers=providers)
+
+    def _forward(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {"input": np.ascontiguousarray(x)})[0]
+
+
+def load_predictor(model: str | ModelCard, backend: str = "auto") -> Predictor:
+    """Load a shipped model name, model folder or card with the chosen backend.
+
+    ``auto`` picks torch on CUDA, else ONNX Runtime when the card has an ONNX file (measured
+    fastest on CPU at fp32 numbers, see BENCHMARKS.md), else torch fp32.
+    """
+    card = model if isinstance(model, ModelCard) else load_card(model)
+    if backend not in BACKENDS:
+        raise ModelError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
+    if backend == "auto":
+        if torch.cuda.is_available():
+            backend = "torch"
+        elif card.onnx_path is not None and card.onnx_path.exists():
+            backend = "onnx"
+        else:
+            backend = "torch"
+    if backend == "onnx":
+        return OnnxPredictor(card)
+    return TorchPredictor(card, bf16=backend == "torch-bf16")

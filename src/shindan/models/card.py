@@ -1,0 +1,135 @@
+"""Model cards: the single source of a model's classes, input scale and normalisation."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from shindan.errors import ModelError
+
+SCHEMA_PATH = Path(__file__).with_name("card.schema.json")
+
+
+@cache
+def _schema() -> dict[str, Any]:
+    return json.loads(SCHEMA_PATH.read_text())
+
+
+def validate_card(data: dict[str, Any], source: str = "card") -> None:
+    """Raise :class:`ModelError` if ``data`` does not follow the card schema."""
+    try:
+        jsonschema.validate(data, _schema())
+    except jsonschema.ValidationError as exc:
+        where = "/".join(map(str, exc.absolute_path)) or "(top)"
+        raise ModelError(f"{source}: invalid model card at {where}: {exc.message}") from None
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """A validated model card and the folder its files live in."""
+
+    data: dict[str, Any]
+    directory: Path = field(compare=False)
+
+    @property
+    def name(self) -> str:
+        return self.data["name"]
+
+    @property
+    def version(self) -> str:
+        return self.data["version"]
+
+    @property
+    def task(self) -> str:
+        return self.data["task"]
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.data["classes"])
+
+    @property
+    def mpp(self) -> float | None:
+        """Input scale in µm/px (None for models that take whole images at any scale)."""
+        return self.data["input"].get("mpp")
+
+    @property
+    def size(self) -> int:
+        """Input tile side in pixels."""
+        return int(self.data["input"]["size"])
+
+    @property
+    def overlap(self) -> int:
+        """Tile overlap in pixels for tiled segmentation."""
+        return int(self.data["input"].get("overlap", 0))
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        return tuple(self.data["input"]["mean"])
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        return tuple(self.data["input"]["std"])
+
+    @property
+    def channels(self) -> int:
+        return int(self.data["input"].get("channels", 3))
+
+    @property
+    def weights_path(self) -> Path:
+        return self.directory / self.data["files"]["weights"]
+
+    @property
+    def onnx_path(self) -> Path | None:
+        name = self.data["files"].get("onnx")
+        return self.directory / name if name else None
+
+    @property
+    def headline(self) -> str:
+        return self.data.get("headline", "")
+
+    def summary_line(self) -> str:
+        """One line for ``shindan models``: name, task, classes, data, headline metric."""
+        t = self.data["training"]
+        return (
+            f"{self.name}\t{self.task}\t{','.join(self.classes)}\t{t['data']}"
+            f"{' (synthetic)' if t.get('synthetic') else ''}\t{self.headline or 'n/a'}"
+        )
+
+
+def load_card(name_or_path: str | Path) -> ModelCard:
+    """Find a model card by shipped name, model folder, or card JSON path.
+
+    Examples
+    --------
+    >>> from shindan.models import load_card
+    >>> load_card("wbc").classes[:2]  # doctest: +SKIP
+    ['basophil', 'eosinophil']
+    """
+    from shindan.models.registry import ZOO_DIR
+
+    p = Path(name_or_path)
+    if p.is_dir():
+        p = p / "card.json"
+    elif not p.suffix and not p.exists():
+        p = ZOO_DIR / str(name_or_path) / "card.json"
+        if not p.exists():
+            from shindan.models.registry import list_models
+
+            names = ", ".join(c.name for c in list_models()) or "none"
+            raise ModelError(f"unknown model {str(name_or_path)!r} (shipped: {names})")
+    if not p.exists():
+        raise ModelError(f"{p}: no model card found")
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{p}: unreadable model card ({exc})") from None
+    validate_card(data, str(p))
+    card = ModelCard(data, p.parent)
+    if not card.weights_path.exists():
+        raise ModelError(f"{card.weights_path}: weight file missing")
+    return card

@@ -1,0 +1,122 @@
+"""Build networks from cards (smp for segmentation, timm for classification) and save them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from shindan.errors import ModelError
+from shindan.models.card import ModelCard, validate_card
+
+
+def build_network(card: ModelCard | dict[str, Any]) -> nn.Module:
+    """An untrained network as the card describes it (logits out, no softmax)."""
+    data = card.data if isinstance(card, ModelCard) else card
+    arch = data["architecture"]
+    n_classes = len(data["classes"])
+    in_ch = int(data["input"].get("channels", 3))
+    kwargs = dict(arch.get("kwargs", {}))
+    if arch["library"] == "smp":
+        import segmentation_models_pytorch as smp
+
+        cls = getattr(smp, arch["name"], None)
+        if cls is None:
+            raise ModelError(f"unknown smp architecture {arch['name']!r}")
+        kwargs.setdefault("encoder_weights", None)  # never download
+        return cls(in_channels=in_ch, classes=n_classes, **kwargs)
+    if arch["library"] == "timm":
+        import timm
+
+        return timm.create_model(
+            arch["name"], pretrained=False, num_classes=n_classes, in_chans=in_ch, **kwargs
+        )
+    raise ModelError(f"unknown architecture library {arch['library']!r}")
+
+
+def load_network(card: ModelCard) -> nn.Module:
+    """The card's network with its trained weights, in eval mode, on the CPU."""
+    from safetensors.torch import load_file
+
+    net = build_network(card)
+    try:
+        state = load_file(str(card.weights_path))
+    except Exception as exc:
+        raise ModelError(f"{card.weights_path}: unreadable weights ({exc})") from None
+    state = {k: v.float() for k, v in state.items()}
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ModelError(
+            f"{card.weights_path}: weights do not fit {card.data['architecture']['name']} "
+            f"(missing {len(missing)}, unexpected {len(unexpected)})"
+        )
+    return net.eval()
+
+
+def export_onnx(net: nn.Module, card_data: dict[str, Any], path: Path) -> None:
+    """Export to ONNX with dynamic batch (and, for segmentation, dynamic height/width)."""
+    size = int(card_data["input"]["size"])
+    ch = int(card_data["input"].get("channels", 3))
+    dummy = torch.zeros(1, ch, size, size)
+    axes = {"input": {0: "n"}, "logits": {0: "n"}}
+    if card_data["task"] == "segmentation":
+        axes = {"input": {0: "n", 2: "h", 3: "w"}, "logits": {0: "n", 2: "h", 3: "w"}}
+    net = net.eval().float()
+    with torch.no_grad():
+        torch.onnx.export(
+            net, dummy, str(path), input_names=["input"], output_names=["logits"],
+            dynamic_axes=axes, opset_version=17, dynamo=False,
+        )
+
+
+def save_model(
+    net: nn.Module, card_data: dict[str, Any], out_dir: str | Path, onnx: bool = True
+) -> ModelCard:
+    """Write ``card.json``, ``weights.safetensors`` (fp16) and ``model.onnx`` atomically.
+
+    The folder appears only when complete; an existing folder is replaced only then.
+    """
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    data = json.loads(json.dumps(card_data))  # deep copy, JSON-clean
+    data.setdefault("files", {})
+    data["files"]["weights"] = "weights.safetensors"
+    if onnx:
+        data["files"]["onnx"] = "model.onnx"
+    else:
+        data["files"].pop("onnx", None)
+    validate_card(data, str(out / "card.json"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        # fp16 halves the shipped size; loading casts back to fp32 for exact backends.
+        state = {k: v.detach().to(torch.float16).contiguous() for k, v in net.state_dict().items()
+                 if v.is_floating_point()}
+        state.update({k: v.detach().contiguous() for k, v in net.state_dict().items()
+                      if not v.is_floating_point()})
+        save_file(state, str(tmp / "weights.safetensors"))
+        if onnx:
+            # Export from the fp16-rounded weights so both backends give the same numbers.
+            ref = build_network(data)
+            ref.load_state_dict({k: v.float() if v.is_floating_point() else v
+                                 for k, v in state.items()})
+            export_onnx(ref, data, tmp / "model.onnx")
+        (tmp / "card.json").write_text(json.dumps(data, indent=2) + "\n")
+        if out.exists():
+            backup = out.with_name(f".{out.name}.old")
+            shutil.rmtree(backup, ignore_errors=True)
+            out.rename(backup)
+            tmp.rename(out)
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return ModelCard(data, out)

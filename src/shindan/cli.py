@@ -64,7 +64,7 @@ def _register_tasks() -> None:
     from shindan.explain.cli import register as register_explain
     from shindan.kidney.cli import app as kidney_app
     from shindan.kidney.cli import register_demo
-    from shindan.kidney.nuclei_cli import app as nuclei_app
+    from shindan.nuclei.cli import app as nuclei_app
 
     app.add_typer(kidney_app, name="kidney")
     app.add_typer(nuclei_app, name="nuclei")

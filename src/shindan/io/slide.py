@@ -101,7 +101,9 @@ class Slide(ABC):
         ndarray of uint8, shape (height, width, 3)
         """
         if not 0 <= level < self.level_count:
-            raise InputError(f"{self.path.name}: level {level} out of range 0..{self.level_count - 1}")
+            raise InputError(
+                f"{self.path.name}: level {level} out of range 0..{self.level_count - 1}"
+            )
         w, h = int(size[0]), int(size[1])
         if w <= 0 or h <= 0:
             raise InputError(f"region size must be positive, got {size}")
@@ -218,7 +220,9 @@ class TiffFileSlide(Slide):
         self.format = "ome-tiff" if self._tif.is_ome else "tiff"
         self.vendor = None
         self._axes = series.axes
-        self._levels = [zarr.open(series.aszarr(level=i), mode="r") for i in range(len(series.levels))]
+        self._levels = [
+            zarr.open(series.aszarr(level=i), mode="r") for i in range(len(series.levels))
+        ]
         yi, xi = self._axes.index("Y"), self._axes.index("X")
         self.level_dimensions = [(int(a.shape[xi]), int(a.shape[yi])) for a in self._levels]
         w0 = self.level_dimensions[0][0]

@@ -1,0 +1,332 @@
+"""Batched tiled inference with seamless blending, streamed to disk.
+
+Tiles of the card's size overlap by the card's overlap on a grid fixed to the image
+(:class:`~shindan.tiling.TileGrid`). Each tile's probabilities are weighted by a window that
+ramps down across the overlap and the weighted sum is normalised, so neighbouring tiles fade
+into each other instead of meeting at a seam.
+
+Memory stays flat as slides grow: the image is cut into vertical strips at most
+``strip_width`` pixels wide, each processed top to bottom with one band of ``tile`` rows held
+in memory; finished rows go straight to a chunked zarr array on disk. Tiles straddling a strip
+boundary are the same tiles of the same global grid in both strips, so the result equals a
+single pass. Tiles are read and resampled in a thread pool while the model computes.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from shindan.engine.backends import Predictor, _threads
+from shindan.io.slide import ImageSlide, Slide
+from shindan.tiling import TileGrid, TissueMask, read_at_mpp, require_mpp
+from shindan.util.progress import progress_bar
+
+Reader = Callable[[tuple[int, int], tuple[int, int]], np.ndarray]
+
+
+def blend_window(size: int, overlap: int) -> np.ndarray:
+    """Separable (size, size) float32 weights: 1 inside, ramping to ~0 across ``overlap``."""
+    if overlap == 0:
+        return np.ones((size, size), np.float32)
+    i = np.arange(size, dtype=np.float32) + 0.5
+    ramp = np.minimum(1.0, np.minimum(i, size - i) / overlap)
+    return np.outer(ramp, ramp).astype(np.float32)
+
+
+@dataclass
+class _Band:
+    """Weighted sums for the rows of one tile row of one strip."""
+
+    acc: np.ndarray  # (C, size, width) float32
+    wsum: np.ndarray  # (size, width) float32
+    top: int  # image row of band row 0
+
+
+class Sink:
+    """Receives finished rows ``probs[:, :, :]`` for image rows starting at ``row``, cols x0.."""
+
+    def put(self, row: int, x0: int, probs: np.ndarray) -> None:
+        raise NotImplementedError
+
+
+@dataclass
+class ArraySink(Sink):
+    """Keeps all probabilities in memory (for images that fit)."""
+
+    classes: int
+    height: int
+    width: int
+    probs: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.probs = np.zeros((self.classes, self.height, self.width), np.float32)
+
+    def put(self, row: int, x0: int, probs: np.ndarray) -> None:
+        self.probs[:, row : row + probs.shape[1], x0 : x0 + probs.shape[2]] = probs
+
+
+@dataclass
+class LabelSink(Sink):
+    """Argmax labels streamed to a chunked zarr array, with per-class pixel counts and a
+    coarse overview map kept in memory."""
+
+    path: Path
+    classes: int
+    height: int
+    width: int
+    overview_factor: int = 1
+    chunk: int = 512
+    counts: np.ndarray = field(init=False)
+    overview: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        import zarr
+
+        self.labels = zarr.create_array(
+            store=str(self.path), shape=(self.height, self.width), dtype="uint8",
+            chunks=(self.chunk, self.chunk), fill_value=0, overwrite=True,
+        )
+        self.counts = np.zeros(self.classes, np.int64)
+        f = self.overview_factor
+        self.overview = np.zeros((-(-self.height // f), -(-self.width // f)), np.uint8)
+        self._pending: dict[int, list[tuple[int, np.ndarray]]] = {}
+
+    def put(self, row: int, x0: int, probs: np.ndarray) -> None:
+        lab = probs.argmax(axis=0).astype(np.uint8)
+        self.counts += np.bincount(lab.ravel(), minlength=self.classes)[: self.classes]
+        f = self.overview_factor
+        # Overview: label at each coarse pixel's top-left fine pixel (rows aligned to f).
+        r_first = -(-row // f) * f
+        sub = lab[r_first - row :: f, (-(-x0 // f) * f) - x0 :: f]
+        self.overview[r_first // f : r_first // f + sub.shape[0],
+                      -(-x0 // f) : -(-x0 // f) + sub.shape[1]] = sub
+        self.labels[row : row + lab.shape[0], x0 : x0 + lab.shape[1]] = lab
+
+
+def _tile_batches(
+    grid: TileGrid, strip: tuple[int, int], keep: Callable[[int, int], bool], batch: int
+) -> Iterator[list[tuple[int, int, bool]]]:
+    """Tiles (row, col, has_tissue) of one strip in row order, cut into batches per tile row."""
+    cols = grid.cols_touching(*strip)
+    for r in range(grid.rows):
+        row = [(r, c, keep(r, c)) for c in cols]
+        for i in range(0, len(row), batch):
+            yield row[i : i + batch]
+
+
+def run_tiles(
+    reader: Reader,
+    predictor: Predictor,
+    grid: TileGrid,
+    sink: Sink,
+    *,
+    keep: Callable[[int, int], bool] | None = None,
+    fill_class: int = 0,
+    batch_size: int = 8,
+    strip_width: int = 16384,
+    progress: bool = True,
+    description: str = "tiles",
+) -> int:
+    """Run ``predictor`` over every tile of ``grid`` and stream blended rows to ``sink``.
+
+    Parameters
+    ----------
+    reader : callable
+        ``reader((x, y), (w, h))`` → uint8 RGB tile on the grid's pixel scale.
+    keep : callable, optional
+        ``keep(row, col)`` → False for tiles with no tissue; those are not read or run and
+        count as ``fill_class`` with full confidence.
+    strip_width : int
+        Widest strip processed at once, in pixels: bounds memory for any slide width.
+
+    Returns
+    -------
+    int
+        Number of tiles run through the model.
+    """
+    keep = keep or (lambda r, c: True)
+    strips = [(x, min(x + strip_width, grid.width)) for x in range(0, grid.width, strip_width)]
+    total = sum(len(grid.cols_touching(*s)) for s in strips) * grid.rows
+    ran = 0
+    with ThreadPoolExecutor(max_workers=max(2, _threads())) as pool, progress_bar(
+        description, total, enabled=progress
+    ) as advance:
+        for strip in strips:
+            ran += _run_strip(reader, predictor, grid, sink, strip, keep, fill_class,
+                              batch_size, pool, advance)
+    return ran
+
+
+def _run_strip(
+    reader: Reader, predictor: Predictor, grid: TileGrid, sink: Sink, strip: tuple[int, int],
+    keep: Callable[[int, int], bool], fill_class: int, batch_size: int,
+    pool: ThreadPoolExecutor, advance: Callable[[int], None], read_ahead: int = 4,
+) -> int:
+    """One vertical strip, top to bottom, with one band of tile rows in memory."""
+    size = grid.size
+    window = blend_window(size, grid.overlap)
+    cols = grid.cols_touching(*strip)
+    bx0 = grid.origin(0, cols[0])[0]  # band x origin (image px)
+    bw = grid.origin(0, cols[-1])[0] + size - bx0
+    n_cls = len(predictor.classes)
+    band = _Band(np.zeros((n_cls, size, bw), np.float32), np.zeros((size, bw), np.float32),
+                 grid.offset)
+    emitted = 0  # image rows of this strip already handed to the sink
+    ran = 0
+    batches = _tile_batches(grid, strip, keep, batch_size)
+    queue: deque[tuple[list, list[Future]]] = deque()
+
+    def submit() -> None:
+        tiles = next(batches, None)
+        if tiles is not None:
+            futs = [pool.submit(reader, grid.origin(r, c), (size, size)) for r, c, k in tiles if k]
+            queue.append((tiles, futs))
+
+    for _ in range(read_ahead):  # reading and decoding overlap with compute
+        submit()
+    while queue:
+        tiles, futs = queue.popleft()
+        submit()
+        probs = iter(predictor.predict(np.stack([f.result() for f in futs]))) if futs else None
+        ran += len(futs)
+        y0 = grid.origin(tiles[0][0], 0)[1]
+        if y0 > band.top:  # a new tile row starts: every row above it is final
+            done_to = min(y0, grid.height)
+            if done_to > emitted:
+                _emit(sink, band, emitted - band.top, done_to - band.top, emitted, bx0, strip)
+                emitted = done_to
+            shift = y0 - band.top
+            band.acc[:, : size - shift] = band.acc[:, shift:]
+            band.wsum[: size - shift] = band.wsum[shift:]
+            band.acc[:, size - shift :] = 0
+            band.wsum[size - shift :] = 0
+            band.top = y0
+        for r, c, k in tiles:
+            x = grid.origin(r, c)[0] - bx0
+            if k:
+                band.acc[:, :, x : x + size] += next(probs) * window
+            else:  # no tissue: full confidence in the fill class, no model run
+                band.acc[fill_class, :, x : x + size] += window
+            band.wsum[:, x : x + size] += window
+        advance(len(tiles))
+    if emitted < grid.height:
+        _emit(sink, band, emitted - band.top, grid.height - band.top, emitted, bx0, strip)
+    return ran
+
+
+def _emit(
+    sink: Sink, band: _Band, a: int, b: int, row: int, bx0: int, strip: tuple[int, int]
+) -> None:
+    """Normalise band rows [a, b) over the strip's columns and hand them to the sink."""
+    sx0, sx1 = strip
+    c0, c1 = sx0 - bx0, sx1 - bx0
+    w = np.maximum(band.wsum[a:b, c0:c1], 1e-12)
+    sink.put(row, sx0, band.acc[:, a:b, c0:c1] / w)
+
+
+def predict_array(
+    predictor: Predictor, image: np.ndarray, *, batch_size: int = 8, progress: bool = False
+) -> np.ndarray:
+    """Blended tiled probabilities of an in-memory image already at the model's µm/px.
+
+    Parameters
+    ----------
+    predictor : Predictor
+        A segmentation model (its card gives tile size and overlap).
+    image : ndarray (H, W, 3) uint8
+
+    Returns
+    -------
+    ndarray of float32, shape (classes, H, W)
+    """
+    h, w = image.shape[:2]
+    card = predictor.card
+    grid = TileGrid(w, h, card.size, card.overlap)
+    slide = ImageSlide.from_array(image, mpp=None, name="array")
+    sink = ArraySink(len(predictor.classes), h, w)
+
+    def reader(loc: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+        return slide.read_region(loc, 0, size)
+
+    run_tiles(reader, predictor, grid, sink, batch_size=batch_size, progress=progress)
+    return sink.probs
+
+
+@dataclass
+class SlideSegmentation:
+    """A segmented slide: labels on disk (zarr) at ``mpp``, counts and a coarse overview."""
+
+    labels_path: Path
+    mpp: float
+    width: int
+    height: int
+    classes: list[str]
+    counts: np.ndarray
+    overview: np.ndarray
+    overview_mpp: float
+    tiles_run: int
+
+    def labels(self):
+        """The zarr label array (read regions with slicing, [rows, cols])."""
+        import zarr
+
+        return zarr.open_array(str(self.labels_path), mode="r")
+
+
+def segment_slide(
+    slide: Slide,
+    predictor: Predictor,
+    out: str | Path,
+    *,
+    tissue: TissueMask | None = None,
+    min_tissue: float = 0.01,
+    fill_class: int = 0,
+    batch_size: int = 8,
+    strip_width: int = 16384,
+    overview_size: int = 4096,
+    progress: bool = True,
+) -> SlideSegmentation:
+    """Segment a whole slide at the model's µm/px; labels streamed to ``out`` (a zarr folder).
+
+    Tiles with less than ``min_tissue`` tissue (when a mask is given) are skipped and count
+    as ``fill_class``. The zarr folder is written under a temporary name and renamed at the end.
+    """
+    mpp = predictor.card.mpp or require_mpp(slide)
+    s_mpp = require_mpp(slide)
+    w0, h0 = slide.dimensions
+    width, height = max(int(round(w0 * s_mpp / mpp)), 1), max(int(round(h0 * s_mpp / mpp)), 1)
+    grid = TileGrid(width, height, predictor.card.size, predictor.card.overlap)
+    factor = max(1, -(-max(width, height) // overview_size))
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    sink = LabelSink(tmp, len(predictor.classes), height, width, overview_factor=factor)
+
+    def keep(r: int, c: int) -> bool:
+        if tissue is None:
+            return True
+        x, y = grid.origin(r, c)
+        return tissue.fraction((x, y, grid.size, grid.size), mpp) >= min_tissue
+
+    def reader(loc: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+        return read_at_mpp(slide, loc, size, mpp)
+
+    try:
+        ran = run_tiles(reader, predictor, grid, sink, keep=keep, fill_class=fill_class,
+                        batch_size=batch_size, strip_width=strip_width, progress=progress,
+                        description=f"{predictor.card.name} {slide.path.name}")
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return SlideSegmentation(out, mpp, width, height, predictor.classes, sink.counts,
+                             sink.overview, mpp * factor, ran)

@@ -55,10 +55,10 @@ def tissue_mask_from_rgb(
     tissue = score > thr
     # Marker ink: green/blue hues with saturation no stain reaches, or near-black.
     pen = ((hue > 70) & (hue < 260) & (sat > 0.45) & (val < 0.85)) | (val < 0.12)
-    pen = morphology.binary_dilation(pen, morphology.disk(2))
+    pen = ndi.binary_dilation(pen, morphology.disk(2))
     tissue &= ~pen
     px_area = mpp * mpp
-    tissue = morphology.binary_closing(tissue, morphology.disk(1))
+    tissue = ndi.binary_closing(tissue, morphology.disk(1))
     tissue = morphology.remove_small_holes(tissue, max_size=int(min_hole_um2 / px_area))
     tissue = morphology.remove_small_objects(tissue, max_size=int(min_area_um2 / px_area))
     return ndi.binary_fill_holes(tissue) if tissue.any() else tissue

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,9 @@ def export_onnx(net: nn.Module, card_data: dict[str, Any], path: Path) -> None:
     if card_data["task"] == "segmentation":
         axes = {"input": {0: "n", 2: "h", 3: "w"}, "logits": {0: "n", 2: "h", 3: "w"}}
     net = net.eval().float()
-    with torch.no_grad():
+    # The TorchScript exporter is deprecated but exports smp/timm nets reliably offline.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
             net, dummy, str(path), input_names=["input"], output_names=["logits"],
             dynamic_axes=axes, opset_version=17, dynamo=False,

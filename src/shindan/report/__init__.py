@@ -1,0 +1,1 @@
+"""Reports for people: offline HTML (Jinja2) with embedded figures."""

@@ -1,0 +1,73 @@
+"""``shindan kidney ...`` and ``shindan demo``: thin wrappers over the kidney pipeline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from shindan.util.progress import set_quiet
+
+app = typer.Typer(help="Kidney biopsy quantification.", no_args_is_help=True)
+
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+Backend = Annotated[str, typer.Option(help="auto, onnx, torch or torch-bf16.")]
+
+
+@app.command()
+def analyze(
+    inputs: Annotated[list[Path], typer.Argument(help="Slides, images or folders of them.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")],
+    mpp: Annotated[float | None, typer.Option(help="µm/px when the file has none.")] = None,
+    backend: Backend = "auto",
+    quiet: Quiet = False,
+) -> None:
+    """Compartments, interstitial nuclei, fibrosis and inflammation scores, glomeruli, report."""
+    from shindan.kidney.pipeline import analyze as run
+
+    set_quiet(quiet)
+    results = run(inputs, out, mpp=mpp, backend=backend)
+    for r in results:
+        s = r.scores
+        typer.echo(f"{r.case}: fibrosis {s['interstitial_fibrosis']:.3f}  inflammation "
+                   f"{s['inflammation']:.4f}  glomeruli {s['glomeruli']['count']}", err=True)
+    typer.echo(f"wrote {Path(out) / 'cohort.csv'}", err=True)
+
+
+def register_demo(root: typer.Typer) -> None:
+    """Add the top-level ``demo`` command."""
+
+    @root.command()
+    def demo(
+        out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("demo-output"),
+        size: Annotated[int, typer.Option(help="Phantom side in pixels at 0.5 µm/px.")] = 6000,
+        seed: Annotated[int, typer.Option(help="Phantom random seed.")] = 0,
+        backend: Backend = "auto",
+        quiet: Quiet = False,
+    ) -> None:
+        """Make a synthetic kidney slide with known truth and run the full kidney pipeline."""
+        from shindan.kidney.demo import run_demo
+
+        set_quiet(quiet)
+        result, truth = run_demo(out, size=size, seed=seed, backend=backend)
+        s = result.scores
+        typer.echo(
+            f"fibrosis {s['interstitial_fibrosis']:.3f} "
+            f"(truth {truth['interstitial_fibrosis']:.3f})"
+            f"  inflammation {s['inflammation']:.4f} (truth {truth['inflammation']:.4f})"
+            f"  glomeruli {s['glomeruli']['count']} (truth {truth['glomeruli']['count']})",
+            err=True,
+        )
+        typer.echo(f"report: {result.out_dir / 'report.html'}", err=True)
+
+
+def _register_train() -> None:
+    try:
+        from shindan.kidney.train_cli import register
+    except ImportError:  # training command lands separately
+        return
+    register(app)
+
+
+_register_train()

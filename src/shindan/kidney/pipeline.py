@@ -1,0 +1,339 @@
+"""``kidney analyze``: slide or image → compartments, interstitial nuclei, scores, report.
+
+Steps for one case: tissue mask → compartment segmentation at the model's µm/px (streamed to
+disk) → label map on the output grid (the input's own grid unless that is too large) →
+nuclei, block by block, only where there is interstitium → glomerulus table → outputs.
+Each case is written to a temporary folder and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage as ndi
+
+from shindan import __version__
+from shindan.engine import Predictor, load_predictor
+from shindan.engine.tiled import segment_slide
+from shindan.errors import InputError, ModelError
+from shindan.io.slide import Slide, open_slide
+from shindan.kidney.glomeruli import Glomerulus, classify_glomeruli, find_glomeruli
+from shindan.kidney.scores import COMPARTMENTS, INTERSTITIUM, ScoreAccumulator
+from shindan.tiling import detect_tissue, read_at_mpp, require_mpp
+from shindan.util.atomic import atomic_dir, atomic_path
+from shindan.util.progress import progress_bar
+
+NucleiFn = Callable[[np.ndarray, float], np.ndarray]
+
+# compartments.png is on the input's own grid up to this many pixels, coarser beyond.
+MAX_OUTPUT_PIXELS = 64_000_000
+NUCLEUS_COLOURS = {"interstitial": (230, 40, 40), "other": (60, 60, 200)}
+
+
+@dataclass
+class KidneyModels:
+    """The models a kidney analysis runs, loaded once for a whole cohort."""
+
+    compartments: Predictor
+    nuclei: Predictor | None
+    glomerulosclerosis: Predictor | None
+
+    @classmethod
+    def load(
+        cls, compartments: str = "kidney-compartments", nuclei: str | None = "nuclei",
+        glomerulosclerosis: str | None = "glomerulosclerosis", backend: str = "auto",
+    ) -> KidneyModels:
+        """Load by shipped name or path; optional models that are not shipped are skipped."""
+
+        def optional(name: str | None) -> Predictor | None:
+            if name is None:
+                return None
+            try:
+                return load_predictor(name, backend)
+            except ModelError:
+                return None
+
+        comp = load_predictor(compartments, backend)
+        if len(comp.classes) != len(COMPARTMENTS):
+            raise ModelError(f"{comp.card.name}: expected the 5 compartment classes of the "
+                             f"contract, got {comp.classes}")
+        return cls(comp, optional(nuclei), optional(glomerulosclerosis))
+
+    def versions(self) -> dict[str, dict[str, object]]:
+        out = {}
+        for p in (self.compartments, self.nuclei, self.glomerulosclerosis):
+            if p is not None:
+                out[p.card.name] = {
+                    "version": p.card.version, "backend": p.backend,
+                    "synthetic_training_data": bool(p.card.data["training"].get("synthetic")),
+                    "training_data": p.card.data["training"]["data"],
+                }
+        return out
+
+
+@dataclass
+class CaseResult:
+    """What one analysed case produced."""
+
+    case: str
+    scores: dict[str, object]
+    glomeruli: list[Glomerulus] = field(default_factory=list)
+    out_dir: Path | None = None
+
+
+def output_grid(slide: Slide, max_pixels: int = MAX_OUTPUT_PIXELS) -> tuple[float, int, int]:
+    """(mpp, width, height) of compartments.png: the input grid, or coarser when too large."""
+    s_mpp = require_mpp(slide)
+    w0, h0 = slide.dimensions
+    f = max(1.0, math.sqrt(w0 * h0 / max_pixels))
+    return s_mpp * f, max(1, int(round(w0 / f))), max(1, int(round(h0 / f)))
+
+
+def resample_labels(labels, src_mpp: float, mpp: float, width: int, height: int) -> np.ndarray:
+    """Nearest-neighbour label map on a (width, height) grid at ``mpp`` from an array (or zarr)
+    at ``src_mpp``, read in row strips so a large source never sits in memory whole."""
+    sh, sw = labels.shape
+    rows = np.minimum(((np.arange(height) + 0.5) * mpp / src_mpp).astype(np.int64), sh - 1)
+    cols = np.minimum(((np.arange(width) + 0.5) * mpp / src_mpp).astype(np.int64), sw - 1)
+    out = np.empty((height, width), np.uint8)
+    step = 1024
+    for i in range(0, height, step):
+        r = rows[i : i + step]
+        block = np.asarray(labels[int(r[0]) : int(r[-1]) + 1])
+        out[i : i + step] = block[r - r[0]][:, cols]
+    return out
+
+
+def _blocks(width: int, height: int, block: int) -> Iterator[tuple[int, int, int, int]]:
+    for y in range(0, height, block):
+        for x in range(0, width, block):
+            yield x, y, min(block, width - x), min(block, height - y)
+
+
+def detect_nuclei(
+    slide: Slide, labels: np.ndarray, labels_mpp: float, nuclei_fn: NucleiFn, mpp: float,
+    geojson: Path, acc: ScoreAccumulator, *, block: int = 1024, margin: int = 48,
+    progress: bool = True,
+) -> dict[str, int]:
+    """Segment nuclei block by block where there is interstitium; write all nuclei to GeoJSON
+    (level-0 pixel coordinates, QuPath detections classified ``interstitial`` or ``other``) and
+    add the nucleus pixels lying in interstitium to ``acc``.
+
+    A nucleus belongs to the block holding its centroid, so block edges never split or
+    double-count one (``margin`` must exceed a nucleus diameter in pixels).
+    """
+    from shindan.io.annotations import instances_to_polygons, to_geojson
+
+    s_mpp = require_mpp(slide)
+    w0, h0 = slide.dimensions
+    width, height = int(round(w0 * s_mpp / mpp)), int(round(h0 * s_mpp / mpp))
+    scale = mpp / labels_mpp  # label-map px per nucleus-grid px
+    total = interstitial = 0
+    blocks = list(_blocks(width, height, block))
+    with atomic_path(geojson) as tmp, open(tmp, "w") as fh, progress_bar(
+        f"nuclei {slide.path.name}", len(blocks), enabled=progress
+    ) as advance:
+        fh.write('{"type": "FeatureCollection", "features": [\n')
+        first = True
+        for x, y, w, h in blocks:
+            advance(1)
+            lr0, lr1 = int(y * scale), int(math.ceil((y + h) * scale))
+            lc0, lc1 = int(x * scale), int(math.ceil((x + w) * scale))
+            if not (labels[lr0:lr1, lc0:lc1] == INTERSTITIUM).any():
+                continue
+            rgb = read_at_mpp(slide, (x - margin, y - margin), (w + 2 * margin, h + 2 * margin),
+                              mpp)
+            inst = nuclei_fn(rgb, mpp)
+            # Compartment under every pixel of the padded block (nearest label-map pixel).
+            rr = np.clip(((np.arange(y - margin, y + h + margin) + 0.5) * scale).astype(int), 0,
+                         labels.shape[0] - 1)
+            cc = np.clip(((np.arange(x - margin, x + w + margin) + 0.5) * scale).astype(int), 0,
+                         labels.shape[1] - 1)
+            comp = labels[rr][:, cc]
+            ids = np.unique(inst)
+            ids = ids[ids != 0]
+            if ids.size == 0:
+                continue
+            keep, is_int = [], {}
+            cents = ndi.center_of_mass(inst > 0, inst, ids)
+            n_px = ndi.sum_labels(np.ones_like(inst), inst, ids)
+            n_int = ndi.sum_labels(comp == INTERSTITIUM, inst, ids)
+            for i, (cy, cx), npx, nint in zip(ids, cents, n_px, n_int, strict=True):
+                if not (margin <= cy < margin + h and margin <= cx < margin + w):
+                    continue
+                keep.append(int(i))
+                is_int[int(i)] = nint * 2 > npx  # a nucleus is interstitial by majority
+                acc.add_interstitial_nuclei(int(nint), mpp)
+            total += len(keep)
+            interstitial += int(sum(is_int.values()))
+            f = mpp / s_mpp  # level-0 px per nucleus-grid px
+            origin = ((x - margin) * f, (y - margin) * f)
+            for name, ids_ in (("interstitial", [i for i in keep if is_int[i]]),
+                               ("other", [i for i in keep if not is_int[i]])):
+                sub = np.where(np.isin(inst, ids_), inst, 0)
+                polys = instances_to_polygons(sub, offset=origin, scale=f, label=name)
+                for feat in to_geojson(polys, colours=NUCLEUS_COLOURS)["features"]:
+                    fh.write(("" if first else ",\n") + json.dumps(feat))
+                    first = False
+        fh.write("\n]}\n")
+    return {"count": total, "interstitial_count": interstitial}
+
+
+def analyze_case(
+    path: str | Path, out: str | Path, models: KidneyModels, *, mpp: float | None = None,
+    case: str | None = None, progress: bool = True, nuclei_fn: NucleiFn | None = None,
+) -> CaseResult:
+    """Analyse one slide or image; writes ``out/<case>/`` (see the contract).
+
+    Parameters
+    ----------
+    path : slide or image file
+    out : output folder (the case folder is created inside it)
+    models : KidneyModels
+    mpp : float, optional
+        µm/px of the input when its metadata has none (or to override it).
+    nuclei_fn : callable, optional
+        ``f(rgb, mpp) -> instance labels``; defaults to the ``nuclei`` model of ``models``.
+    """
+    from shindan.report.kidney import write_kidney_report
+    from shindan.report.overlay import overlay_image
+
+    t0 = time.time()
+    path = Path(path)
+    case = case or path.name.split(".")[0]
+    slide = open_slide(path, mpp=mpp)
+    require_mpp(slide)
+    if nuclei_fn is None and models.nuclei is not None:
+        from shindan.nuclei import segment_nuclei
+
+        def nuclei_fn(image: np.ndarray, m: float) -> np.ndarray:
+            return segment_nuclei(image, m, predictor=models.nuclei)
+
+    with slide, atomic_dir(Path(out) / case) as tmp, tempfile.TemporaryDirectory() as scratch:
+        tissue = detect_tissue(slide)
+        seg = segment_slide(slide, models.compartments, Path(scratch) / "compartments.zarr",
+                            tissue=tissue, progress=progress)
+        o_mpp, o_w, o_h = output_grid(slide)
+        labels = resample_labels(seg.labels(), seg.mpp, o_mpp, o_w, o_h)
+        Image.fromarray(labels).save(tmp / "compartments.png", optimize=False)
+        acc = ScoreAccumulator()
+        acc.add_labels(labels, o_mpp)
+        nuclei_stats: dict[str, int] | None = None
+        if nuclei_fn is not None:
+            n_mpp = models.nuclei.card.mpp if models.nuclei else slide.mpp
+            nuclei_stats = detect_nuclei(slide, labels, o_mpp, nuclei_fn, n_mpp or slide.mpp,
+                                         tmp / "nuclei.geojson", acc, progress=progress)
+        else:
+            (tmp / "nuclei.geojson").write_text('{"type": "FeatureCollection", "features": []}\n')
+        glomeruli = find_glomeruli(labels, o_mpp, slide.mpp)
+        if models.glomerulosclerosis is not None and glomeruli:
+            glomeruli = classify_glomeruli(slide, glomeruli, models.glomerulosclerosis)
+        scores = {
+            **acc.scores(),
+            "areas_um2": {k: round(v, 2) for k, v in acc.areas_um2.items()},
+            "interstitial_nuclei_um2": round(acc.interstitial_nuclei_um2, 2),
+            "nuclei": nuclei_stats,
+            "glomeruli": {
+                "count": len(glomeruli),
+                "sclerosed": (sum(bool(g.sclerosed) for g in glomeruli)
+                              if models.glomerulosclerosis is not None else None),
+                "items": [g.as_dict() for g in glomeruli],
+            },
+            "mpp": o_mpp,
+            "input_mpp": slide.mpp,
+            "analysis_mpp": {"compartments": seg.mpp,
+                             "nuclei": models.nuclei.card.mpp if models.nuclei else None},
+            "model": models.versions(),
+            "input": {"path": str(path), **slide.info()},
+            "shindan_version": __version__,
+            "seconds": round(time.time() - t0, 2),
+        }
+        thumb = slide.thumbnail(2048)
+        overlay = overlay_image(thumb, labels, tmp / "nuclei.geojson",
+                                scale=thumb.shape[1] / slide.dimensions[0])
+        Image.fromarray(overlay).save(tmp / "overlay.png")
+        (tmp / "scores.json").write_text(json.dumps(scores, indent=2) + "\n")
+        write_kidney_report(tmp / "report.html", case, scores, overlay, thumb)
+    return CaseResult(case, scores, glomeruli, Path(out) / case)
+
+
+def cohort_row(result: CaseResult) -> dict[str, object]:
+    """One ``cohort.csv`` row: the scores as columns."""
+    s = result.scores
+    row: dict[str, object] = {
+        "case": result.case,
+        "interstitial_fibrosis": s["interstitial_fibrosis"],
+        "inflammation": s["inflammation"],
+    }
+    row.update({f"area_{k}_um2": v for k, v in s["areas_um2"].items()})
+    row["glomeruli"] = s["glomeruli"]["count"]
+    row["glomeruli_sclerosed"] = s["glomeruli"]["sclerosed"]
+    row["interstitial_nuclei"] = (s["nuclei"] or {}).get("interstitial_count")
+    row["mpp"] = s["mpp"]
+    return row
+
+
+def expand_inputs(inputs: list[Path]) -> list[Path]:
+    """Files as given; folders expanded to the slides and images inside (sorted)."""
+    from shindan.io.slide import _PLAIN, _TIFF
+
+    exts = _PLAIN | _TIFF | {".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".bif", ".dcm", ".svslide"}
+    out: list[Path] = []
+    for p in inputs:
+        p = Path(p)
+        if p.is_dir():
+            out += sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in exts
+                          and not q.name.startswith("."))
+        elif p.exists():
+            out.append(p)
+        else:
+            raise InputError(f"{p}: no such file or folder")
+    if not out:
+        raise InputError("no slides or images found in the inputs")
+    return out
+
+
+def analyze(
+    inputs: list[Path], out: str | Path, *, mpp: float | None = None, backend: str = "auto",
+    progress: bool = True, models: KidneyModels | None = None,
+) -> list[CaseResult]:
+    """Analyse every input into ``out/<case>/`` and write ``out/cohort.csv``.
+
+    Inputs are checked first (all must open) so a bad file fails before any work is done.
+    """
+    files = expand_inputs(inputs)
+    cases = [f.name.split(".")[0] for f in files]
+    dupes = {c for c in cases if cases.count(c) > 1}
+    if dupes:
+        cases = [f"{c}_{i}" if c in dupes else c for i, c in enumerate(cases)]
+    for f in files:  # fail fast on unreadable input or missing µm/px
+        with open_slide(f, mpp=mpp) as s:
+            require_mpp(s)
+    models = models or KidneyModels.load(backend=backend)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = [analyze_case(f, out, models, mpp=mpp, case=c, progress=progress)
+               for f, c in zip(files, cases, strict=True)]
+    with atomic_path(out / "cohort.csv") as tmp, open(tmp, "w", newline="") as fh:
+        rows = [cohort_row(r) for r in results]
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return results
+
+
+def copy_truth(truth: dict, out: Path) -> None:
+    """Write ``truth.json`` atomically (used by the demo)."""
+    with atomic_path(out) as tmp:
+        tmp.write_text(json.dumps(truth, indent=2) + "\n")
+
+

@@ -1,0 +1,68 @@
+"""Overlay of compartments and nuclei on a slide thumbnail."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+# Colours per compartment code (non-tissue transparent); shown in the report's legend.
+PALETTE = {
+    1: ("interstitium", (240, 200, 40)),
+    2: ("glomerulus", (40, 180, 60)),
+    3: ("tubule", (50, 110, 230)),
+    4: ("vessel", (220, 50, 50)),
+}
+
+
+def colorize(labels: np.ndarray) -> np.ndarray:
+    """RGB picture of a compartment label map (non-tissue white)."""
+    out = np.full((*labels.shape, 3), 255, np.uint8)
+    for code, (_, rgb) in PALETTE.items():
+        out[labels == code] = rgb
+    return out
+
+
+def overlay_image(
+    thumbnail: np.ndarray, labels: np.ndarray, nuclei_geojson: Path | None = None,
+    *, scale: float = 1.0, alpha: float = 0.35,
+) -> np.ndarray:
+    """Thumbnail with compartments blended in, outlines drawn and interstitial nuclei dotted.
+
+    Parameters
+    ----------
+    thumbnail : ndarray (h, w, 3) uint8
+    labels : ndarray
+        Compartment codes on any grid covering the same field (resized, nearest).
+    nuclei_geojson : Path, optional
+        Nuclei in level-0 pixel coordinates; ``scale`` maps them to thumbnail pixels.
+    """
+    h, w = thumbnail.shape[:2]
+    lab = cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST)
+    colour = colorize(lab).astype(np.float32)
+    tissue = (lab > 0)[..., None]
+    out = np.where(tissue, (1 - alpha) * thumbnail + alpha * colour, thumbnail).astype(np.uint8)
+    for code, (_, rgb) in PALETTE.items():
+        contours, _ = cv2.findContours((lab == code).astype(np.uint8), cv2.RETR_EXTERNAL,
+                                       cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(out, contours, -1, rgb, 1)
+    if nuclei_geojson is not None and Path(nuclei_geojson).exists():
+        for feat in json.loads(Path(nuclei_geojson).read_text())["features"]:
+            if feat["properties"]["classification"]["name"] != "interstitial":
+                continue
+            pts = np.asarray(feat["geometry"]["coordinates"][0], np.float32) * scale
+            cx, cy = pts.mean(axis=0)
+            cv2.circle(out, (int(cx), int(cy)), max(1, int(w / 800)), (200, 0, 0), -1)
+    return out
+
+
+def png_data_uri(image: np.ndarray) -> str:
+    """An RGB array as a ``data:image/png;base64,...`` URI (reports stay one offline file)."""
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")

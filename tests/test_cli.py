@@ -1,0 +1,76 @@
+"""The contract's CLI behaviour: exit codes, one-line errors, JSON of ``info``."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SHINDAN = [str(Path(sys.executable).with_name("shindan"))]
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(SHINDAN + list(args), capture_output=True, text=True, cwd=cwd,
+                          timeout=600)
+
+
+def assert_one_line_error(p: subprocess.CompletedProcess) -> None:
+    assert p.returncode == 2, p.stderr
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_version_and_help():
+    p = run("--version")
+    assert p.returncode == 0 and p.stdout.startswith("shindan ")
+    for cmd in ([], ["info"], ["models"], ["demo"], ["kidney", "analyze"], ["nuclei", "segment"],
+                ["classify", "predict"], ["explain"]):
+        h = run(*cmd, "--help")
+        assert h.returncode == 0, (cmd, h.stderr)
+        assert "Usage" in h.stdout
+
+
+def test_info_json(shared_data):
+    p = run("info", str(shared_data / "slides" / "CMU-1-Small-Region.svs"))
+    assert p.returncode == 0, p.stderr
+    info = json.loads(p.stdout)
+    assert set(info) == {"format", "width", "height", "levels", "mpp", "vendor", "associated"}
+    assert info["levels"] == [[2220, 2967]] and info["vendor"] == "aperio"
+
+
+def test_info_errors(tmp_path, shared_data):
+    assert_one_line_error(run("info", str(tmp_path / "missing.svs")))
+    assert_one_line_error(run("info", str(shared_data / "slides/openslide-fixtures/unreadable.svs")))
+    assert_one_line_error(run("info", str(shared_data / "slides/openslide-fixtures/unopenable.tiff")))
+    (tmp_path / "x.txt").write_text("no")
+    assert_one_line_error(run("info", str(tmp_path / "x.txt")))
+
+
+def test_bad_options_exit_2(tmp_path):
+    assert_one_line_error(run("info"))
+    assert_one_line_error(run("kidney", "analyze", str(tmp_path / "nope.png"), "--out",
+                              str(tmp_path / "o")))
+    assert not (tmp_path / "o").exists()
+    assert_one_line_error(run("kidney", "analyze", "--out", str(tmp_path / "o"), "--mpp", "abc",
+                              str(tmp_path)))
+    assert_one_line_error(run("no-such-command"))
+
+
+@pytest.mark.parametrize("model", ["no-such-model"])
+def test_unknown_model(tmp_path, model):
+    img = tmp_path / "a.png"
+    from PIL import Image
+
+    Image.new("RGB", (32, 32)).save(img)
+    assert_one_line_error(run("classify", "predict", model, str(img), "--out",
+                              str(tmp_path / "p.csv")))
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_models_lists_shipped():
+    p = run("models")
+    assert p.returncode == 0
+    for line in p.stdout.splitlines():
+        assert len(line.split("\t")) == 5

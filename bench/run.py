@@ -1,0 +1,215 @@
+"""``make bench``: measured ratios, written to BENCHMARKS.md.
+
+Every ratio compares two things measured in this one run on this machine (never timed tests):
+- backends: tiles/s of the shipped compartment network on ONNX Runtime, torch fp32, torch bf16;
+- pipeline efficiency: end-to-end tiles/s on a phantom slide ÷ the bare model's tiles/s on the
+  same tiles, same backend and batch size;
+- peak memory of whole-slide segmentation on 20k² and 100k² phantoms (fresh processes);
+- classification throughput (images/s at the shipped classifiers' input size);
+- TIAToolbox's SemanticSegmentor on the same slide and network (when its bench venv exists).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = Path(os.environ.get("SHINDAN_BENCH_DIR", "/tmp/shindan-bench"))
+
+
+def _phantom(side: int, seed: int = 1) -> Path:
+    """A cached phantom slide of side x side pixels at 0.5 µm/px."""
+    from shindan.phantom import write_phantom
+
+    path = WORK / f"phantom-{side}.tiff"
+    if not path.exists():
+        WORK.mkdir(parents=True, exist_ok=True)
+        t = time.perf_counter()
+        write_phantom(path, side, side, mpp=0.5, seed=seed, progress=False)
+        print(f"  phantom {side}² written in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+    return path
+
+
+def _tiles(slide_path: Path, card, n: int) -> np.ndarray:
+    """``n`` tissue tiles of the model's size at its µm/px from a phantom."""
+    from shindan.io import open_slide
+    from shindan.tiling import TileGrid, detect_tissue, read_at_mpp
+
+    with open_slide(slide_path) as s:
+        tm = detect_tissue(s)
+        w, h = (int(d * s.mpp / card.mpp) for d in s.dimensions)
+        grid = TileGrid(w, h, card.size, card.overlap)
+        out = []
+        for r in range(grid.rows):
+            for c in range(grid.cols):
+                x, y = grid.origin(r, c)
+                if tm.fraction((x, y, card.size, card.size), card.mpp) > 0.5:
+                    out.append(read_at_mpp(s, (x, y), (card.size, card.size), card.mpp))
+                if len(out) == n:
+                    return np.stack(out)
+    return np.stack(out)
+
+
+def _rate(predictor, tiles: np.ndarray, batch: int, repeats: int = 1) -> float:
+    predictor.predict(tiles[:batch])  # warm-up (graph optimisation, allocations)
+    t = time.perf_counter()
+    for _ in range(repeats):
+        for i in range(0, len(tiles), batch):
+            predictor.predict(tiles[i : i + batch])
+    return repeats * len(tiles) / (time.perf_counter() - t)
+
+
+def bench_backends(model: str, tiles: np.ndarray, batch: int) -> list[dict]:
+    from shindan.engine import load_predictor
+
+    rows, ref = [], None
+    for backend in ("torch", "torch-bf16", "onnx"):
+        p = load_predictor(model, backend)
+        labels = p.predict(tiles[:batch]).argmax(1)
+        ref = labels if ref is None else ref
+        rows.append({"backend": backend, "tiles_per_s": _rate(p, tiles, batch),
+                     "label_agreement_vs_torch_fp32": float((labels == ref).mean())})
+    return rows
+
+
+def bench_pipeline(model: str, slide_path: Path, backend: str, batch: int) -> dict:
+    """End-to-end segment_slide tiles/s ÷ bare-model tiles/s on the very same tiles."""
+    import tempfile
+
+    from shindan.engine import load_predictor
+    from shindan.engine.tiled import segment_slide
+    from shindan.io import open_slide
+    from shindan.tiling import TileGrid, detect_tissue, read_at_mpp
+
+    p = load_predictor(model, backend)
+    card = p.card
+    with open_slide(slide_path) as s, tempfile.TemporaryDirectory() as tmp:
+        p.predict(np.zeros((batch, card.size, card.size, 3), np.uint8))  # warm-up
+        t = time.perf_counter()
+        tm = detect_tissue(s)
+        seg = segment_slide(s, p, Path(tmp) / "l.zarr", tissue=tm, batch_size=batch,
+                            progress=False)
+        e2e_s = time.perf_counter() - t
+        grid = TileGrid(seg.width, seg.height, card.size, card.overlap)
+        kept = [grid.origin(r, c) for r in range(grid.rows) for c in range(grid.cols)
+                if tm.fraction((*grid.origin(r, c), card.size, card.size), card.mpp) >= 0.01]
+        tiles = np.stack([read_at_mpp(s, xy, (card.size, card.size), card.mpp) for xy in kept])
+    bare = _rate(p, tiles, batch)
+    e2e = seg.tiles_run / e2e_s
+    return {"slide": slide_path.name, "backend": p.backend, "tiles": seg.tiles_run,
+            "e2e_tiles_per_s": e2e, "bare_tiles_per_s": bare, "efficiency": e2e / bare}
+
+
+def _peak_memory_child(slide_path: str, model: str) -> None:
+    """Run in a fresh process: segment the slide, print peak RSS (MB) and tiles as JSON."""
+    import tempfile
+
+    from shindan.engine import load_predictor
+    from shindan.engine.tiled import segment_slide
+    from shindan.io import open_slide
+    from shindan.tiling import detect_tissue
+
+    p = load_predictor(model)
+    with open_slide(slide_path) as s, tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        seg = segment_slide(s, p, Path(tmp) / "l.zarr", tissue=detect_tissue(s), progress=False)
+        secs = time.perf_counter() - t
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"peak_rss_mb": peak, "tiles": seg.tiles_run, "seconds": secs,
+                      "output_px": [seg.width, seg.height]}))
+
+
+def bench_memory(model: str, side: int) -> dict:
+    path = _phantom(side)
+    out = subprocess.run([sys.executable, __file__, "--memory-child", str(path), model],
+                         capture_output=True, text=True, check=True)
+    return {"side": side, **json.loads(out.stdout.strip().splitlines()[-1])}
+
+
+def bench_classify(model: str, n: int = 256) -> dict:
+    from shindan.engine import load_predictor
+
+    p = load_predictor(model)
+    size = p.card.size
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 255, (n, size, size, 3), dtype=np.uint8)
+    return {"model": model, "size": size, "backend": p.backend,
+            "images_per_s": _rate(p, imgs, 64)}
+
+
+def _md_table(rows: list[dict]) -> str:
+    keys = list(rows[0])
+    fmt = [f"{v:.3g}" if isinstance(v, float) else str(v) for r in rows for v in r.values()]
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    for i in range(len(rows)):
+        lines.append("| " + " | ".join(fmt[i * len(keys) : (i + 1) * len(keys)]) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
+    ap.add_argument("--model", default="kidney-compartments")
+    ap.add_argument("--sizes", default="20000,100000", help="memory benchmark phantom sides")
+    ap.add_argument("--pipeline-side", type=int, default=12000)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.memory_child:
+        _peak_memory_child(*args.memory_child)
+        return
+    from shindan import __version__
+    from shindan.engine import load_predictor
+    from shindan.models import list_models
+
+    sections = []
+    print("backends…", file=sys.stderr)
+    card = load_predictor(args.model, "torch").card
+    tiles = _tiles(_phantom(args.pipeline_side), card, 32)
+    backends = bench_backends(args.model, tiles, args.batch)
+    best = max(backends, key=lambda r: r["tiles_per_s"])
+    sections.append((f"Backends: shipped `{args.model}` network, {len(tiles)} tiles of "
+                     f"{card.size}² px, batch {args.batch}", _md_table(backends)))
+    print("pipeline…", file=sys.stderr)
+    pipe = [bench_pipeline(args.model, _phantom(args.pipeline_side), b, args.batch)
+            for b in ("onnx", "torch-bf16")]
+    sections.append(("Pipeline efficiency (end-to-end ÷ bare model, same tiles; target ≥ 0.85)",
+                     _md_table(pipe)))
+    print("memory…", file=sys.stderr)
+    mem = [bench_memory(args.model, int(s)) for s in args.sizes.split(",")]
+    sections.append(("Peak memory of whole-slide segmentation (fresh process; target < 2 GB, "
+                     "about equal)", _md_table(mem)))
+    cls = [bench_classify(c.name) for c in list_models() if c.task == "classification"]
+    if cls:
+        sections.append(("Classification throughput (target ≥ 100 images/s)", _md_table(cls)))
+    tia = ROOT / "bench" / "tiatoolbox_compare.py"
+    if tia.exists():
+        res = subprocess.run([sys.executable, str(tia), str(_phantom(args.pipeline_side)),
+                              args.model], capture_output=True, text=True)
+        if res.returncode == 0:
+            sections.append(("TIAToolbox SemanticSegmentor vs shindan, same slide and network "
+                             "(target ≥ 5x)", res.stdout.strip()))
+        else:
+            sections.append(("TIAToolbox comparison", f"not run: {res.stderr.strip()[-300:]}"))
+    head = (f"# Benchmarks\n\nMeasured by `make bench` on {time.strftime('%Y-%m-%d')}, "
+            f"shindan {__version__}, {platform.processor() or platform.machine()}, "
+            f"{os.cpu_count()} cores, Python {platform.python_version()}. Fastest backend here: "
+            f"**{best['backend']}**. Ratios compare runs made in this one session; absolute "
+            "rates vary with machine load.\n")
+    text = head + "".join(f"\n## {t}\n\n{b}\n" for t, b in sections)
+    args.out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

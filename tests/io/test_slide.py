@@ -96,16 +96,33 @@ def test_tissue_detection_on_real_slide(shared_data):
     assert 0.2 < tm.mask.mean() < 0.9
 
 
-def test_tissue_ignores_glass_dust_and_pen():
+@pytest.mark.parametrize("stain", [
+    [(190, 120, 170)],  # PAS: magenta
+    [(225, 150, 190), (120, 70, 160)],  # H&E: eosin pink, haematoxylin purple
+    [(200, 60, 70), (110, 150, 205)],  # Masson trichrome: red muscle, blue collagen
+])
+def test_tissue_ignores_glass_dust_and_pen(stain):
     from shindan.tiling.tissue import tissue_mask_from_rgb
 
     rng = np.random.default_rng(0)
     img = np.full((200, 300, 3), 242, np.uint8) + rng.integers(0, 6, (200, 300, 3)).astype(np.uint8)
-    img[50:150, 40:140] = (190, 120, 170)  # PAS-like tissue
-    img[60:140, 160:200] = (60, 90, 200)  # blue pen stroke
+    for i, rgb in enumerate(stain):  # tissue in stripes of each stain colour
+        img[50:150, 40 + 50 * i // len(stain) * 2 : 140] = rgb
+    img[60:140, 160:200] = (40, 70, 170)  # blue marker pen
+    img[150:190, 160:200] = (40, 130, 60)  # green marker pen
     img[20:22, 250:252] = (70, 70, 70)  # dust speck
     mask = tissue_mask_from_rgb(img, mpp=8.0)
     assert mask[50:150, 40:140].mean() > 0.95
-    assert mask[60:140, 160:200].mean() < 0.05
+    assert mask[60:190, 160:200].mean() < 0.05
     assert not mask[20:22, 250:252].any()
     assert mask.mean() < 0.2
+
+
+def test_tissue_on_real_pas(shared_data):
+    from PIL import Image as PILImage
+
+    from shindan.tiling.tissue import tissue_mask_from_rgb
+
+    path = sorted((shared_data / "kidney/glomeruli-hubmap-pas/train").glob("*.jpg"))[0]
+    img = np.asarray(PILImage.open(path).convert("RGB").reduce(8))
+    assert tissue_mask_from_rgb(img, mpp=4.0).mean() > 0.5

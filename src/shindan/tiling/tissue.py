@@ -53,8 +53,8 @@ def tissue_mask_from_rgb(
     score = np.maximum(sat, 1.0 - val)
     thr = max(filters.threshold_otsu(score) if np.ptp(score) > 0 else 1.0, 0.08)
     tissue = score > thr
-    # Marker ink: green/blue hues with saturation no stain reaches, or near-black.
-    pen = ((hue > 70) & (hue < 260) & (sat > 0.45) & (val < 0.85)) | (val < 0.12)
+    # Marker ink: green/blue hues more saturated than trichrome's aniline blue, or near-black.
+    pen = ((hue > 70) & (hue < 260) & (sat > 0.6) & (val < 0.8)) | (val < 0.12)
     pen = ndi.binary_dilation(pen, morphology.disk(2))
     tissue &= ~pen
     px_area = mpp * mpp

@@ -1,0 +1,50 @@
+"""Grouped, stratified splits: no patient/slide appears on both sides of a split."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold
+
+from shindan.classify.data import ImageTable
+from shindan.errors import InputError
+
+
+def _group_ids(groups: np.ndarray) -> np.ndarray:
+    return np.unique(groups.astype(str), return_inverse=True)[1]
+
+
+def kfold(table: ImageTable, folds: int, seed: int = 0) -> list[np.ndarray]:
+    """Indices of each of ``folds`` test folds (StratifiedGroupKFold, shuffled with ``seed``)."""
+    g = _group_ids(table.groups)
+    n_groups = len(np.unique(g))
+    if folds < 2:
+        raise InputError(f"--folds must be at least 2, got {folds}")
+    if n_groups < folds:
+        raise InputError(f"{n_groups} groups cannot fill {folds} folds; use fewer folds")
+    skf = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return [test for _, test in skf.split(np.zeros(len(table)), table.labels, g)]
+
+
+def train_val_test(table: ImageTable, folds: int = 5, test_fold: int = 0,
+                   val_fraction: float = 0.15, seed: int = 0
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split into (train, val, test) indices, grouped and stratified.
+
+    The test set is fold ``test_fold`` of ``folds``; the validation set (early stopping) is
+    about ``val_fraction`` of the rest, again by whole groups. ``folds`` 0 means no test set.
+    """
+    if not 0 < val_fraction < 0.5:
+        raise InputError(f"--val-fraction must be in (0, 0.5), got {val_fraction}")
+    if folds:
+        if not 0 <= test_fold < folds:
+            raise InputError(f"--test-fold must be in 0..{folds - 1}, got {test_fold}")
+        test = np.sort(kfold(table, folds, seed)[test_fold])
+    else:
+        test = np.zeros(0, np.int64)
+    rest = np.setdiff1d(np.arange(len(table)), test)
+    inner = table.subset(rest)
+    k = max(2, round(1 / val_fraction))
+    val_local = kfold(inner, min(k, len(np.unique(inner.groups.astype(str)))), seed + 1)[0]
+    val = np.sort(rest[val_local])
+    train = np.setdiff1d(rest, val)
+    return train, val, test

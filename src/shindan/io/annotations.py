@@ -1,0 +1,461 @@
+"""Annotation files: read polygons with class names, rasterise them, write QuPath GeoJSON.
+
+Readers return :class:`Annotation` objects whose coordinates are (x, y) in level-0 pixels of
+the image they annotate. Formats:
+
+* QuPath GeoJSON (``.geojson``/``.json`` FeatureCollection, Polygon/MultiPolygon, class from
+  ``properties.classification.name``);
+* Aperio ImageScope XML (``.xml``: ``Annotations/Annotation/Regions/Region/Vertices``; class from
+  the region's ``Text``, else the annotation's ``Name``);
+* labelme JSON (``.json`` with ``shapes``: ``label``, ``points``, polygon/rectangle/circle);
+* label-mask images (``.png``/``.tif``: one integer class per pixel, see :func:`read_label_mask`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shindan.errors import AnnotationError
+
+IGNORE = 255  # label value for pixels that carry no annotation (excluded from losses)
+
+
+@dataclass(frozen=True)
+class Annotation:
+    """One polygon with a class name.
+
+    Attributes
+    ----------
+    polygon : ndarray, shape (N, 2)
+        Exterior ring as (x, y) float coordinates in level-0 pixels.
+    label : str
+        Class name as written in the file ('' when the file has none).
+    holes : list of ndarray
+        Interior rings, same convention.
+    """
+
+    polygon: np.ndarray
+    label: str = ""
+    holes: list[np.ndarray] = field(default_factory=list)
+
+    def scaled(self, factor: float, offset: tuple[float, float] = (0.0, 0.0)) -> Annotation:
+        """Coordinates ``(xy - offset) * factor`` (e.g. level-0 pixels → a target µm/px grid)."""
+        off = np.asarray(offset, np.float64)
+        return Annotation((self.polygon - off) * factor, self.label,
+                          [(h - off) * factor for h in self.holes])
+
+
+def _ring(points: Any, source: str) -> np.ndarray:
+    try:
+        arr = np.asarray(points, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise AnnotationError(f"{source}: polygon coordinates are not numbers") from None
+    if arr.ndim != 2 or arr.shape[1] < 2:
+        raise AnnotationError(f"{source}: polygon coordinates are not a list of (x, y) points")
+    arr = arr[:, :2]
+    if not np.isfinite(arr).all():
+        raise AnnotationError(f"{source}: polygon has non-finite coordinates")
+    return arr
+
+
+def _load_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise AnnotationError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AnnotationError(f"{path}: not valid JSON ({exc})") from None
+
+
+# --------------------------------------------------------------------------------------- GeoJSON
+def _geojson_class(props: Mapping[str, Any] | None) -> str:
+    props = props or {}
+    cls = props.get("classification")
+    if isinstance(cls, Mapping) and cls.get("name") is not None:
+        return str(cls["name"])
+    if isinstance(cls, str):
+        return cls
+    for key in ("name", "label", "class"):
+        if isinstance(props.get(key), str):
+            return props[key]
+    return ""
+
+
+def _geojson_geometry(geom: Mapping[str, Any], label: str, src: str) -> list[Annotation]:
+    kind = geom.get("type")
+    coords = geom.get("coordinates")
+    if kind == "Polygon":
+        polys = [coords]
+    elif kind == "MultiPolygon":
+        polys = coords
+    elif kind == "GeometryCollection":
+        return [a for g in geom.get("geometries", []) for a in _geojson_geometry(g, label, src)]
+    else:  # points and lines carry no area to train on
+        return []
+    if not isinstance(polys, list):
+        raise AnnotationError(f"{src}: {kind} without a coordinate list")
+    out = []
+    for rings in polys:
+        if not rings:
+            continue
+        ext = _ring(rings[0], src)
+        if len(ext) >= 3:
+            out.append(Annotation(ext, label, [_ring(r, src) for r in rings[1:]]))
+    return out
+
+
+def read_geojson(path: str | Path) -> list[Annotation]:
+    """Polygons of a QuPath GeoJSON export (FeatureCollection, Feature list or single Feature)."""
+    p = Path(path)
+    data = _load_json(p)
+    if isinstance(data, list):
+        features = data
+    elif isinstance(data, Mapping) and data.get("type") == "FeatureCollection":
+        features = data.get("features")
+    elif isinstance(data, Mapping) and data.get("type") == "Feature":
+        features = [data]
+    else:
+        raise AnnotationError(f"{p}: not GeoJSON (no FeatureCollection or Feature)")
+    if not isinstance(features, list):
+        raise AnnotationError(f"{p}: 'features' is not a list")
+    out: list[Annotation] = []
+    for i, feat in enumerate(features):
+        if not isinstance(feat, Mapping) or not isinstance(feat.get("geometry"), Mapping):
+            raise AnnotationError(f"{p}: feature {i} has no geometry")
+        out += _geojson_geometry(feat["geometry"], _geojson_class(feat.get("properties")),
+                                 f"{p}: feature {i}")
+    return out
+
+
+# --------------------------------------------------------------------------- Aperio ImageScope
+def read_imagescope_xml(path: str | Path) -> list[Annotation]:
+    """Polygons of an Aperio ImageScope XML file (every Region's Vertices)."""
+    p = Path(path)
+    try:
+        root = ET.parse(p).getroot()
+    except OSError as exc:
+        raise AnnotationError(f"{p}: cannot read ({exc.strerror or exc})") from None
+    except ET.ParseError as exc:
+        raise AnnotationError(f"{p}: not valid XML ({exc})") from None
+    if root.tag != "Annotations":
+        raise AnnotationError(f"{p}: not an ImageScope file (root <{root.tag}>, "
+                              "expected <Annotations>)")
+    out = []
+    for ann in root.iter("Annotation"):
+        name = ann.get("Name", "") or ""
+        for region in ann.iter("Region"):
+            label = region.get("Text") or name
+            try:
+                pts = [(float(v.get("X")), float(v.get("Y"))) for v in region.iter("Vertex")]
+            except (TypeError, ValueError):
+                raise AnnotationError(
+                    f"{p}: region {region.get('Id')} has a vertex without numeric X/Y") from None
+            if len(pts) >= 3:
+                out.append(Annotation(np.asarray(pts, np.float64), label))
+    return out
+
+
+# ---------------------------------------------------------------------------------- labelme
+def _labelme_shape(shape: Mapping[str, Any], src: str) -> Annotation | None:
+    pts = _ring(shape.get("points") or [], src) if shape.get("points") else None
+    if pts is None:
+        return None
+    kind = shape.get("shape_type") or "polygon"
+    label = str(shape.get("label", ""))
+    if kind == "rectangle" and len(pts) == 2:
+        (x0, y0), (x1, y1) = pts
+        pts = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float64)
+    elif kind == "circle" and len(pts) == 2:
+        r = float(np.hypot(*(pts[1] - pts[0])))
+        t = np.linspace(0, 2 * np.pi, 64, endpoint=False)
+        pts = np.stack([pts[0][0] + r * np.cos(t), pts[0][1] + r * np.sin(t)], 1)
+    elif kind != "polygon":
+        return None  # points, lines: no area
+    return Annotation(pts, label) if len(pts) >= 3 else None
+
+
+def read_labelme(path: str | Path) -> list[Annotation]:
+    """Polygons of a labelme JSON file (polygon, rectangle and circle shapes)."""
+    p = Path(path)
+    data = _load_json(p)
+    if not isinstance(data, Mapping) or not isinstance(data.get("shapes"), list):
+        raise AnnotationError(f"{p}: not a labelme file (no 'shapes' list)")
+    out = []
+    for i, shape in enumerate(data["shapes"]):
+        if not isinstance(shape, Mapping):
+            raise AnnotationError(f"{p}: shape {i} is not an object")
+        a = _labelme_shape(shape, f"{p}: shape {i}")
+        if a is not None:
+            out.append(a)
+    return out
+
+
+# ------------------------------------------------------------------------------ label masks
+MASK_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
+
+
+def read_label_mask(path: str | Path) -> np.ndarray:
+    """A label-mask image as a 2-D integer array (one class code per pixel).
+
+    RGB masks whose three channels are equal are read as grey; other RGB masks are an error
+    (their colour table is unknown). 1-bit masks read as 0/1.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    p = Path(path)
+    try:
+        with Image.open(p) as im:
+            im.load()
+            arr = np.asarray(im)
+    except FileNotFoundError:
+        raise AnnotationError(f"{p}: no such file") from None
+    except (OSError, UnidentifiedImageError) as exc:
+        raise AnnotationError(f"{p}: not a readable mask image ({exc})") from None
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    if arr.ndim == 3:
+        if arr.shape[2] == 4:
+            arr = arr[..., :3]
+        if not (np.array_equal(arr[..., 0], arr[..., 1]) and
+                np.array_equal(arr[..., 0], arr[..., 2])):
+            raise AnnotationError(f"{p}: colour mask; give a single-channel label mask")
+        arr = arr[..., 0]
+    if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.integer):
+        raise AnnotationError(f"{p}: not a 2-D integer label mask")
+    return arr
+
+
+# ------------------------------------------------------------------------------- dispatcher
+def annotation_format(path: str | Path) -> str:
+    """'geojson', 'imagescope', 'labelme' or 'mask' from the file name (and JSON content)."""
+    p = Path(path)
+    suf = p.suffix.lower()
+    if suf == ".geojson":
+        return "geojson"
+    if suf == ".xml":
+        return "imagescope"
+    if suf in MASK_SUFFIXES:
+        return "mask"
+    if suf == ".json":
+        data = _load_json(p)
+        if isinstance(data, Mapping) and "shapes" in data:
+            return "labelme"
+        return "geojson"
+    raise AnnotationError(f"{p}: unknown annotation format (use .geojson, .xml, labelme .json "
+                          "or a label-mask .png)")
+
+
+def read_annotations(path: str | Path) -> list[Annotation]:
+    """Polygons of any supported vector annotation file (level-0 pixel coordinates).
+
+    Label masks are converted with :func:`mask_to_annotations` (class name = the pixel value).
+    """
+    p = Path(path)
+    if not p.exists():
+        raise AnnotationError(f"{p}: no such file")
+    fmt = annotation_format(p)
+    if fmt == "geojson":
+        return read_geojson(p)
+    if fmt == "imagescope":
+        return read_imagescope_xml(p)
+    if fmt == "labelme":
+        return read_labelme(p)
+    return mask_to_annotations(read_label_mask(p))
+
+
+# ------------------------------------------------------------------------------ rasterising
+def _cv_points(ring: np.ndarray, shift: int) -> np.ndarray:
+    # cv2.fillPoly takes fixed-point coordinates; pixel centres sit at integer positions, so a
+    # polygon edge at x = 10.0 (a pixel border in level-0 terms) maps to 9.5 in centre terms.
+    return np.round((ring - 0.5) * (1 << shift)).astype(np.int32).reshape(-1, 1, 2)
+
+
+def rasterize(
+    annotations: Iterable[Annotation],
+    shape: tuple[int, int],
+    classes: Mapping[str, int] | None = None,
+    *,
+    scale: float = 1.0,
+    offset: tuple[float, float] = (0.0, 0.0),
+    fill: int = 0,
+    dtype: Any = np.uint8,
+) -> np.ndarray:
+    """Paint polygons into a label mask of ``shape`` (rows, cols).
+
+    Parameters
+    ----------
+    annotations : iterable of Annotation
+        Level-0 pixel coordinates.
+    shape : (rows, cols)
+        Output grid, whose pixel (0, 0) covers level-0 ``offset`` and whose pixels are
+        ``1/scale`` level-0 pixels wide (``scale = mpp_level0 / mpp_target``).
+    classes : mapping class name → code, optional
+        Unlisted names are skipped. Default: every polygon paints 1.
+    fill : int
+        Value of pixels no polygon covers (e.g. 255 = ignore for partly annotated images).
+
+    Later polygons paint over earlier ones; holes are cut back to ``fill``.
+    """
+    import cv2
+
+    out = np.full(shape, fill, dtype=dtype)
+    shift = 4
+    for a in annotations:
+        code = 1 if classes is None else classes.get(a.label)
+        if code is None:
+            continue
+        s = a.scaled(scale, offset)
+        cv2.fillPoly(out, [_cv_points(s.polygon, shift)], int(code), lineType=cv2.LINE_8,
+                     shift=shift)
+        for h in s.holes:
+            cv2.fillPoly(out, [_cv_points(h, shift)], int(fill), lineType=cv2.LINE_8,
+                         shift=shift)
+    return out
+
+
+def rasterize_instances(
+    annotations: Sequence[Annotation],
+    shape: tuple[int, int],
+    *,
+    scale: float = 1.0,
+    offset: tuple[float, float] = (0.0, 0.0),
+) -> np.ndarray:
+    """Instance label map (int32; 0 background, polygon *i* → ``i + 1``) on a scaled grid."""
+    out = np.zeros(shape, np.int32)
+    import cv2
+
+    shift = 4
+    for i, a in enumerate(annotations, start=1):
+        s = a.scaled(scale, offset)
+        cv2.fillPoly(out, [_cv_points(s.polygon, shift)], i, lineType=cv2.LINE_8, shift=shift)
+        for h in s.holes:
+            cv2.fillPoly(out, [_cv_points(h, shift)], 0, lineType=cv2.LINE_8, shift=shift)
+    return out
+
+
+def rasterize_at_mpp(
+    annotations: Iterable[Annotation],
+    size_wh: tuple[int, int],
+    mpp: float,
+    target_mpp: float,
+    classes: Mapping[str, int] | None = None,
+    *,
+    fill: int = 0,
+) -> np.ndarray:
+    """Label mask of a whole image of level-0 size ``size_wh`` (µm/px ``mpp``) at ``target_mpp``."""
+    scale = mpp / target_mpp
+    w, h = size_wh
+    rows, cols = max(1, round(h * scale)), max(1, round(w * scale))
+    return rasterize(annotations, (rows, cols), classes, scale=scale, fill=fill)
+
+
+# ---------------------------------------------------------------------- polygons from rasters
+def instances_to_polygons(
+    label_map: np.ndarray,
+    mpp: float | None = None,
+    offset: tuple[float, float] = (0.0, 0.0),
+    scale: float = 1.0,
+    label: str = "Nucleus",
+) -> list[Annotation]:
+    """One outer polygon per instance of an integer label map.
+
+    Coordinates are ``(col, row) * scale + offset`` (pixel corners, so a polygon traced on a
+    grid of ``scale`` level-0 pixels per pixel lands on level 0). ``mpp`` is accepted for
+    symmetry with the writers and is not needed for the geometry.
+    """
+    import cv2
+    from scipy import ndimage
+
+    del mpp
+    lab = np.asarray(label_map)
+    out: list[Annotation] = []
+    off = np.asarray(offset, np.float64)
+    for idx, sl in enumerate(ndimage.find_objects(lab.astype(np.int64)), start=1):
+        if sl is None:
+            continue
+        sub = (lab[sl] == idx).astype(np.uint8)
+        sub = np.pad(sub, 1)
+        contours, _ = cv2.findContours(sub, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        if not contours:
+            continue
+        c = max(contours, key=cv2.contourArea).reshape(-1, 2).astype(np.float64)
+        if len(c) < 3:  # a 1-2 pixel object: use its pixel square(s)' bounding box
+            x0, y0 = c.min(0)
+            x1, y1 = c.max(0) + 1
+            c = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float64)
+        else:
+            # findContours follows pixel centres; move half a pixel outwards to pixel corners
+            centre = c.mean(0)
+            c = c + 0.5 * np.sign(c - centre)
+        c += np.array([sl[1].start - 1, sl[0].start - 1], np.float64)
+        out.append(Annotation(c * scale + off, label))
+    return out
+
+
+def mask_to_annotations(mask: np.ndarray, ignore: int = IGNORE) -> list[Annotation]:
+    """Polygons of every connected region of each class value (>0, not ``ignore``) of a mask."""
+    from skimage.measure import label as cc_label
+
+    out = []
+    for v in np.unique(mask):
+        if v == 0 or v == ignore:
+            continue
+        regions = cc_label(mask == v, connectivity=1)
+        out += [Annotation(a.polygon, str(int(v)), a.holes)
+                for a in instances_to_polygons(regions, label=str(int(v)))]
+    return out
+
+
+# -------------------------------------------------------------------------------- writer
+DEFAULT_COLOURS = {"Nucleus": (0, 180, 255)}
+
+
+def _rgb_int(rgb: Sequence[int]) -> int:
+    r, g, b = (int(c) & 255 for c in rgb)
+    # QuPath stores colours as packed signed ARGB integers with opaque alpha
+    return ((0xFF << 24) | (r << 16) | (g << 8) | b) - (1 << 32)
+
+
+def to_geojson(annotations: Iterable[Annotation], object_type: str = "detection",
+               colours: Mapping[str, Sequence[int]] | None = None) -> dict[str, Any]:
+    """A QuPath-compatible FeatureCollection (one Polygon Feature per annotation)."""
+    colours = {**DEFAULT_COLOURS, **(colours or {})}
+    feats = []
+    for a in annotations:
+        rings = [a.polygon, *a.holes]
+        coords = []
+        for r in rings:
+            r = np.asarray(r, np.float64)
+            if len(r) and not np.array_equal(r[0], r[-1]):
+                r = np.vstack([r, r[:1]])  # GeoJSON rings are closed
+            coords.append(np.round(r, 2).tolist())
+        cls = {"name": a.label or "Nucleus", "color": _rgb_int(colours.get(a.label, (255, 0, 0)))}
+        feats.append({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": coords},
+                      "properties": {"objectType": object_type, "classification": cls}})
+    return {"type": "FeatureCollection", "features": feats}
+
+
+def write_geojson(polygons: Iterable[Annotation], path: str | Path, *,
+                  object_type: str = "detection") -> Path:
+    """Write polygons as QuPath GeoJSON detections, atomically (temp file, then rename)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    data = to_geojson(polygons, object_type)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}-", dir=p.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, separators=(",", ":"))
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return p

@@ -1,0 +1,329 @@
+"""Training tiles for the kidney compartment model from the real reference data.
+
+Label codes are the contract's: 0 non-tissue, 1 interstitium, 2 glomerulus, 3 tubule,
+4 vessel; 255 = unknown (no loss); 254 = "anything but glomerulus" (images on which only
+glomeruli were outlined: the loss only says such a pixel is not glomerulus).
+
+Sources (``root`` is the shared ``data/kidney`` folder):
+
+* ``tiles-aapi-he/<tile>/``: real H&E tiles (≈0.25 µm/px) with full labels (255 = unknown);
+* ``compartments-aapi-he/``: cut-outs of single structures (image + mask), pasted onto the
+  tiles' interstitium backgrounds (every structure painted black) to make new compositions;
+* ``glomeruli-hubmap-pas/``: PAS images with glomerulus polygons (labelme), scale estimated
+  at ≈0.95 µm/px from glomerulus sizes (see :data:`HUBMAP_MPP`);
+* ``glomerulosclerosis-aidpath/``: PAS glomerulus crops with masks (evaluation only: its
+  licence is non-commercial).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from shindan.io.annotations import IGNORE, rasterize, read_label_mask, read_labelme
+from shindan.nuclei.data import read_rgb, resize
+
+NON_TISSUE, INTERSTITIUM, GLOMERULUS, TUBULE, VESSEL = range(5)
+CLASSES = ["non-tissue", "interstitium", "glomerulus", "tubule", "vessel"]
+NOT_GLOMERULUS = 254
+LABEL_SETS = {NOT_GLOMERULUS: [NON_TISSUE, INTERSTITIUM, TUBULE, VESSEL]}
+
+AAPI_MPP = 0.25
+# HuBMAP images carry no scale. Their glomeruli measure 190 px (median equivalent diameter,
+# 490 polygons) against 720 px at 0.25 µm/px for the AAPI glomeruli, i.e. ≈180 µm, so
+# ≈0.95 µm/px; training jitters scale by ±20% to absorb the uncertainty.
+HUBMAP_MPP = 0.95
+AAPI_TILES = ("11000_16000_0", "13600_18000_0", "HE_001")
+
+_CUTOUT_CLASS = re.compile(
+    r"_(glomerulus_gs|glomerulus|glom|proximal_tubule|distal_tubule|tubules|tubule|artery|"
+    r"arteriole)_\d+$")
+_CLASS_CODE = {"glomerulus_gs": GLOMERULUS, "glomerulus": GLOMERULUS, "glom": GLOMERULUS,
+               "proximal_tubule": TUBULE, "distal_tubule": TUBULE, "tubules": TUBULE,
+               "tubule": TUBULE, "artery": VESSEL, "arteriole": VESSEL}
+
+
+@dataclass
+class LabelledImage:
+    """An image and its label map at the training µm/px (``mpp``)."""
+
+    name: str
+    image: np.ndarray
+    label: np.ndarray
+    stain: str
+    mpp: float
+
+
+@dataclass
+class Cutout:
+    """One structure: RGB crop, its mask, its class code, at ``mpp``."""
+
+    name: str
+    image: np.ndarray
+    mask: np.ndarray
+    code: int
+    mpp: float
+
+
+def _scaled_shape(shape: tuple[int, ...], factor: float) -> tuple[int, int]:
+    return max(1, round(shape[0] * factor)), max(1, round(shape[1] * factor))
+
+
+def _resize_label(label: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Shrink a label map by majority vote (one-hot area averaging), keeping unknown codes."""
+    codes = np.unique(label)
+    if len(codes) == 1:
+        return np.full(shape, codes[0], label.dtype)
+    votes = np.stack([resize((label == c).astype(np.float32), shape) for c in codes])
+    return codes[votes.argmax(0)].astype(label.dtype)
+
+
+def glass_mask(image: np.ndarray, min_area_px: int = 400) -> np.ndarray:
+    """Bright, grey (unstained) regions of at least ``min_area_px`` pixels: glass, not tissue."""
+    import cv2
+    from skimage.morphology import remove_small_objects
+
+    hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV)
+    glass = (hsv[..., 2] > 215) & (hsv[..., 1] < 25)
+    glass = cv2.morphologyEx(glass.astype(np.uint8), cv2.MORPH_OPEN, np.ones((5, 5), np.uint8))
+    return remove_small_objects(glass.astype(bool), max_size=min_area_px - 1)
+
+
+# ------------------------------------------------------------------------------ AAPI (H&E)
+def load_aapi_tile(root: Path, name: str, mpp: float) -> LabelledImage:
+    """A rebuilt AAPI tile and its 5-class labels (255 unknown) at ``mpp``."""
+    folder = root / "tiles-aapi-he" / name
+    image = read_rgb(folder / "image.jpg")
+    label = read_label_mask(folder / "labels.png").astype(np.uint8)
+    shape = _scaled_shape(image.shape, AAPI_MPP / mpp)
+    return LabelledImage(name, resize(image, shape), _resize_label(label, shape), "H&E", mpp)
+
+
+def load_aapi_background(root: Path, name: str, mpp: float) -> LabelledImage:
+    """A tile with every structure painted black: interstitium and glass, holes unknown."""
+    image = read_rgb(root / "compartments-aapi-he" / "background" / f"{name}_background.jpg")
+    full = read_label_mask(root / "tiles-aapi-he" / name / "labels.png")
+    label = np.where(full <= INTERSTITIUM, full, IGNORE).astype(np.uint8)
+    shape = _scaled_shape(image.shape, AAPI_MPP / mpp)
+    return LabelledImage(name, resize(image, shape), _resize_label(label, shape), "H&E", mpp)
+
+
+def cutout_class(name: str) -> int | None:
+    """Class code from a cut-out file stem (the class in the name is right, not the folder)."""
+    m = _CUTOUT_CLASS.search(name)
+    return _CLASS_CODE[m.group(1)] if m else None
+
+
+def load_aapi_cutouts(root: Path, mpp: float, exclude: tuple[str, ...] = ()) -> list[Cutout]:
+    """Every AAPI cut-out (file stem not containing any of ``exclude``) at ``mpp``."""
+    out = []
+    for img_path in sorted((root / "compartments-aapi-he" / "train").glob("*/*.jpg")):
+        stem = img_path.stem
+        if any(e in stem for e in exclude):
+            continue
+        code = cutout_class(stem)
+        mask_path = img_path.with_name(f"{stem}_mask.png")
+        if code is None or not mask_path.exists():
+            continue
+        image = read_rgb(img_path)
+        mask = read_label_mask(mask_path) > 0
+        if mask.shape != image.shape[:2] or mask.sum() < 50:
+            continue
+        shape = _scaled_shape(image.shape, AAPI_MPP / mpp)
+        small_mask = resize(mask.astype(np.float32), shape) > 0.5
+        if small_mask.sum() < 4:
+            continue
+        out.append(Cutout(stem, resize(image, shape), small_mask, code, mpp))
+    return out
+
+
+# ------------------------------------------------------------------------------ HuBMAP (PAS)
+def hubmap_label(image: np.ndarray, json_path: Path, scale: float) -> np.ndarray:
+    """Glomeruli 2, glass 0, other tissue 254 (not glomerulus) on a grid ``scale`` × the file's."""
+    anns = read_labelme(json_path)
+    shape = image.shape[:2]
+    label = np.where(glass_mask(image), NON_TISSUE, NOT_GLOMERULUS).astype(np.uint8)
+    glom = rasterize(anns, shape, None, scale=scale) > 0
+    # a thin unknown rim: outlines are drawn by hand at a coarse scale
+    import cv2
+
+    rim = cv2.dilate(glom.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    label[rim] = IGNORE
+    label[glom] = GLOMERULUS
+    return label
+
+
+def load_hubmap(root: Path, split: str, mpp: float, names: list[str] | None = None
+                ) -> list[LabelledImage]:
+    """HuBMAP PAS images of ``split`` ('train'/'test') with glomerulus labels, at ``mpp``."""
+    out = []
+    folder = root / "glomeruli-hubmap-pas" / split
+    for js in sorted(folder.glob("*.json")):
+        if names is not None and js.stem not in names:
+            continue
+        img = read_rgb(js.with_suffix(".jpg"))
+        scale = HUBMAP_MPP / mpp
+        small = resize(img, _scaled_shape(img.shape, scale))
+        out.append(LabelledImage(f"hubmap-{split}-{js.stem}", small,
+                                 hubmap_label(small, js, scale), "PAS", mpp))
+    return out
+
+
+def load_aidpath(root: Path, crop_mpp: float, mpp: float, limit: int | None = None
+                 ) -> list[LabelledImage]:
+    """AIDPATH glomerulus crops (assumed ``crop_mpp`` µm/px) with masks: glomerulus 2, rest 254."""
+    base = root / "glomerulosclerosis-aidpath"
+    out = []
+    paths = sorted((base / "nonGS").glob("*.jpg")) + sorted((base / "GS").glob("*.jpg"))
+    for p in paths[:limit] if limit else paths:
+        m = base / "masks" / f"{p.stem}.png"
+        if not m.exists():
+            continue
+        img = read_rgb(p)
+        mask = np.asarray(read_rgb(m))[..., 0] > 127
+        shape = _scaled_shape(img.shape, crop_mpp / mpp)
+        small = resize(img, shape)
+        lab = np.where(resize(mask.astype(np.float32), shape) > 0.5, GLOMERULUS, NOT_GLOMERULUS)
+        out.append(LabelledImage(f"aidpath-{p.parent.name}-{p.stem}", small,
+                                 lab.astype(np.uint8), "PAS", mpp))
+    return out
+
+
+# ------------------------------------------------------------------------------ samplers
+def split_columns(img: LabelledImage, at: float) -> tuple[LabelledImage, LabelledImage]:
+    """Left and right parts of an image cut at fraction ``at`` of its width (spatial hold-out)."""
+    c = int(round(img.label.shape[1] * at))
+    return (LabelledImage(f"{img.name}-left", img.image[:, :c].copy(), img.label[:, :c].copy(),
+                          img.stain, img.mpp),
+            LabelledImage(f"{img.name}-right", img.image[:, c:].copy(), img.label[:, c:].copy(),
+                          img.stain, img.mpp))
+
+
+def _random_crop(img: LabelledImage, size: int, rng: np.random.Generator,
+                 zoom: tuple[float, float] = (1.0, 1.0)) -> tuple[np.ndarray, np.ndarray]:
+    """A size×size crop, zoomed by a random factor in ``zoom`` (padded with unknown label and
+    white if the image is smaller)."""
+    z = rng.uniform(*zoom)
+    src = max(8, int(round(size / z)))
+    h, w = img.label.shape
+    y = int(rng.integers(0, max(1, h - src + 1)))
+    x = int(rng.integers(0, max(1, w - src + 1)))
+    im = img.image[y:y + src, x:x + src]
+    lab = img.label[y:y + src, x:x + src]
+    if src != size:
+        th, tw = _scaled_shape(lab.shape, size / src)
+        th, tw = min(th, size), min(tw, size)
+        im, lab = resize(im, (th, tw)), resize(lab, (th, tw), nearest=True)
+    if im.shape[:2] != (size, size):
+        pad_im = np.full((size, size, 3), 240, np.uint8)
+        pad_lab = np.full((size, size), IGNORE, np.uint8)
+        pad_im[:im.shape[0], :im.shape[1]] = im
+        pad_lab[:lab.shape[0], :lab.shape[1]] = lab
+        im, lab = pad_im, pad_lab
+    return im, lab
+
+
+def composite(background: LabelledImage, cutouts: list[Cutout], size: int,
+              rng: np.random.Generator, n_paste: tuple[int, int] = (6, 16)
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Paste random cut-outs (random dihedral turn, ±15% scale) on a background crop."""
+    im, lab = _random_crop(background, size, rng)
+    im, lab = im.copy(), lab.copy()
+    # weight classes so that glomeruli and vessels are not drowned by tubules
+    codes = np.array([c.code for c in cutouts])
+    w = np.array([{GLOMERULUS: 1.5, VESSEL: 1.5}.get(c, 1.0) / np.sum(codes == c) for c in codes])
+    w /= w.sum()
+    for _ in range(int(rng.integers(*n_paste))):
+        c = cutouts[int(rng.choice(len(cutouts), p=w))]
+        ci, cm = c.image, c.mask
+        z = rng.uniform(0.85, 1.15)
+        shape = _scaled_shape(ci.shape, z)
+        ci, cm = resize(ci, shape), resize(cm.astype(np.uint8), shape, nearest=True) > 0
+        k = int(rng.integers(4))
+        ci, cm = np.rot90(ci, k), np.rot90(cm, k)
+        if rng.random() < 0.5:
+            ci, cm = ci[:, ::-1], cm[:, ::-1]
+        ch, cw = cm.shape
+        holes = np.flatnonzero(lab == IGNORE)
+        if len(holes) and rng.random() < 0.8:
+            # centre it on a blacked-out hole, so pastes fill the holes as the originals did
+            hy, hx = divmod(int(holes[int(rng.integers(len(holes)))]), size)
+            y, x = hy - ch // 2, hx - cw // 2
+        else:
+            y = int(rng.integers(-ch // 2, size - ch // 2))
+            x = int(rng.integers(-cw // 2, size - cw // 2))
+        ys, xs = slice(max(0, y), min(size, y + ch)), slice(max(0, x), min(size, x + cw))
+        cys = slice(ys.start - y, ys.stop - y)
+        cxs = slice(xs.start - x, xs.stop - x)
+        if ys.start >= ys.stop or xs.start >= xs.stop:
+            continue
+        m = cm[cys, cxs]
+        im[ys, xs][m] = ci[cys, cxs][m]
+        lab[ys, xs][m] = c.code
+    return im, lab
+
+
+def add_glass_edge(image: np.ndarray, label: np.ndarray, rng: np.random.Generator
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Replace a random half-plane beyond a wavy edge with empty glass (label non-tissue)."""
+    h, w = label.shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    ang = rng.uniform(0, 2 * np.pi)
+    d = (xx - w / 2) * np.cos(ang) + (yy - h / 2) * np.sin(ang)
+    d += 6 * np.sin(xx / rng.uniform(8, 30)) + 6 * np.cos(yy / rng.uniform(8, 30))
+    cut = d > rng.uniform(0.1, 0.45) * min(h, w)
+    glass = np.clip(rng.normal(rng.uniform(225, 248), 4, (h, w, 1)) +
+                    rng.normal(0, 3, (1, 1, 3)), 0, 255).astype(np.uint8)
+    img = np.where(cut[..., None], glass, image)
+    lab = np.where(cut, NON_TISSUE, label).astype(np.uint8)
+    return img, lab
+
+
+@dataclass
+class CompartmentData:
+    """Everything the compartment sampler draws from, loaded once."""
+
+    tiles: list[LabelledImage]
+    backgrounds: list[LabelledImage]
+    cutouts: list[Cutout]
+    pas: list[LabelledImage]
+
+
+def make_compartment_sampler(data: CompartmentData, size: int, *,
+                             mix: tuple[float, float, float] = (0.35, 0.35, 0.30),
+                             pas_like: float = 0.4, glass_edge: float = 0.15):
+    """Sampler of (image, label) tiles: real H&E tiles, H&E composites and PAS images in the
+    proportions ``mix`` (missing sources are skipped), with stain and glass-edge augmentation.
+    """
+    from shindan.kidney.augment import flip_rotate, stain_augment
+
+    sources = [(p, s) for p, s in zip(mix, ("tile", "composite", "pas"), strict=True)
+               if {"tile": data.tiles, "composite": data.backgrounds and data.cutouts,
+                   "pas": data.pas}[s]]
+    if not sources:
+        raise ValueError("no training data for the compartment sampler")
+    probs = np.array([p for p, _ in sources], float)
+    probs /= probs.sum()
+
+    def sample(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        kind = sources[int(rng.choice(len(sources), p=probs))][1]
+        if kind == "tile":
+            t = data.tiles[int(rng.integers(len(data.tiles)))]
+            im, lab = _random_crop(t, size, rng, (0.9, 1.1))
+        elif kind == "composite":
+            bg = data.backgrounds[int(rng.integers(len(data.backgrounds)))]
+            im, lab = composite(bg, data.cutouts, size, rng)
+        else:
+            t = data.pas[int(rng.integers(len(data.pas)))]
+            # the PAS scale is an estimate: jitter it widely
+            im, lab = _random_crop(t, size, rng, (0.8, 1.25))
+        im, lab = flip_rotate(im, lab, rng)
+        if rng.random() < glass_edge:
+            im, lab = add_glass_edge(im, lab, rng)
+        im = stain_augment(im, rng, pas_prob=pas_like if kind != "pas" else 0.0)
+        return im, lab
+
+    return sample

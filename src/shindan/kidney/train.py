@@ -1,0 +1,333 @@
+"""Train the kidney compartment model: the built-in real-data recipe or your own annotations."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shindan.engine.train_segmenter import (
+    TrainConfig,
+    confusion,
+    dice_from_confusion,
+    train_segmenter,
+)
+from shindan.errors import InputError
+from shindan.io.annotations import (
+    IGNORE,
+    annotation_format,
+    rasterize,
+    read_annotations,
+    read_label_mask,
+)
+from shindan.kidney.data import (
+    AAPI_TILES,
+    CLASSES,
+    GLOMERULUS,
+    LABEL_SETS,
+    CompartmentData,
+    LabelledImage,
+    load_aapi_background,
+    load_aapi_cutouts,
+    load_aapi_tile,
+    load_aidpath,
+    load_hubmap,
+    make_compartment_sampler,
+    split_columns,
+)
+
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+# Class names users write in QuPath / ImageScope / labelme, mapped to the contract's codes.
+CLASS_NAMES = {
+    "non-tissue": 0, "nontissue": 0, "background": 0, "glass": 0, "ignore*": 0,
+    "interstitium": 1, "interstitial": 1, "stroma": 1, "fibrosis": 1,
+    "glomerulus": 2, "glomeruli": 2, "glom": 2, "glomerulus_gs": 2, "sclerosed glomerulus": 2,
+    "tubule": 3, "tubules": 3, "proximal_tubule": 3, "distal_tubule": 3, "proximal tubule": 3,
+    "distal tubule": 3, "atrophic tubule": 3,
+    "vessel": 4, "artery": 4, "arteriole": 4, "vein": 4, "blood vessel": 4,
+}
+
+
+def compartments_card(target_mpp: float = 1.0, *, size: int = 512, overlap: int = 64,
+                      encoder: str = "timm-mobilenetv3_small_100",
+                      decoder_channels: Sequence[int] = (96, 64, 32, 16, 16)) -> dict[str, Any]:
+    """A model card skeleton for the compartment U-Net (training fields filled in later)."""
+    return {
+        "name": "kidney-compartments",
+        "version": "1.0.0",
+        "task": "segmentation",
+        "summary": "Kidney biopsy compartments (non-tissue, interstitium, glomerulus, tubule, "
+                   "vessel), U-Net on H&E and PAS.",
+        "architecture": {"library": "smp", "name": "Unet",
+                         "kwargs": {"encoder_name": encoder,
+                                    "decoder_channels": list(decoder_channels)}},
+        "classes": list(CLASSES),
+        "input": {"mpp": target_mpp, "size": size, "overlap": overlap,
+                  "mean": IMAGENET_MEAN, "std": IMAGENET_STD},
+        "files": {"weights": "weights.safetensors"},
+        "training": {"data": "", "licence": "", "command": ""},
+    }
+
+
+# --------------------------------------------------------------------------- evaluation
+def _predict_labels(predictor: Any, image: np.ndarray) -> np.ndarray:
+    from shindan.engine.tiled import predict_array
+
+    return predict_array(predictor, image).argmax(0).astype(np.uint8)
+
+
+def score_images(predictor: Any, images: Sequence[LabelledImage]) -> dict[str, Any]:
+    """Pooled per-class Dice (and confusion) of the model's tiled predictions on images."""
+    n = len(CLASSES)
+    cm = np.zeros((n, n), np.int64)
+    for img in images:
+        cm += confusion(_predict_labels(predictor, img.image), img.label, n)
+    dices = dice_from_confusion(cm)
+    present = [i for i in range(n) if cm[i].sum() > 0]
+    return {"dice": {CLASSES[i]: (None if dices[i] is None else round(dices[i], 4))
+                     for i in present},
+            "mean_dice": round(float(np.mean([dices[i] for i in present])), 4) if present
+            else None,
+            "pixels": {CLASSES[i]: int(cm[i].sum()) for i in present},
+            "images": len(images)}
+
+
+def glomerulus_dice(predictor: Any, images: Sequence[LabelledImage]) -> dict[str, Any]:
+    """Glomerulus-vs-rest Dice (pooled over pixels, and mean per image) where the truth is only
+    glomerulus / not glomerulus."""
+    inter = tot = 0
+    per = []
+    for img in images:
+        pred = _predict_labels(predictor, img.image) == GLOMERULUS
+        known = img.label != IGNORE
+        truth = img.label == GLOMERULUS
+        i = int((pred & truth & known).sum())
+        t = int((pred & known).sum() + (truth & known).sum())
+        inter, tot = inter + i, tot + t
+        per.append(2 * i / t if t else 1.0)
+    return {"dice_pooled": round(2 * inter / tot, 4) if tot else None,
+            "dice_mean_per_image": round(float(np.mean(per)), 4) if per else None,
+            "images": len(images)}
+
+
+# --------------------------------------------------------------------------- built-in recipe
+def builtin_data(root: Path, target_mpp: float) -> dict[str, Any]:
+    """Training, validation and test sets of the real-data recipe (see the module docstring of
+    :mod:`shindan.kidney.data`).
+
+    Split: AAPI tiles 11000_16000_0 and the left 75% of 13600_18000_0 train; the right 25% of
+    13600_18000_0 and HuBMAP train images 100-109 validate (early stopping); tile HE_001 (and
+    every cut-out named after it), the HuBMAP test split and the AIDPATH crops are the
+    held-out tests.
+    """
+    tiles = {n: load_aapi_tile(root, n, target_mpp) for n in AAPI_TILES}
+    left, right = split_columns(tiles["13600_18000_0"], 0.75)
+    bgs = [load_aapi_background(root, n, target_mpp) for n in AAPI_TILES[:2]]
+    bgs[1] = split_columns(bgs[1], 0.75)[0]
+    cutouts = load_aapi_cutouts(root, target_mpp, exclude=("HE_001",))
+    val_names = [str(i) for i in range(100, 110)]
+    all_train = load_hubmap(root, "train", target_mpp)
+    pas_train = [p for p in all_train if p.name.rsplit("-", 1)[-1] not in val_names]
+    pas_val = [p for p in all_train if p.name.rsplit("-", 1)[-1] in val_names]
+    return {
+        "train": CompartmentData([tiles["11000_16000_0"], left], bgs, cutouts, pas_train),
+        "val": [right, *pas_val],
+        "test_he": [tiles["HE_001"]],
+        "test_pas": load_hubmap(root, "test", target_mpp),
+    }
+
+
+# --------------------------------------------------------------------------- user data
+def _class_code(name: str, classes: dict[str, int]) -> int | None:
+    return classes.get(name.strip().lower())
+
+
+def load_annotated(image_path: Path, annotation_path: Path, target_mpp: float,
+                   mpp: float | None, classes: dict[str, int], margin_um: float = 50.0
+                   ) -> LabelledImage:
+    """An image or slide with its annotation file, read at ``target_mpp``.
+
+    Vector annotations: classes by name (unknown names are skipped), unannotated pixels are
+    255 (no loss), and only the annotations' bounding box (plus ``margin_um``) is read, so a
+    partly annotated slide trains on its annotated regions. Label masks: codes as written
+    (0-4, 255), same pixel grid as the image.
+    """
+    from shindan.io import open_slide
+    from shindan.nuclei.data import resize
+
+    with open_slide(image_path, mpp=mpp) as slide:
+        if slide.mpp is None:
+            raise InputError(f"{image_path}: no µm/px in the file; give --mpp")
+        w, h = slide.dimensions
+        scale = slide.mpp / target_mpp
+        if annotation_format(annotation_path) == "mask":
+            label = read_label_mask(annotation_path)
+            if label.shape != (h, w):
+                raise InputError(f"{annotation_path}: mask is {label.shape[1]}x{label.shape[0]}"
+                                 f", image is {w}x{h}")
+            bad = set(np.unique(label).tolist()) - {0, 1, 2, 3, 4, IGNORE}
+            if bad:
+                raise InputError(f"{annotation_path}: label codes {sorted(bad)} are not "
+                                 "0-4 or 255")
+            box = (0, 0, w, h)
+            label_full = label
+        else:
+            anns = [a for a in read_annotations(annotation_path)
+                    if _class_code(a.label, classes) is not None]
+            if not anns:
+                raise InputError(f"{annotation_path}: no polygon with a known class name "
+                                 f"(known: {', '.join(sorted(set(classes)))})")
+            pts = np.concatenate([a.polygon for a in anns])
+            m = margin_um / slide.mpp
+            x0, y0 = np.maximum(0, np.floor(pts.min(0) - m)).astype(int)
+            x1, y1 = np.minimum([w, h], np.ceil(pts.max(0) + m)).astype(int)
+            box = (int(x0), int(y0), int(x1), int(y1))
+            label_full = None
+        bw, bh = box[2] - box[0], box[3] - box[1]
+        # read at the pyramid level closest to (not coarser than) the target scale
+        level = slide.best_level_for_downsample(1 / scale) if scale < 1 else 0
+        ds = slide.level_downsamples[level]
+        region = slide.read_region((box[0], box[1]), level,
+                                   (max(1, round(bw / ds)), max(1, round(bh / ds))))
+    shape = (max(1, round(bh * scale)), max(1, round(bw * scale)))
+    image = resize(region, shape)
+    if label_full is not None:
+        label = resize(label_full.astype(np.uint8), shape, nearest=True)
+    else:
+        cmap = {a.label: _class_code(a.label, classes) for a in anns}
+        label = rasterize(anns, shape, cmap, scale=scale, offset=(box[0], box[1]), fill=IGNORE)
+    return LabelledImage(image_path.stem, image, label.astype(np.uint8), "unknown", target_mpp)
+
+
+def pair_files(inputs: Sequence[Path], annotations: Sequence[Path]
+               ) -> list[tuple[Path, Path]]:
+    """(image, annotation) pairs matched by file stem (an annotation may add ``_mask`` or
+    ``_labels`` to the stem)."""
+    from shindan.nuclei.cli import IMAGE_SUFFIXES
+
+    imgs: list[Path] = []
+    for p in inputs:
+        if p.is_dir():
+            imgs += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        elif p.exists():
+            imgs.append(p)
+        else:
+            raise InputError(f"{p}: no such file or folder")
+    anns: dict[str, Path] = {}
+    for a in annotations:
+        files = sorted(a.iterdir()) if a.is_dir() else [a]
+        if not a.exists():
+            raise InputError(f"{a}: no such file or folder")
+        for f in files:
+            if f.suffix.lower() in (".geojson", ".json", ".xml", ".png", ".tif", ".tiff"):
+                stem = f.stem
+                for suffix in ("_mask", "_labels", "_annotations"):
+                    stem = stem.removesuffix(suffix)
+                anns.setdefault(stem, f)
+    pairs = [(i, anns[i.stem]) for i in imgs if i.stem in anns and anns[i.stem] != i]
+    if not pairs:
+        raise InputError("no image has an annotation file with the same name stem")
+    return pairs
+
+
+# --------------------------------------------------------------------------- training
+def train_compartments(
+    out: Path,
+    *,
+    builtin: Path | None = None,
+    inputs: Sequence[Path] = (),
+    annotations: Sequence[Path] = (),
+    mpp: float | None = None,
+    target_mpp: float = 1.0,
+    classes: dict[str, int] | None = None,
+    init: str | None = None,
+    config: TrainConfig | None = None,
+    tile: int = 256,
+    command: str = "",
+    log: Callable[[str], None] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train (or fine-tune from ``init``) a compartment model and save it to ``out``.
+
+    With ``builtin`` (the shared ``data/kidney`` folder) the real-data recipe runs and the
+    held-out scores go into the card; otherwise ``inputs`` + ``annotations`` are used, with
+    every fifth image (or, with a single image, its right fifth) kept for validation.
+    """
+    from shindan.engine import load_predictor
+    from shindan.models import load_card, load_network, save_model
+
+    say = log or (lambda s: print(s, file=sys.stderr))
+    cfg = config or TrainConfig()
+    cfg.label_sets = {k: list(v) for k, v in LABEL_SETS.items()}
+    if builtin is not None:
+        say(f"loading the built-in real-data recipe from {builtin} at {target_mpp} µm/px")
+        sets = builtin_data(builtin, target_mpp)
+        train_data, val = sets["train"], sets["val"]
+        data_note = ("AAPI H&E kidney transplant biopsies (2 rebuilt tiles with full labels, "
+                     f"{len(train_data.cutouts)} structure cut-outs pasted onto interstitium "
+                     f"backgrounds) + HuBMAP PAS ({len(train_data.pas)} images, glomerulus "
+                     "polygons only; other tissue trained as 'not glomerulus')")
+        licence = "MIT (AAPI, HuBMAP)"
+    else:
+        pairs = pair_files(inputs, annotations)
+        names = {**CLASS_NAMES, **{k.lower(): v for k, v in (classes or {}).items()}}
+        imgs = [load_annotated(i, a, target_mpp, mpp, names) for i, a in pairs]
+        if len(imgs) >= 2:
+            val = imgs[4::5] or imgs[-1:]
+            train_imgs = [im for k, im in enumerate(imgs) if im not in val]
+        else:
+            train_imgs, val = map(lambda x: [x], split_columns(imgs[0], 0.8))
+        train_data = CompartmentData(train_imgs, [], [], [])
+        data_note = f"{len(pairs)} annotated image(s): {', '.join(p[0].name for p in pairs[:8])}"
+        licence = "as the training data"
+        sets = {}
+    if init:
+        base = load_card(init)
+        card = {**base.data, "input": {**base.data["input"]}}
+        net = load_network(base)
+        target_mpp = card["input"]["mpp"] or target_mpp
+    else:
+        card = compartments_card(target_mpp)
+        net = None
+    card["training"] = {"data": data_note, "licence": licence, "command": command,
+                        "seed": cfg.seed}
+    sampler = make_compartment_sampler(train_data, tile)
+
+    def save(net_, res: dict[str, Any]) -> None:
+        card["metrics"] = {"validation": {"mean_dice": round(res["best_dice"], 4),
+                                          "per_class_dice": res["per_class_dice"],
+                                          "step": res["step"]}}
+        save_model(net_, card, out)
+
+    val_tiles = [(v.image, v.label) for v in val]
+    net, res = train_segmenter(card, sampler, val_tiles, cfg, net=net, on_best=save, log=say,
+                               progress=progress)
+    result: dict[str, Any] = {"train": {k: v for k, v in res.items() if k != "history"},
+                              "history": res["history"]}
+    if builtin is not None:
+        say("scoring held-out tests")
+        pred = load_predictor(out, "torch")
+        result["test_he"] = score_images(pred, sets["test_he"])
+        result["test_pas_hubmap"] = glomerulus_dice(pred, sets["test_pas"])
+        aid = load_aidpath(builtin, crop_mpp=0.9, mpp=target_mpp)[::4]
+        result["test_pas_aidpath"] = glomerulus_dice(pred, aid)
+        say(f"H&E HE_001: {result['test_he']}")
+        say(f"PAS HuBMAP test glomerulus: {result['test_pas_hubmap']}")
+        say(f"PAS AIDPATH glomerulus: {result['test_pas_aidpath']}")
+        c = load_card(out)
+        data = dict(c.data)
+        data["metrics"] = {**data.get("metrics", {}),
+                           "heldout_he_tile_HE_001": result["test_he"],
+                           "heldout_pas_hubmap_test_glomerulus": result["test_pas_hubmap"],
+                           "heldout_pas_aidpath_glomerulus": result["test_pas_aidpath"]}
+        he, hub, aid_r = result["test_he"], result["test_pas_hubmap"], result["test_pas_aidpath"]
+        data["headline"] = (f"H&E held-out tile mean Dice {he['mean_dice']:.3f}; glomerulus Dice "
+                            f"PAS {hub['dice_pooled']:.3f} (HuBMAP test), "
+                            f"{aid_r['dice_pooled']:.3f} (AIDPATH, other lab)")
+        save_model(load_network(c), data, out)
+    return result

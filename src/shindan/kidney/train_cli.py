@@ -1,0 +1,96 @@
+"""``shindan kidney train``: train or fine-tune the compartment model."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from shindan.errors import InputError
+
+
+def _parse_classes(text: str) -> dict[str, int]:
+    out = {}
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        name, sep, code = item.rpartition("=")
+        if not sep or not code.strip().isdigit() or int(code) > 4:
+            raise InputError(f"--classes: expected NAME=CODE with CODE 0-4, got {item!r}")
+        out[name.strip()] = int(code)
+    return out
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``train`` command to the ``shindan kidney`` app."""
+
+    @app.command()
+    def train(
+        inputs: Annotated[list[Path] | None, typer.Argument(
+            help="Slides or images (or folders) to train on, each with an annotation file of "
+                 "the same name stem.")] = None,
+        out: Annotated[Path, typer.Option("--out", help="Model folder to write.")] = Path(
+            "kidney-compartments-model"),
+        annotations: Annotated[list[Path] | None, typer.Option(
+            "--annotations", "-a",
+            help="Annotation files or folders: QuPath GeoJSON, ImageScope XML, labelme JSON, "
+                 "or label-mask PNGs (0 non-tissue, 1 interstitium, 2 glomerulus, 3 tubule, "
+                 "4 vessel, 255 unknown). Unannotated pixels are not trained on.")] = None,
+        builtin: Annotated[Path | None, typer.Option(
+            help="Run the built-in real-data recipe on this data folder (…/shared/data/kidney) "
+                 "instead of INPUTS.")] = None,
+        mpp: Annotated[float | None, typer.Option(
+            help="µm/px of the inputs when the files have none.")] = None,
+        target_mpp: Annotated[float, typer.Option(help="µm/px the model works at.")] = 1.0,
+        classes: Annotated[str, typer.Option(
+            help="Extra class-name mapping, e.g. 'Glom=2,Tub=3' (names are case-insensitive; "
+                 "common names such as glomerulus, tubule, artery are known).")] = "",
+        init: Annotated[str | None, typer.Option(
+            help="Fine-tune from this model (e.g. kidney-compartments) instead of training "
+                 "from scratch.")] = None,
+        steps: Annotated[int, typer.Option(help="Maximum optimiser steps.")] = 3000,
+        batch_size: Annotated[int, typer.Option(help="Tiles per step.")] = 8,
+        tile: Annotated[int, typer.Option(help="Training tile side (px at --target-mpp).")
+                        ] = 256,
+        lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 2e-3,
+        eval_every: Annotated[int, typer.Option(help="Steps between validations.")] = 200,
+        patience: Annotated[int, typer.Option(help="Validations without gain before stop.")
+                            ] = 6,
+        minutes: Annotated[float | None, typer.Option(help="Wall-clock budget in minutes.")
+                           ] = None,
+        seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    ) -> None:
+        """Train or fine-tune the compartment model on your annotations or the built-in data."""
+        from shindan.engine.train_segmenter import TrainConfig
+        from shindan.kidney.train import train_compartments
+
+        if builtin is None and not inputs:
+            raise InputError("give INPUTS with --annotations, or --builtin DATA_FOLDER")
+        if builtin is not None and not (builtin / "tiles-aapi-he").is_dir():
+            raise InputError(f"{builtin}: not the kidney data folder (no tiles-aapi-he/)")
+        if inputs and not annotations:
+            raise InputError("--annotations is required with INPUTS")
+        if mpp is not None and mpp <= 0:
+            raise InputError(f"--mpp must be positive, got {mpp}")
+        cls = _parse_classes(classes)
+        q = shlex.quote
+        parts = ["shindan kidney train", *[q(str(p)) for p in inputs or []],
+                 *[f"-a {q(str(a))}" for a in annotations or []],
+                 *([f"--builtin {q(str(builtin))}"] if builtin else []),
+                 f"--out {q(str(out))}", *([f"--mpp {mpp}"] if mpp else []),
+                 f"--target-mpp {target_mpp}", *([f"--classes {q(classes)}"] if classes else []),
+                 *([f"--init {q(init)}"] if init else []), f"--steps {steps}",
+                 f"--batch-size {batch_size}", f"--tile {tile}", f"--lr {lr}",
+                 f"--eval-every {eval_every}", f"--patience {patience}",
+                 *([f"--minutes {minutes}"] if minutes is not None else []), f"--seed {seed}"]
+        cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, eval_every=eval_every,
+                          patience=patience, seed=seed, max_minutes=minutes,
+                          warmup=min(100, steps // 10 + 1))
+        res = train_compartments(out, builtin=builtin, inputs=inputs or [],
+                                 annotations=annotations or [], mpp=mpp, target_mpp=target_mpp,
+                                 classes=cls, init=init, config=cfg, tile=tile,
+                                 command=" ".join(parts), progress=not quiet)
+        (out / "training_log.json").write_text(json.dumps(res, indent=1, default=str) + "\n")
+        typer.echo(f"wrote {out}", err=True)

@@ -1,0 +1,160 @@
+"""``shindan nuclei segment`` and ``shindan nuclei train``."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from shindan.errors import InputError
+
+app = typer.Typer(help="Nucleus instance segmentation.", no_args_is_help=True)
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".svs", ".ndpi", ".scn",
+                  ".mrxs", ".vms", ".vmu", ".svslide", ".bif", ".dcm"}
+# Inputs bigger than this (level-0 pixels) are refused: the label map is written in one piece.
+MAX_PIXELS = 400_000_000
+
+
+def _expand(inputs: list[Path]) -> list[Path]:
+    files: list[Path] = []
+    for p in inputs:
+        if p.is_dir():
+            files += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES
+                            and not f.name.startswith("."))
+        elif p.exists():
+            files.append(p)
+        else:
+            raise InputError(f"{p}: no such file or folder")
+    if not files:
+        raise InputError("no input images found")
+    return files
+
+
+def _write_tif(labels, path: Path) -> None:
+    import tifffile
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tifffile.imwrite(tmp, labels, compression="zlib", photometric="minisblack")
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@app.command()
+def segment(
+    inputs: Annotated[list[Path], typer.Argument(help="Images, slides or folders of them.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")],
+    mpp: Annotated[float | None, typer.Option(help="µm/px when the file has none.")] = None,
+    model: Annotated[str, typer.Option(help="Shipped model name or model folder.")] = "nuclei",
+    backend: Annotated[str, typer.Option(help="auto, onnx, torch or torch-bf16.")] = "auto",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Nucleus instances: DIR/<stem>_nuclei.tif (0 background, 1..N) and <stem>_nuclei.geojson."""
+    from shindan.engine import load_predictor
+    from shindan.io import open_slide
+    from shindan.io.annotations import instances_to_polygons, write_geojson
+    from shindan.nuclei.segment import segment_nuclei
+
+    if mpp is not None and mpp <= 0:
+        raise InputError(f"--mpp must be positive, got {mpp}")
+    files = _expand(inputs)
+    # check every input before writing anything, so a bad file leaves no partial output
+    for f in files:
+        with open_slide(f, mpp=mpp) as s:
+            if s.mpp is None:
+                raise InputError(f"{f}: no µm/px in the file; give --mpp")
+            w, h = s.dimensions
+            if w * h > MAX_PIXELS:
+                raise InputError(f"{f}: {w}x{h} is too large for one label map "
+                                 f"(limit {MAX_PIXELS:,} pixels)")
+    predictor = load_predictor(model, backend)
+    out.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        with open_slide(f, mpp=mpp) as s:
+            image = s.read_region((0, 0), 0, s.dimensions)
+            slide_mpp = float(s.mpp)
+        labels = segment_nuclei(image, slide_mpp, predictor=predictor, progress=not quiet)
+        _write_tif(labels, out / f"{f.stem}_nuclei.tif")
+        write_geojson(instances_to_polygons(labels), out / f"{f.stem}_nuclei.geojson")
+        if not quiet:
+            typer.echo(f"{f.name}: {int(labels.max())} nuclei", err=True)
+
+
+@app.command()
+def train(
+    images: Annotated[Path, typer.Argument(help="Image file or folder of images.")],
+    annotations: Annotated[list[Path], typer.Option(
+        "--annotations", "-a",
+        help="Folder(s) or file(s) with nucleus polygons (QuPath GeoJSON, ImageScope XML, "
+             "labelme JSON) or binary masks (PNG), matched to images by file stem. "
+             "Repeatable; polygons win over masks of the same stem.")],
+    out: Annotated[Path, typer.Option("--out", help="Model folder to write.")],
+    mpp: Annotated[float, typer.Option(help="µm/px of the training images.")],
+    target_mpp: Annotated[float, typer.Option(help="µm/px the model works at.")] = 0.4,
+    holdout: Annotated[str, typer.Option(
+        help="Comma-separated image stems kept for validation and final scoring.")] = "",
+    init: Annotated[str | None, typer.Option(
+        help="Fine-tune from this model (name or folder) instead of training from scratch.")
+    ] = None,
+    steps: Annotated[int, typer.Option(help="Maximum optimiser steps.")] = 3000,
+    batch_size: Annotated[int, typer.Option(help="Tiles per step.")] = 8,
+    tile: Annotated[int, typer.Option(help="Training tile side (pixels at --target-mpp).")] = 256,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 2e-3,
+    eval_every: Annotated[int, typer.Option(help="Steps between validations.")] = 200,
+    patience: Annotated[int, typer.Option(help="Validations without gain before stopping.")
+                        ] = 6,
+    minutes: Annotated[float | None, typer.Option(help="Wall-clock budget in minutes.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    data_note: Annotated[str, typer.Option(help="Training-data description for the card.")
+                         ] = "",
+    licence: Annotated[str, typer.Option(help="Licence note for the card.")] = "",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Train or fine-tune a nucleus model on images with masks and/or instance polygons."""
+    import json
+
+    from shindan.engine.train_segmenter import TrainConfig
+    from shindan.models import load_card, save_model
+    from shindan.nuclei.train import train_nuclei
+
+    if not images.exists():
+        raise InputError(f"{images}: no such file or folder")
+    for a in annotations:
+        if not a.exists():
+            raise InputError(f"{a}: no such file or folder")
+    cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, eval_every=eval_every,
+                      patience=patience, seed=seed, max_minutes=minutes,
+                      warmup=min(100, steps // 10 + 1))
+    q = shlex.quote
+    parts = ["shindan nuclei train", q(str(images)), *[f"-a {q(str(a))}" for a in annotations],
+             f"--out {q(str(out))}", f"--mpp {mpp}", f"--target-mpp {target_mpp}",
+             *([f"--holdout {holdout}"] if holdout else []),
+             *([f"--init {init}"] if init else []),
+             f"--steps {steps}", f"--batch-size {batch_size}", f"--tile {tile}", f"--lr {lr}",
+             f"--eval-every {eval_every}", f"--patience {patience}",
+             *([f"--minutes {minutes}"] if minutes is not None else []), f"--seed {seed}"]
+    command = " ".join(parts)
+    held = [s for s in holdout.split(",") if s]
+    res = train_nuclei(images, annotations, out, mpp=mpp, target_mpp=target_mpp,
+                       holdout=held, config=cfg, tile=tile, init=init, command=command,
+                       data_note=data_note, licence=licence, progress=not quiet)
+    card = load_card(out)
+    data = dict(card.data)
+    metrics = dict(data.get("metrics", {}))
+    if "heldout" in res:
+        h = res["heldout"]
+        metrics.update({"heldout_images": sorted(h["images"]), "heldout_dice": h["dice_mean"],
+                        "heldout_aji": h["aji_mean"], "heldout_per_image": h["images"]})
+        data["headline"] = (f"Dice {h['dice_mean']:.3f}, AJI {h['aji_mean']:.3f} on "
+                            f"{len(h['images'])} held-out images")
+    data["metrics"] = metrics
+    from shindan.models import load_network
+
+    save_model(load_network(card), data, out)
+    (out / "training_log.json").write_text(json.dumps(res, indent=1, default=str) + "\n")
+    typer.echo(f"wrote {out}", err=True)

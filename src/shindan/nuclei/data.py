@@ -1,0 +1,173 @@
+"""Training data for nucleus instance segmentation (MoNuSeg-style: images + masks / polygons).
+
+Targets are three classes on the model's grid: 0 background, 1 nucleus interior, 2 nucleus
+boundary (the one-pixel inner rim of each instance), 255 = unknown. Images with instance
+polygons give exact boundaries; images with only a binary mask give instances as connected
+components, and components that look like several merged nuclei (low solidity) are marked
+unknown rather than taught as one nucleus.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from shindan.errors import InputError
+from shindan.io.annotations import (
+    IGNORE,
+    MASK_SUFFIXES,
+    rasterize_instances,
+    read_annotations,
+    read_label_mask,
+)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+MONUSEG_MPP = 0.2527  # µm/px of the MoNuSeg 40x tiles
+
+
+@dataclass
+class NucleiSample:
+    """One training image resampled to the model's grid.
+
+    Attributes
+    ----------
+    name : str
+    image : ndarray (H, W, 3) uint8
+    target : ndarray (H, W) uint8, 0/1/2/255 (see module docstring)
+    instances : ndarray (H, W) int32 or None
+        Instance labels on the same grid when the source had polygons.
+    """
+
+    name: str
+    image: np.ndarray
+    target: np.ndarray
+    instances: np.ndarray | None
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """An image file as (H, W, 3) uint8 RGB."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except (OSError, UnidentifiedImageError) as exc:
+        raise InputError(f"{path}: not a readable image ({exc})") from None
+
+
+def resize(image: np.ndarray, shape_hw: tuple[int, int], nearest: bool = False) -> np.ndarray:
+    """Resize to (rows, cols): area averaging when shrinking images, nearest for labels."""
+    import cv2
+
+    h, w = shape_hw
+    if image.shape[:2] == (h, w):
+        return image.copy()
+    if nearest:
+        interp = cv2.INTER_NEAREST
+    else:
+        interp = cv2.INTER_AREA if h < image.shape[0] else cv2.INTER_LINEAR
+    return cv2.resize(image, (w, h), interpolation=interp)
+
+
+def instance_targets(instances: np.ndarray, unknown: np.ndarray | None = None) -> np.ndarray:
+    """0/1/2 target (background / interior / inner boundary) of an instance map; 255 where
+    ``unknown``."""
+    from skimage.segmentation import find_boundaries
+
+    t = np.zeros(instances.shape, np.uint8)
+    t[instances > 0] = 1
+    t[find_boundaries(instances, mode="inner") & (instances > 0)] = 2
+    if unknown is not None:
+        t[unknown] = IGNORE
+    return t
+
+
+def mask_instances(mask: np.ndarray, min_solidity: float = 0.88
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Instances of a binary mask (connected components) and the pixels of doubtful ones.
+
+    A component whose solidity (area / convex-hull area) is below ``min_solidity`` is probably
+    several touching nuclei: its pixels are returned as unknown.
+    """
+    from skimage.measure import label, regionprops
+
+    lab = label(mask > 0, connectivity=1)
+    unknown = np.zeros(mask.shape, bool)
+    for r in regionprops(lab):
+        if r.area > 30 and r.solidity < min_solidity:
+            sl = r.slice
+            unknown[sl] |= lab[sl] == r.label
+    return lab.astype(np.int32), unknown
+
+
+def load_sample(image_path: str | Path, annotation_path: str | Path | None, mpp: float,
+                target_mpp: float) -> NucleiSample:
+    """Read an image and its nucleus polygons or binary mask, resampled to ``target_mpp``."""
+    image = read_rgb(image_path)
+    h, w = image.shape[:2]
+    scale = mpp / target_mpp
+    shape = (max(1, round(h * scale)), max(1, round(w * scale)))
+    small = resize(image, shape)
+    inst = None
+    if annotation_path is None:
+        raise InputError(f"{image_path}: no mask or annotation file found")
+    if Path(annotation_path).suffix.lower() in MASK_SUFFIXES:
+        m = read_label_mask(annotation_path)
+        if m.shape != (h, w):
+            raise InputError(f"{annotation_path}: mask is {m.shape[1]}x{m.shape[0]}, "
+                             f"image is {w}x{h}")
+        m_small = resize((m > 0).astype(np.float32), shape) > 0.5
+        lab, unknown = mask_instances(m_small)
+        target = instance_targets(lab, unknown)
+    else:
+        anns = read_annotations(annotation_path)
+        inst = rasterize_instances(anns, shape, scale=scale)
+        target = instance_targets(inst)
+    return NucleiSample(Path(image_path).stem, small, target, inst)
+
+
+def find_pairs(images: Path, annotations: list[Path]) -> list[tuple[Path, Path | None]]:
+    """(image, annotation) pairs matched by file stem; polygons preferred over masks."""
+    imgs = [images] if images.is_file() else sorted(
+        p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = [f for folder in annotations
+             for f in ([folder] if folder.is_file() else sorted(folder.iterdir()))]
+    by_stem: dict[str, Path] = {}
+    for f in files:  # masks first, so polygons of the same stem replace them
+        if f.suffix.lower() in MASK_SUFFIXES:
+            by_stem[f.stem] = f
+    for f in files:
+        if f.suffix.lower() in (".geojson", ".json", ".xml"):
+            by_stem[f.stem] = f
+    return [(p, by_stem.get(p.stem)) for p in imgs]
+
+
+def make_sampler(samples: list[NucleiSample], size: int, *, stain: float = 1.0):
+    """A training-tile sampler: random crop, dihedral transform, stain jitter, scale jitter."""
+    from shindan.kidney.augment import flip_rotate, stain_augment
+
+    weights = np.array([s.image.shape[0] * s.image.shape[1] for s in samples], float)
+    weights /= weights.sum()
+
+    def sample(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        s = samples[int(rng.choice(len(samples), p=weights))]
+        # scale jitter ±15%: nuclei sizes and scanner calibration vary
+        z = rng.uniform(0.85, 1.15)
+        src = max(16, int(round(size / z)))
+        h, w = s.target.shape
+        src_h, src_w = min(src, h), min(src, w)
+        y = int(rng.integers(0, h - src_h + 1))
+        x = int(rng.integers(0, w - src_w + 1))
+        img = s.image[y:y + src_h, x:x + src_w]
+        tgt = s.target[y:y + src_h, x:x + src_w]
+        img = resize(img, (size, size))
+        tgt = resize(tgt, (size, size), nearest=True)
+        img, tgt = flip_rotate(img, tgt, rng)
+        img = stain_augment(img, rng, strength=stain)
+        return img, tgt
+
+    return sample

@@ -252,13 +252,18 @@ def _pick_slice(
 def _finish(
     region: np.ndarray, k: int, size: int, window: Window
 ) -> np.ndarray:
-    """Plane ``k`` of a (C, Z, n, n) HU region → (C, size, size) windowed floats."""
-    plane = region[:, k]
-    if plane.shape[1:] != (size, size):
-        # Anti-aliasing only in-plane (the channel axis keeps factor 1, hence no blur across it).
-        plane = resize(plane, (plane.shape[0], size, size), order=1, mode="edge",
-                       anti_aliasing=plane.shape[1] > size, preserve_range=True)
-    out = apply_window(plane, window, np.float32)
+    """Plane ``k`` of a (C, Z, n, n) HU region → (C, size, size) windowed floats.
+
+    Channels are resized one by one: a missing (all-NaN) phase must not leak into the others.
+    """
+    out = np.full((region.shape[0], size, size), np.nan, dtype=np.float32)
+    for c, plane in enumerate(region[:, k]):
+        if np.isnan(plane).all():
+            continue
+        if plane.shape != (size, size):
+            plane = resize(plane, (size, size), order=1, mode="edge",
+                           anti_aliasing=plane.shape[0] > size, preserve_range=True)
+        out[c] = apply_window(plane, window, np.float32)
     return out
 
 

@@ -1,0 +1,448 @@
+"""Tile renderer: RGB, compartment labels and nucleus instances on any box at any downsample.
+
+Every value is a function of the pixel centre's global position (hashed noise, analytic shapes),
+so tiles agree with each other exactly. Edges are anti-aliased analytically from signed
+distances, textures finer than two output pixels are left out (band-limited) and the optical
+blur is computed on a padded tile, hence no seams and no jaggies at pyramid levels.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from shindan.phantom import nuclei as nz
+from shindan.phantom import shapes
+from shindan.phantom.noise import grid_noise, hash_uniform
+from shindan.phantom.scene import KEY_EDGE, PhantomScene, tubule_geometry, tubule_sdf
+
+F32 = np.float32
+CYTO, MATRIX, CHROM, COLL, RBC = range(5)
+BLUR_UM = 0.3  # optical blur sigma
+
+
+class _Grid:
+    """Pixel-centre coordinates (level-0 px) of a box sampled every ``ds`` pixels, plus a pad."""
+
+    def __init__(self, box: tuple[int, int, int, int], ds: float, pad: int):
+        x0, y0, w, h = box
+        self.ds, self.pad = float(ds), pad
+        self.w, self.h = int(math.ceil(w / ds - 1e-9)), int(math.ceil(h / ds - 1e-9))
+        self.xs = x0 + (np.arange(-pad, self.w + pad) + 0.5) * ds
+        self.ys = y0 + (np.arange(-pad, self.h + pad) + 0.5) * ds
+        self.shape = (len(self.ys), len(self.xs))
+
+    def window(self, x0: float, y0: float, x1: float, y1: float):
+        c0, c1 = np.searchsorted(self.xs, [x0, x1])
+        r0, r1 = np.searchsorted(self.ys, [y0, y1])
+        if c1 <= c0 or r1 <= r0:
+            return None
+        return slice(int(r0), int(r1)), slice(int(c0), int(c1))
+
+    def local(self, win, x: float, y: float):
+        """Float32 offsets from (x, y) of the window's columns (1, w) and rows (h, 1)."""
+        return ((self.xs[win[1]] - x).astype(F32)[None, :],
+                (self.ys[win[0]] - y).astype(F32)[:, None])
+
+    def query_box(self, margin: float):
+        ds = self.ds
+        return (self.xs[0] - ds - margin, self.ys[0] - ds - margin,
+                self.xs[-1] + ds + margin, self.ys[-1] + ds + margin)
+
+
+def _cov(d: np.ndarray, width: float) -> np.ndarray:
+    """Area coverage of the inside (d <= 0) of a pixel ``width`` level-0 px wide."""
+    return np.clip(F32(0.5) - d * F32(1.0 / width), F32(0), F32(1))
+
+
+def _tex(g: _Grid, win, scale: float, key: int) -> np.ndarray | None:
+    """Noise of feature size ``scale`` (level-0 px) on a window, or None if below 2 pixels."""
+    if scale < 2 * g.ds:
+        return None
+    ys = g.ys if win is None else g.ys[win[0]]
+    xs = g.xs if win is None else g.xs[win[1]]
+    return grid_noise(xs, ys, scale, key)
+
+
+def _tissue_sdf(scene: PhantomScene, g: _Grid) -> np.ndarray | None:
+    cores = scene.cores
+    qx0, qy0, qx1, qy1 = g.query_box(0)
+    d = None
+    for i in range(len(cores["ox"])):
+        m = cores["hw"][i] + abs(cores["bend_a"][i]) + cores["edge_amp"].sum() + g.ds
+        ex = cores["ox"][i] + cores["length"][i] * cores["ux"][i]
+        ey = cores["oy"][i] + cores["length"][i] * cores["uy"][i]
+        if (min(cores["ox"][i], ex) - m > qx1 or max(cores["ox"][i], ex) + m < qx0
+                or min(cores["oy"][i], ey) - m > qy1 or max(cores["oy"][i], ey) + m < qy0):
+            continue
+        dx = (g.xs - cores["ox"][i]).astype(F32)[None, :]
+        dy = (g.ys - cores["oy"][i]).astype(F32)[:, None]
+        ux, uy = F32(cores["ux"][i]), F32(cores["uy"][i])
+        u = dx * ux + dy * uy
+        v = dy * ux - dx * uy
+        bend = u * F32(cores["bend_k"][i]) + F32(cores["bend_p"][i])
+        v = v - F32(cores["bend_a"][i]) * np.sin(bend)
+        di = shapes.core_sdf_raw(u, v, F32(cores["length"][i]), F32(cores["hw"][i]))
+        d = di if d is None else np.minimum(d, di)
+    if d is None:
+        return None
+    return d - shapes.edge_noise_grid(g.xs, g.ys, cores, KEY_EDGE)
+
+
+class _Canvas:
+    """Per-tile maps being painted: labels, owner keys and material amounts."""
+
+    def __init__(self, scene: PhantomScene, g: _Grid, rgb: bool, labels: bool):
+        self.scene, self.g, self.rgb = scene, g, rgb
+        self.mpp = scene.mpp
+        self.tissue_d = _tissue_sdf(scene, g)
+        self.has_tissue = self.tissue_d is not None and bool((self.tissue_d <= g.ds).any())
+        shape = g.shape
+        self.lab = np.zeros(shape, np.uint8)
+        self.own = np.full(shape, -1, np.int64)
+        if self.has_tissue:
+            tissue = self.tissue_d <= 0
+            self.tissue = tissue
+            self.lab[tissue] = 1
+            self.own[tissue] = 0
+        self.mat = np.zeros((5,) + shape, F32) if rgb else None
+        self.fine = self.mid = None
+        if rgb:
+            self.fine = _tex(g, None, 1.1 / self.mpp, 21)
+            self.mid = _tex(g, None, 4.0 / self.mpp, 22)
+            self.aa = g.ds  # anti-aliasing width
+
+    def um(self, v: float) -> F32:
+        return F32(v / self.mpp)
+
+    def put(self, win, values: list, cover: np.ndarray) -> None:
+        """Composite premultiplied material ``values`` over the window with coverage ``cover``."""
+        keep = F32(1) - cover
+        for m, val in enumerate(values):
+            cur = self.mat[m][win]
+            cur *= keep
+            if val is not None:
+                cur += val
+
+    def label(self, win, inside: np.ndarray, code: int, key: int) -> None:
+        m = inside & self.tissue[win]
+        self.lab[win][m] = code
+        self.own[win][m] = key
+
+    # --- interstitium ---------------------------------------------------------------------
+
+    def interstitium(self) -> None:
+        g, mpp = self.g, self.mpp
+        fib = _tex(g, None, 9.0 / mpp, 31)
+        if fib is not None:
+            ridge = F32(1) - np.abs(fib)
+            ridge = ridge * ridge
+            ridge = ridge * ridge  # thin wavy collagen bundles
+            fib2 = _tex(g, None, 3.5 / mpp, 32)
+            if fib2 is not None:
+                r2 = F32(1) - np.abs(fib2)
+                ridge = ridge + F32(0.5) * r2 * r2 * r2 * r2
+        else:
+            ridge = F32(0.3)
+        dense = F32(0.15 + 0.6 * self.scene.fibrosis)
+        self.mat[COLL] = (F32(0.3) + dense * ridge) * F32(1.1)
+        self.mat[CYTO] = F32(0.1)
+        self.mat[MATRIX] = F32(0.06) + F32(0.12) * ridge
+        self.mat[CHROM] = F32(0.01)
+
+    # --- tubules ----------------------------------------------------------------------------
+
+    def tubules(self) -> np.ndarray:
+        scene, g = self.scene, self.g
+        tub = scene.tubules
+        qb = g.query_box(2 / self.mpp)
+        idx = scene.index["tubule"].query(*qb)
+        if len(idx) == 0:
+            return idx
+        geo = tubule_geometry(tub, idx, scene.shrink, self.mpp)
+        hu = hash_uniform(scene.seed, 110, idx)
+        for j, i in enumerate(idx):
+            a = float(geo["a"][j]) + g.ds
+            x, y = tub["x"][i], tub["y"][i]
+            win = g.window(x - a, y - a, x + a, y + a)
+            if win is None:
+                continue
+            qx, qy = g.local(win, x, y)
+            d = tubule_sdf(qx, qy, tub, geo, i, j, int(tub["nh"][i]))
+            self.label(win, d <= 0, 3, 4 * int(i) + nz.KIND_TUBULE)
+            if not self.rgb:
+                continue
+            self._paint_tubule(win, d, geo, j, bool(tub["distal"][i]), float(hu[j]))
+        return idx
+
+    def _paint_tubule(self, win, d, geo, j, distal, h) -> None:
+        aa = self.aa
+        c_out = _cov(d, aa)
+        mt, epi, ti = geo["mt"][j], geo["epi"][j], float(geo["t"][j])
+        c_in = _cov(d + mt, aa)
+        dl = d + mt + epi
+        if self.mid is not None:
+            wob = F32(0.35 if not distal else 0.15) * epi
+            dl = dl + wob * self.mid[win]
+        c_lum = _cov(dl, aa)
+        epi_cov = c_in - c_lum
+        tex = F32(1)
+        if self.fine is not None:
+            tex = F32(1) + F32(0.3) * self.fine[win]
+        if self.mid is not None:
+            tex = tex + F32(0.15) * self.mid[win]
+        lvl = F32((0.75 if distal else 1.0) * (1 - 0.35 * ti) * (0.9 + 0.2 * h))
+        cyto = epi_cov * lvl * tex + c_lum * F32(0.04)
+        matrix = (c_out - c_in) * F32(1.0) + epi_cov * F32(0.1)
+        if not distal:
+            c_bb = _cov(dl - self.um(1.8), aa)
+            matrix = matrix + (c_bb - c_lum) * F32(0.45 * (1 - ti))
+        if ti > 0.55 and h < 0.5:  # hyaline cast in an atrophic tubule
+            matrix = matrix + c_lum * F32(0.35)
+            cyto = cyto + c_lum * F32(0.15)
+        self.put(win, [cyto, matrix, epi_cov * F32(0.02), None, None], c_out)
+
+    # --- glomeruli --------------------------------------------------------------------------
+
+    def glomeruli(self) -> np.ndarray:
+        scene, g = self.scene, self.g
+        gl = scene.glomeruli
+        idx = scene.index["glomerulus"].query(*g.query_box(2 / self.mpp))
+        for i in idx:
+            r = float(gl["r"][i]) + g.ds
+            x, y = gl["x"][i], gl["y"][i]
+            win = g.window(x - r, y - r, x + r, y + r)
+            if win is None:
+                continue
+            qx, qy = g.local(win, x, y)
+            rad = np.sqrt(qx * qx + qy * qy)
+            d = rad - F32(gl["r"][i])
+            self.label(win, d <= 0, 2, 4 * int(i) + nz.KIND_GLOM)
+            if self.rgb:
+                self._paint_glom(win, i, qx, qy, rad, d)
+        return idx
+
+    def _paint_glom(self, win, i, qx, qy, rad, d) -> None:
+        scene, aa, g = self.scene, self.aa, self.g
+        scl = bool(scene.glomeruli["sclerosed"][i])
+        ii = np.array([i])
+        c_out = _cov(d, aa)
+        rin = nz.glom_inner_radius(scene, ii)[0]
+        c_in = _cov(rad - rin, aa)
+        theta = np.arctan2(qy, qx)
+        c_tuft = _cov(rad - nz.glom_tuft_radius(scene, ii[0], theta), aa)
+        capsule = c_out - c_in
+        bowman = c_in - c_tuft
+        n1 = _tex(g, win, 3.2 / self.mpp, 41 + 7 * int(i))
+        n2 = _tex(g, win, 9.0 / self.mpp, 43)
+        if scl:
+            tex = F32(1) if n2 is None else F32(1) + F32(0.12) * n2
+            cyto = bowman * F32(0.05) + c_tuft * F32(0.3) * tex
+            matrix = capsule * F32(1.25) + c_tuft * F32(0.95) * tex
+            coll = capsule * F32(0.4)
+            self.put(win, [cyto, matrix, c_tuft * F32(0.03), coll, None], c_out)
+            return
+        if n1 is not None:
+            n = n1 if n2 is None else n1 * F32(0.8) + n2 * F32(0.35)
+            cap = np.clip((n - F32(0.05)) * F32(5), F32(0), F32(1))  # open capillary lumens
+            mes = np.clip((-n - F32(0.3)) * F32(4), F32(0), F32(1))  # mesangial matrix
+            rbc = cap * np.clip((n - F32(0.45)) * F32(6), F32(0), F32(1))
+        else:  # below resolution: the average of the pattern
+            cap, mes, rbc = F32(0.3), F32(0.12), F32(0.03)
+        solid = F32(1) - cap
+        cyto = bowman * F32(0.04) + c_tuft * (solid * F32(0.55) + cap * F32(0.05))
+        matrix = capsule * F32(1.1) + c_tuft * (solid * F32(0.3) + mes * F32(0.7))
+        self.put(win, [cyto, matrix, c_tuft * F32(0.04), capsule * F32(0.2),
+                       c_tuft * rbc * F32(0.9)], c_out)
+
+    # --- vessels ----------------------------------------------------------------------------
+
+    def vessels(self) -> np.ndarray:
+        scene, g = self.scene, self.g
+        v = scene.vessels
+        idx = scene.index["vessel"].query(*g.query_box(2 / self.mpp))
+        for i in idx:
+            r = float(v["r"][i]) + g.ds
+            x, y = v["x"][i], v["y"][i]
+            win = g.window(x - r, y - r, x + r, y + r)
+            if win is None:
+                continue
+            qx, qy = g.local(win, x, y)
+            ang = float(v["angle"][i])
+            lx, ly = shapes.rotate(qx, qy, math.cos(ang), math.sin(ang))
+            rr, asp = F32(v["r"][i]) * F32(0.97), F32(v["aspect"][i])
+            d = shapes.ellipse_sdf(lx, ly, rr, rr * asp)
+            self.label(win, d <= 0, 4, 4 * int(i) + nz.KIND_VESSEL)
+            if self.rgb:
+                self._paint_vessel(win, i, lx, ly, rr, asp, d)
+        return idx
+
+    def _paint_vessel(self, win, i, lx, ly, rr, asp, d) -> None:
+        aa, g = self.aa, self.g
+        v = self.scene.vessels
+        artery = bool(v["artery"][i])
+        rho = np.sqrt((lx / rr) ** 2 + (ly / (rr * asp)) ** 2)
+        rm = rr * (F32(1) + asp) * F32(0.5)
+        lum = F32(v["lumen"][i])
+        if self.mid is not None:
+            lum = lum + F32(0.025) * self.mid[win]  # slightly irregular lumen outline
+
+        def ring(r0):  # coverage of rho <= r0
+            return _cov((rho - r0) * rm, aa)
+
+        c_out = _cov(d, aa)
+        adv = F32(0.86 if artery else 0.9)
+        c_med = ring(adv)
+        iel_w = F32(1.2 / self.mpp) / rm
+        c_iel = ring(lum + F32(0.03) + iel_w)
+        c_int = ring(lum + F32(0.03))
+        c_lum = ring(lum)
+        media = c_med - c_iel
+        fib = F32(1)
+        if self.fine is not None:
+            fib = F32(1) + F32(0.2) * self.fine[win]
+        n = _tex(g, win, 5.0 / self.mpp, 51 + int(i))
+        rbc = c_lum * (F32(0.25) if n is None else np.clip(n * F32(3), F32(0), F32(1)))
+        cyto = media * F32(0.85) * fib + (c_int - c_lum) * F32(0.5) + (c_out - c_med) * F32(0.15)
+        matrix = (c_iel - c_int) * F32(1.1) + media * F32(0.12) + (c_out - c_med) * F32(0.2)
+        coll = (c_out - c_med) * F32(1.4) * fib
+        self.put(win, [cyto, matrix, media * F32(0.02), coll, rbc * F32(1.1)], c_out)
+
+    # --- nuclei -----------------------------------------------------------------------------
+
+    def nuclei(self, tub_idx, glom_idx, ves_idx, ids_out, cov_out, chrom_out) -> None:
+        scene, g = self.scene, self.g
+        parts = []
+        if len(tub_idx):
+            geo = tubule_geometry(scene.tubules, tub_idx, scene.shrink, self.mpp)
+            parts.append(nz.tubule_nuclei(scene, tub_idx, geo))
+        parts.append(nz.glomerulus_nuclei(scene, glom_idx))
+        parts.append(nz.vessel_nuclei(scene, ves_idx))
+        inter = scene.index["inter"].query(*g.query_box(2 / self.mpp))
+        parts.append(nz.inter_nuclei(scene, inter))
+        nuc = nz.concat(parts)
+        x0, y0, x1, y1 = g.query_box(0)
+        a = nuc["a"]
+        keep = ((nuc["x"] + a > x0) & (nuc["x"] - a < x1) & (nuc["y"] + a > y0)
+                & (nuc["y"] - a < y1))
+        nuc = {k: v[keep] for k, v in nuc.items()}
+        nz.rasterise(nuc, g.xs, g.ys, g.ds, self.own, ids_out, cov_out, chrom_out,
+                     self.fine, self.mpp)
+
+
+def _blur(img: np.ndarray, sigma: float) -> np.ndarray:
+    """Separable Gaussian blur with plain array arithmetic (bit-identical whatever the tile)."""
+    r = max(1, int(math.ceil(2.5 * sigma)))
+    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    k = (k / k.sum()).astype(F32)
+    h, w = img.shape[:2]
+    tmp = img[:, r:w - r] * k[r]
+    for j in range(1, r + 1):
+        tmp += (img[:, r - j:w - r - j] + img[:, r + j:w - r + j]) * k[r + j]
+    out = tmp[r:h - r] * k[r]
+    for j in range(1, r + 1):
+        out += (tmp[r - j:h - r - j] + tmp[r + j:h - r + j]) * k[r + j]
+    return out
+
+
+def _artifacts(scene: PhantomScene, g: _Grid, od: np.ndarray) -> None:
+    d = scene.dust
+    if len(d["x"]):
+        for i in scene.index["dust"].query(*g.query_box(0)):
+            r = float(d["r"][i])
+            win = g.window(d["x"][i] - 2 * r, d["y"][i] - 2 * r, d["x"][i] + 2 * r,
+                           d["y"][i] + 2 * r)
+            if win is None:
+                continue
+            qx, qy = g.local(win, d["x"][i], d["y"][i])
+            n = grid_noise(g.xs[win[1]], g.ys[win[0]], max(r * 0.6, 1.0), 61 + int(i))
+            dist = np.sqrt(qx * qx + qy * qy) - F32(r) * (F32(1) + F32(0.45) * n)
+            c = _cov(dist, max(g.ds, 1.0)) * F32(0.9)
+            od[win] += c[..., None] * np.array([0.9, 0.95, 1.0], F32)
+    p = scene.pen
+    if len(p["x"]) >= 2:
+        hw = float(p["hw"][0])
+        x0, y0, x1, y1 = g.query_box(hw)
+        if p["x"].max() < x0 or p["x"].min() > x1 or p["y"].max() < y0 or p["y"].min() > y1:
+            return
+        qx = g.xs.astype(np.float64)[None, :]
+        qy = g.ys.astype(np.float64)[:, None]
+        dist = np.full(g.shape, np.inf)
+        for k in range(len(p["x"]) - 1):
+            ax, ay, bx, by = p["x"][k], p["y"][k], p["x"][k + 1], p["y"][k + 1]
+            vx, vy = bx - ax, by - ay
+            t = np.clip(((qx - ax) * vx + (qy - ay) * vy) / (vx * vx + vy * vy), 0, 1)
+            dist = np.minimum(dist, np.hypot(qx - ax - t * vx, qy - ay - t * vy))
+        n = grid_noise(g.xs, g.ys, 40 / scene.mpp, 71)
+        c = _cov((dist - hw * (1 + 0.15 * n)).astype(F32), max(g.ds, 2.0))
+        streak = F32(0.75) + F32(0.25) * grid_noise(g.xs, g.ys, 12 / scene.mpp, 72)
+        od += (c * streak)[..., None] * np.array([1.2, 0.55, 0.25], F32)
+
+
+def render(
+    scene: PhantomScene, box: tuple[int, int, int, int], downsample: float = 1.0, *,
+    rgb: bool = True, labels: bool = False, nuclei: bool = False, owners: bool = False,
+) -> dict[str, np.ndarray]:
+    """Render what is asked of one box (see the public wrappers in ``shindan.phantom``)."""
+    ds = float(downsample)
+    if not (ds > 0 and math.isfinite(ds)):
+        raise ValueError(f"downsample must be positive, got {downsample}")
+    sigma = BLUR_UM / scene.mpp / ds
+    pad = int(math.ceil(2.5 * sigma)) if rgb and sigma >= 0.3 else 0
+    g = _Grid(box, ds, pad)
+    cv = _Canvas(scene, g, rgb, labels)
+    out: dict[str, np.ndarray] = {}
+    crop = (slice(pad, pad + g.h), slice(pad, pad + g.w))
+    ids = np.zeros(g.shape, np.int64) if nuclei else None
+    ncov = np.zeros(g.shape, F32) if rgb else None
+    nchrom = np.zeros(g.shape, F32) if rgb else None
+    if cv.has_tissue:
+        if rgb:
+            cv.interstitium()
+        gi = cv.glomeruli()
+        vi = cv.vessels()
+        ti = cv.tubules()
+        if rgb or nuclei:
+            cv.nuclei(ti, gi, vi, ids, ncov, nchrom)
+    if labels:
+        out["labels"] = cv.lab[crop].copy()
+    if owners:
+        out["owners"] = cv.own[crop].copy()
+    if nuclei:
+        out["nuclei"] = ids[crop].astype(np.int32)
+    if rgb:
+        out["rgb"] = _compose(scene, g, cv, ncov, nchrom, sigma, pad)
+    return out
+
+
+def _compose(scene, g, cv, ncov, nchrom, sigma, pad) -> np.ndarray:
+    pal = scene.palette
+    od_tab = pal["od"]
+    od = np.empty(g.shape + (3,), F32)
+    grain = grid_noise(g.xs, g.ys, max(1.5 * g.ds, 2.0), 81) if g.ds < 4 else 0
+    glass = grid_noise(g.xs, g.ys, 2000 / scene.mpp, 82)
+    for c in range(3):
+        od[..., c] = F32(pal["glass"][c]) * (F32(1) + F32(0.25) * glass) + F32(0.006) * grain
+    if cv.has_tissue:
+        mat = cv.mat
+        under = F32(1) - F32(0.55) * ncov
+        for m in (CYTO, MATRIX, COLL, RBC):
+            mat[m] *= under
+        mat[CHROM] = mat[CHROM] * (F32(1) - ncov) + nchrom
+        tcov = _cov(cv.tissue_d, g.ds)
+        shade = F32(1) + F32(0.1) * grid_noise(g.xs, g.ys, 300 / scene.mpp, 83)
+        # Sections are a little thinner, hence paler, along the cut edge.
+        edge = np.clip(-cv.tissue_d / F32(25 / scene.mpp), F32(0), F32(1))
+        tcov = tcov * shade * (F32(0.8) + F32(0.2) * edge)
+        for c in range(3):
+            acc = mat[0] * od_tab[0, c]
+            for m in range(1, 5):
+                acc += mat[m] * od_tab[m, c]
+            od[..., c] += acc * tcov
+    if scene.artifacts:
+        _artifacts(scene, g, od)
+    img = np.exp(-od) * F32(255)
+    if pad:
+        img = _blur(img, sigma)
+    return np.clip(img + F32(0.5), 0, 255).astype(np.uint8)

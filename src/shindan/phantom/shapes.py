@@ -1,0 +1,109 @@
+"""Signed distance functions of the phantom's structures (negative inside, level-0 pixels).
+
+The same functions serve the renderer (on pixel grids, via broadcasting) and the scene builder
+(at scattered points, for calibration and placement), so what is calibrated is what is drawn.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from shindan.phantom.noise import grid_noise, point_noise
+
+F32 = np.float32
+FAR = F32(1e9)  # padding half-plane offset: never the nearest edge
+
+
+def smin(a: np.ndarray, b: np.ndarray, k: float) -> np.ndarray:
+    """Polynomial smooth minimum (rounds the corner where ``a`` and ``b`` cross over ``k``)."""
+    if k <= 0:
+        return np.minimum(a, b)
+    h = np.maximum(F32(k) - np.abs(a - b), F32(0)) * F32(1.0 / k)
+    return np.minimum(a, b) - h * h * F32(k * 0.25)
+
+
+def ellipse_sdf(lx: np.ndarray, ly: np.ndarray, a: np.ndarray | float, b: np.ndarray | float):
+    """Approximate signed distance to an axis-aligned ellipse (exact on the boundary).
+
+    ``lx, ly`` are coordinates in the ellipse frame; ``a, b`` its semi-axes (broadcastable).
+    """
+    ia, ib = F32(1) / np.asarray(a, F32), F32(1) / np.asarray(b, F32)
+    ux, uy = lx * ia, ly * ib
+    k0 = np.sqrt(ux * ux + uy * uy)
+    vx, vy = ux * ia, uy * ib
+    k1 = np.sqrt(vx * vx + vy * vy)
+    # k0/k1 tends to a radius between b and a; the epsilons keep the centre finite and inside.
+    eps = F32(1e-6)
+    return (k0 - F32(1)) * ((k0 + eps) / (k1 + eps * np.minimum(ia, ib)))
+
+
+def rotate(qx: np.ndarray, qy: np.ndarray, cos: float, sin: float):
+    """Coordinates ``q`` expressed in a frame rotated by the angle with the given cos/sin."""
+    return qx * F32(cos) + qy * F32(sin), qy * F32(cos) - qx * F32(sin)
+
+
+# --- tubules -------------------------------------------------------------------------------
+
+
+def cell_distance(qx, qy, ux, uy, h, n: int | None = None, k: float = 0.0):
+    """Distance inside a convex cell bounded by half-planes ``q . u <= h`` (smooth-min over edges).
+
+    ``ux, uy, h`` have the half-planes on their last axis; ``n`` limits to the first ``n``.
+    """
+    n = ux.shape[-1] if n is None else n
+    out = None
+    for j in range(n):
+        e = h[..., j] - (qx * ux[..., j] + qy * uy[..., j])
+        out = e if out is None else smin(out, e, k)
+    return out
+
+
+def tubule_params(t: float, v: np.ndarray, spread: float = 0.6) -> np.ndarray:
+    """Per-tubule shrink in [0, 1] from the slide-wide shrink ``t`` and per-tubule draws ``v``."""
+    return np.clip(F32(t) + F32(spread) * (np.asarray(v, F32) - F32(0.5)), F32(0), F32(1))
+
+
+# --- tissue cores --------------------------------------------------------------------------
+
+
+def core_frame(px, py, core: dict, i: int):
+    """Core ``i``'s (along, across) coordinates of points, the across one minus the bend."""
+    dx, dy = px - core["ox"][i], py - core["oy"][i]
+    ux, uy = core["ux"][i], core["uy"][i]
+    u = dx * ux + dy * uy
+    v = dy * ux - dx * uy
+    bend = core["bend_a"][i] * np.sin(u * core["bend_k"][i] + core["bend_p"][i])
+    return u, v - bend
+
+
+def core_sdf_raw(u, v, length: float, hw: float):
+    """Capsule-shaped band of half-width ``hw`` along ``u`` in [0, length]."""
+    du = np.maximum(np.maximum(-u, u - length), 0)
+    return np.sqrt(du * du + v * v) - hw
+
+
+def edge_noise_grid(xs, ys, core: dict, key: int, min_scale: float = 0.0) -> np.ndarray:
+    """Irregular tissue border offset (level-0 px) on a grid."""
+    s = core["edge_scale"]
+    out = F32(core["edge_amp"][0]) * grid_noise(xs, ys, s[0], key)
+    for j in (1, 2):
+        if s[j] >= min_scale:
+            out += F32(core["edge_amp"][j]) * grid_noise(xs, ys, s[j], key + j)
+    return out
+
+
+def edge_noise_points(px, py, core: dict, key: int) -> np.ndarray:
+    s = core["edge_scale"]
+    out = F32(core["edge_amp"][0]) * point_noise(px, py, s[0], key)
+    for j in (1, 2):
+        out += F32(core["edge_amp"][j]) * point_noise(px, py, s[j], key + j)
+    return out
+
+
+def tissue_sdf_points(px: np.ndarray, py: np.ndarray, core: dict, key: int) -> np.ndarray:
+    """Signed distance to tissue (all cores) at points, level-0 px."""
+    d = np.full(np.shape(px), FAR, F32)
+    for i in range(len(core["ox"])):
+        u, v = core_frame(px, py, core, i)
+        d = np.minimum(d, core_sdf_raw(u, v, core["length"][i], core["hw"][i]).astype(F32))
+    return d - edge_noise_points(px, py, core, key)

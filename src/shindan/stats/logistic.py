@@ -169,6 +169,12 @@ def _separating(X: pd.DataFrame, y: np.ndarray) -> list[str]:
     return out
 
 
+def _separation(who: str) -> LogisticFitError:
+    return LogisticFitError(
+        f"the outcome is perfectly (or quasi-perfectly) separated{who}: odds ratios are "
+        "infinite; drop or coarsen that predictor, or collect more cases")
+
+
 def fit_logistic(
     data: pd.DataFrame,
     outcome: str,
@@ -247,6 +253,8 @@ def fit_logistic(
         notes.append(f"only {epv:.1f} events per predictor (< {EPV_WARN:g}): estimates may be "
                      "unstable and optimistic")
     separated = _separating(X, y)
+    if separated:
+        raise _separation(f" by {', '.join(separated)}")
     with warnings.catch_warnings(), np.errstate(over="ignore"):
         # Overflow in exp() is the symptom of diverging coefficients, reported below.
         warnings.simplefilter("error", PerfectSeparationWarning)
@@ -258,15 +266,11 @@ def fit_logistic(
         except np.linalg.LinAlgError:
             raise LogisticFitError("the model cannot be fitted (singular information "
                                    "matrix; collinear predictors?)") from None
-    p_fit = None if res is None else np.asarray(res.predict(X))
+        p_fit = None if res is None else np.asarray(res.predict(X))
     diverged = res is None or not res.mle_retvals.get("converged", True) or bool(
         np.any(np.abs(np.asarray(X @ res.params)) > 30))
-    if separated or diverged:
-        who = (f" by {', '.join(separated)}" if separated
-               else " by a combination of predictors")
-        raise LogisticFitError(
-            f"the outcome is perfectly (or quasi-perfectly) separated{who}: odds ratios are "
-            "infinite; drop or coarsen that predictor, or collect more cases")
+    if diverged:
+        raise _separation(" by a combination of predictors")
     assert res is not None and p_fit is not None
     ci = np.asarray(res.conf_int(alpha=1 - confidence))
     terms = []

@@ -273,10 +273,16 @@ def read_annotations(path: str | Path) -> list[Annotation]:
 
 
 # ------------------------------------------------------------------------------ rasterising
-def _cv_points(ring: np.ndarray, shift: int) -> np.ndarray:
-    # cv2.fillPoly takes fixed-point coordinates; pixel centres sit at integer positions, so a
-    # polygon edge at x = 10.0 (a pixel border in level-0 terms) maps to 9.5 in centre terms.
-    return np.round((ring - 0.5) * (1 << shift)).astype(np.int32).reshape(-1, 1, 2)
+def _paint(out: np.ndarray, ring: np.ndarray, value: int) -> None:
+    """Set every pixel whose centre lies inside ``ring`` (x, y on the output grid).
+
+    Pixel (r, c) covers [c, c + 1) × [r, r + 1), so its centre is (c + 0.5, r + 0.5): a
+    polygon edge on a pixel border never takes the pixel beyond it (areas come out exact).
+    """
+    from skimage.draw import polygon as fill_polygon
+
+    rr, cc = fill_polygon(ring[:, 1] - 0.5, ring[:, 0] - 0.5, shape=out.shape)
+    out[rr, cc] = value
 
 
 def rasterize(
@@ -305,20 +311,15 @@ def rasterize(
 
     Later polygons paint over earlier ones; holes are cut back to ``fill``.
     """
-    import cv2
-
     out = np.full(shape, fill, dtype=dtype)
-    shift = 4
     for a in annotations:
         code = 1 if classes is None else classes.get(a.label)
         if code is None:
             continue
         s = a.scaled(scale, offset)
-        cv2.fillPoly(out, [_cv_points(s.polygon, shift)], int(code), lineType=cv2.LINE_8,
-                     shift=shift)
+        _paint(out, s.polygon, int(code))
         for h in s.holes:
-            cv2.fillPoly(out, [_cv_points(h, shift)], int(fill), lineType=cv2.LINE_8,
-                         shift=shift)
+            _paint(out, h, int(fill))
     return out
 
 
@@ -331,14 +332,11 @@ def rasterize_instances(
 ) -> np.ndarray:
     """Instance label map (int32; 0 background, polygon *i* → ``i + 1``) on a scaled grid."""
     out = np.zeros(shape, np.int32)
-    import cv2
-
-    shift = 4
     for i, a in enumerate(annotations, start=1):
         s = a.scaled(scale, offset)
-        cv2.fillPoly(out, [_cv_points(s.polygon, shift)], i, lineType=cv2.LINE_8, shift=shift)
+        _paint(out, s.polygon, i)
         for h in s.holes:
-            cv2.fillPoly(out, [_cv_points(h, shift)], 0, lineType=cv2.LINE_8, shift=shift)
+            _paint(out, h, 0)
     return out
 
 
@@ -393,9 +391,10 @@ def instances_to_polygons(
             x1, y1 = c.max(0) + 1
             c = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float64)
         else:
-            # findContours follows pixel centres; move half a pixel outwards to pixel corners
+            # findContours follows pixel centres (index i = centre at i + 0.5 in corner
+            # coordinates); move half a pixel outwards so the outline hugs the pixel borders
             centre = c.mean(0)
-            c = c + 0.5 * np.sign(c - centre)
+            c = c + 0.5 + 0.5 * np.sign(c - centre)
         c += np.array([sl[1].start - 1, sl[0].start - 1], np.float64)
         out.append(Annotation(c * scale + off, label))
     return out

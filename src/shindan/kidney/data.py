@@ -18,7 +18,7 @@ Sources (``root`` is the shared ``data/kidney`` folder):
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -290,19 +290,46 @@ class CompartmentData:
     backgrounds: list[LabelledImage]
     cutouts: list[Cutout]
     pas: list[LabelledImage]
+    phantoms: list[LabelledImage] = field(default_factory=list)
+
+
+def load_phantoms(n: int, target_mpp: float, side_um: float = 1024.0, seed: int = 0
+                  ) -> list[LabelledImage]:
+    """``n`` synthetic biopsies (:mod:`shindan.phantom`, alternating PAS / H&E, varied
+    fibrosis and inflammation) rendered at ``target_mpp`` with exact labels."""
+    from shindan.phantom import make_scene, render_labels, render_rgb
+
+    rng = np.random.default_rng(seed)
+    out = []
+    scene_mpp = 0.5
+    side = int(side_um / scene_mpp)
+    for i in range(n):
+        stain = "pas" if i % 2 == 0 else "he"
+        scene = make_scene(side, side, mpp=scene_mpp, stain=stain, seed=seed * 1000 + i,
+                           fibrosis=float(rng.uniform(0.1, 0.6)),
+                           inflammation=float(rng.uniform(0.0, 0.08)),
+                           artifacts=bool(rng.random() < 0.5))
+        box = (0, 0, side, side)
+        ds = target_mpp / scene_mpp
+        out.append(LabelledImage(f"phantom-{i}", render_rgb(scene, box, ds),
+                                 render_labels(scene, box, ds).astype(np.uint8),
+                                 stain.upper() if stain == "pas" else "H&E", target_mpp))
+    return out
 
 
 def make_compartment_sampler(data: CompartmentData, size: int, *,
-                             mix: tuple[float, float, float] = (0.35, 0.35, 0.30),
+                             mix: tuple[float, float, float, float] = (0.3, 0.3, 0.25, 0.15),
                              pas_like: float = 0.4, glass_edge: float = 0.15):
-    """Sampler of (image, label) tiles: real H&E tiles, H&E composites and PAS images in the
-    proportions ``mix`` (missing sources are skipped), with stain and glass-edge augmentation.
+    """Sampler of (image, label) tiles: real H&E tiles, H&E composites, PAS images and
+    phantoms in the proportions ``mix`` (missing sources are skipped), with stain and
+    glass-edge augmentation.
     """
     from shindan.kidney.augment import flip_rotate, stain_augment
 
-    sources = [(p, s) for p, s in zip(mix, ("tile", "composite", "pas"), strict=True)
+    sources = [(p, s) for p, s in zip(mix, ("tile", "composite", "pas", "phantom"),
+                                       strict=True)
                if {"tile": data.tiles, "composite": data.backgrounds and data.cutouts,
-                   "pas": data.pas}[s]]
+                   "pas": data.pas, "phantom": data.phantoms}[s]]
     if not sources:
         raise ValueError("no training data for the compartment sampler")
     probs = np.array([p for p, _ in sources], float)
@@ -316,14 +343,17 @@ def make_compartment_sampler(data: CompartmentData, size: int, *,
         elif kind == "composite":
             bg = data.backgrounds[int(rng.integers(len(data.backgrounds)))]
             im, lab = composite(bg, data.cutouts, size, rng)
-        else:
+        elif kind == "pas":
             t = data.pas[int(rng.integers(len(data.pas)))]
             # the PAS scale is an estimate: jitter it widely
             im, lab = _random_crop(t, size, rng, (0.8, 1.25))
+        else:
+            t = data.phantoms[int(rng.integers(len(data.phantoms)))]
+            im, lab = _random_crop(t, size, rng, (0.9, 1.1))
         im, lab = flip_rotate(im, lab, rng)
         if rng.random() < glass_edge:
             im, lab = add_glass_edge(im, lab, rng)
-        im = stain_augment(im, rng, pas_prob=pas_like if kind != "pas" else 0.0)
+        im = stain_augment(im, rng, pas_prob=pas_like if kind in ("tile", "composite") else 0.0)
         return im, lab
 
     return sample

@@ -35,6 +35,7 @@ from shindan.kidney.data import (
     load_aapi_tile,
     load_aidpath,
     load_hubmap,
+    load_phantoms,
     make_compartment_sampler,
     split_columns,
 )
@@ -116,14 +117,14 @@ def glomerulus_dice(predictor: Any, images: Sequence[LabelledImage]) -> dict[str
 
 
 # --------------------------------------------------------------------------- built-in recipe
-def builtin_data(root: Path, target_mpp: float) -> dict[str, Any]:
+def builtin_data(root: Path, target_mpp: float, phantoms: int = 0) -> dict[str, Any]:
     """Training, validation and test sets of the real-data recipe (see the module docstring of
     :mod:`shindan.kidney.data`).
 
     Split: AAPI tiles 11000_16000_0 and the left 75% of 13600_18000_0 train; the right 25% of
     13600_18000_0 and HuBMAP train images 100-109 validate (early stopping); tile HE_001 (and
     every cut-out named after it), the HuBMAP test split and the AIDPATH crops are the
-    held-out tests.
+    held-out tests. ``phantoms`` synthetic biopsies (exact labels) are added to training.
     """
     tiles = {n: load_aapi_tile(root, n, target_mpp) for n in AAPI_TILES}
     left, right = split_columns(tiles["13600_18000_0"], 0.75)
@@ -135,7 +136,8 @@ def builtin_data(root: Path, target_mpp: float) -> dict[str, Any]:
     pas_train = [p for p in all_train if p.name.rsplit("-", 1)[-1] not in val_names]
     pas_val = [p for p in all_train if p.name.rsplit("-", 1)[-1] in val_names]
     return {
-        "train": CompartmentData([tiles["11000_16000_0"], left], bgs, cutouts, pas_train),
+        "train": CompartmentData([tiles["11000_16000_0"], left], bgs, cutouts, pas_train,
+                                 load_phantoms(phantoms, target_mpp) if phantoms else []),
         "val": [right, *pas_val],
         "test_he": [tiles["HE_001"]],
         "test_pas": load_hubmap(root, "test", target_mpp),
@@ -240,6 +242,7 @@ def train_compartments(
     out: Path,
     *,
     builtin: Path | None = None,
+    phantoms: int = 0,
     inputs: Sequence[Path] = (),
     annotations: Sequence[Path] = (),
     mpp: float | None = None,
@@ -266,12 +269,13 @@ def train_compartments(
     cfg.label_sets = {k: list(v) for k, v in LABEL_SETS.items()}
     if builtin is not None:
         say(f"loading the built-in real-data recipe from {builtin} at {target_mpp} µm/px")
-        sets = builtin_data(builtin, target_mpp)
+        sets = builtin_data(builtin, target_mpp, phantoms)
         train_data, val = sets["train"], sets["val"]
         data_note = ("AAPI H&E kidney transplant biopsies (2 rebuilt tiles with full labels, "
                      f"{len(train_data.cutouts)} structure cut-outs pasted onto interstitium "
                      f"backgrounds) + HuBMAP PAS ({len(train_data.pas)} images, glomerulus "
-                     "polygons only; other tissue trained as 'not glomerulus')")
+                     "polygons only; other tissue trained as 'not glomerulus')"
+                     + (f" + {phantoms} synthetic shindan.phantom biopsies" if phantoms else ""))
         licence = "MIT (AAPI, HuBMAP)"
     else:
         pairs = pair_files(inputs, annotations)
@@ -296,6 +300,9 @@ def train_compartments(
         net = None
     card["training"] = {"data": data_note, "licence": licence, "command": command,
                         "seed": cfg.seed}
+    if init:  # reproducing a fine-tuned model means reproducing its starting point first
+        base_cmd = base.data["training"].get("command", "")
+        card["training"]["command"] = f"{base_cmd} && {command}" if base_cmd else command
     sampler = make_compartment_sampler(train_data, tile)
 
     def save(net_, res: dict[str, Any]) -> None:

@@ -40,6 +40,8 @@ def register(app: typer.Typer) -> None:
         builtin: Annotated[Path | None, typer.Option(
             help="Run the built-in real-data recipe on this data folder (…/shared/data/kidney) "
                  "instead of INPUTS.")] = None,
+        phantoms: Annotated[int, typer.Option(
+            help="With --builtin: add this many synthetic phantom biopsies to training.")] = 0,
         mpp: Annotated[float | None, typer.Option(
             help="µm/px of the inputs when the files have none.")] = None,
         target_mpp: Annotated[float, typer.Option(help="µm/px the model works at.")] = 1.0,
@@ -79,6 +81,7 @@ def register(app: typer.Typer) -> None:
         parts = ["shindan kidney train", *[q(str(p)) for p in inputs or []],
                  *[f"-a {q(str(a))}" for a in annotations or []],
                  *([f"--builtin {q(str(builtin))}"] if builtin else []),
+                 *([f"--phantoms {phantoms}"] if phantoms else []),
                  f"--out {q(str(out))}", *([f"--mpp {mpp}"] if mpp else []),
                  f"--target-mpp {target_mpp}", *([f"--classes {q(classes)}"] if classes else []),
                  *([f"--init {q(init)}"] if init else []), f"--steps {steps}",
@@ -88,7 +91,7 @@ def register(app: typer.Typer) -> None:
         cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, eval_every=eval_every,
                           patience=patience, seed=seed, max_minutes=minutes,
                           warmup=min(100, steps // 10 + 1))
-        res = train_compartments(out, builtin=builtin, inputs=inputs or [],
+        res = train_compartments(out, builtin=builtin, phantoms=phantoms, inputs=inputs or [],
                                  annotations=annotations or [], mpp=mpp, target_mpp=target_mpp,
                                  classes=cls, init=init, config=cfg, tile=tile,
                                  command=" ".join(parts), progress=not quiet)

@@ -121,6 +121,9 @@ def train_nuclei(
     card["training"] = {"data": data_note or f"{len(train_pairs)} image(s) from {images}",
                         "licence": licence or "as the training data",
                         "command": command, "seed": cfg.seed}
+    if init:  # reproducing a fine-tuned model means reproducing its starting point first
+        base_cmd = base.data["training"].get("command", "")
+        card["training"]["command"] = f"{base_cmd} && {command}" if base_cmd else command
     val_tiles = [(s.image, s.target) for s in val]
 
     def save(net_, res: dict[str, Any]) -> None:

@@ -1,0 +1,145 @@
+"""Compartment training data: real AAPI/HuBMAP loaders, composites, user annotations."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from shindan.io.annotations import IGNORE
+from shindan.kidney.data import (
+    GLOMERULUS,
+    NOT_GLOMERULUS,
+    TUBULE,
+    VESSEL,
+    CompartmentData,
+    Cutout,
+    LabelledImage,
+    add_glass_edge,
+    composite,
+    cutout_class,
+    glass_mask,
+    load_aapi_tile,
+    load_hubmap,
+    make_compartment_sampler,
+    split_columns,
+)
+
+
+def test_cutout_class_from_name() -> None:
+    assert cutout_class("FFPE PostRep 004_glomerulus_8") == GLOMERULUS
+    assert cutout_class("tubule_HE_002_glom_2") == GLOMERULUS  # the last class word counts
+    assert cutout_class("artery_HE_001_artery_1") == VESSEL
+    assert cutout_class("13600_18000_0_proximal_tubule_3") == TUBULE
+    assert cutout_class("FFPE PostRep 004_tubules_21") == TUBULE
+    assert cutout_class("FFPE PostRep 005_arteriole_2") == VESSEL
+    assert cutout_class("something_else") is None
+
+
+def _bg(size: int = 96) -> LabelledImage:
+    img = np.full((size, size, 3), (230, 180, 210), np.uint8)
+    lab = np.ones((size, size), np.uint8)
+    img[30:60, 30:60] = 0  # a blacked-out hole
+    lab[30:60, 30:60] = IGNORE
+    return LabelledImage("bg", img, lab, "H&E", 1.0)
+
+
+def _cut(code: int) -> Cutout:
+    m = np.zeros((20, 20), bool)
+    m[4:16, 4:16] = True
+    return Cutout("c", np.full((20, 20, 3), 120, np.uint8), m, code, 1.0)
+
+
+def test_composite_pastes_structures_with_labels() -> None:
+    rng = np.random.default_rng(0)
+    img, lab = composite(_bg(), [_cut(GLOMERULUS), _cut(TUBULE)], 64, rng, n_paste=(8, 9))
+    assert img.shape == (64, 64, 3) and lab.shape == (64, 64)
+    assert {GLOMERULUS, TUBULE} & set(np.unique(lab).tolist())
+    # pasted pixels carry the cut-out colour exactly where the label says so
+    pasted = (lab == GLOMERULUS) | (lab == TUBULE)
+    assert (img[pasted] == 120).all()
+
+
+def test_glass_edge_and_mask() -> None:
+    rng = np.random.default_rng(3)
+    img = np.full((64, 64, 3), (200, 120, 180), np.uint8)
+    lab = np.full((64, 64), 3, np.uint8)
+    out, olab = add_glass_edge(img, lab, rng)
+    assert (olab == 0).any() and (olab == 3).any()
+    assert glass_mask(out, min_area_px=50)[olab == 0].mean() > 0.9
+    assert not glass_mask(img).any()
+    assert (img == (200, 120, 180)).all()  # input untouched
+
+
+def test_split_and_sampler_shapes() -> None:
+    left, right = split_columns(_bg(100), 0.75)
+    assert left.image.shape[1] == 75 and right.label.shape == (100, 25)
+    pas_lab = np.full((80, 80), NOT_GLOMERULUS, np.uint8)
+    pas_lab[20:40, 20:40] = GLOMERULUS
+    pas = LabelledImage("p", np.full((80, 80, 3), 150, np.uint8), pas_lab, "PAS", 1.0)
+    data = CompartmentData([left], [_bg()], [_cut(VESSEL)], [pas])
+    s = make_compartment_sampler(data, 48)
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(12):
+        img, lab = s(rng)
+        assert img.shape == (48, 48, 3) and img.dtype == np.uint8 and lab.shape == (48, 48)
+        seen |= set(np.unique(lab).tolist())
+    assert seen <= {0, 1, 2, 3, 4, NOT_GLOMERULUS, IGNORE}
+    assert NOT_GLOMERULUS in seen
+
+
+def test_real_aapi_tile_and_hubmap(shared_data: Path) -> None:
+    root = shared_data / "kidney"
+    t = load_aapi_tile(root, "HE_001", 1.0)
+    assert t.image.shape[:2] == t.label.shape
+    assert abs(t.label.shape[0] - 749) <= 1  # 2996 px at 0.25 µm/px → ≈749 at 1 µm/px
+    assert {1, 2, 3, 4} <= set(np.unique(t.label).tolist())
+    (h,) = load_hubmap(root, "test", 1.0, names=[sorted(
+        p.stem for p in (root / "glomeruli-hubmap-pas/test").glob("*.json"))[0]])
+    assert GLOMERULUS in h.label and NOT_GLOMERULUS in h.label
+    assert h.stain == "PAS"
+
+
+def test_user_annotations_partly_annotated(tmp_path: Path) -> None:
+    """A GeoJSON with one glomerulus and one tubule: only the annotated box is read, the
+    unannotated pixels inside it are unknown (255)."""
+    from shindan.kidney.train import CLASS_NAMES, load_annotated, pair_files
+
+    img = np.full((400, 600, 3), 200, np.uint8)
+    Image.fromarray(img).save(tmp_path / "slide1.png")
+    fc = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"classification": {"name": "Glomerulus"}},
+         "geometry": {"type": "Polygon", "coordinates": [[[100, 100], [200, 100], [200, 200],
+                                                          [100, 200], [100, 100]]]}},
+        {"type": "Feature", "properties": {"classification": {"name": "Tubule"}},
+         "geometry": {"type": "Polygon", "coordinates": [[[300, 100], [340, 100], [340, 140],
+                                                          [300, 140], [300, 100]]]}}]}
+    (tmp_path / "slide1.geojson").write_text(json.dumps(fc))
+    (pair,) = pair_files([tmp_path / "slide1.png"], [tmp_path])
+    li = load_annotated(*pair, target_mpp=1.0, mpp=0.5, classes=CLASS_NAMES, margin_um=10)
+    # box: x 80..360, y 80..220 level-0 px (margin 20 px) → 140x70 px at 1 µm/px
+    assert li.label.shape == (70, 140)
+    assert (li.label == GLOMERULUS).sum() == 50 * 50
+    assert (li.label == TUBULE).sum() == 20 * 20
+    assert (li.label == IGNORE).sum() == 70 * 140 - 2500 - 400
+
+
+def test_user_annotations_errors(tmp_path: Path) -> None:
+    from shindan.errors import InputError
+    from shindan.kidney.train import CLASS_NAMES, load_annotated
+
+    Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(tmp_path / "a.png")
+    Image.fromarray(np.full((10, 10), 9, np.uint8)).save(tmp_path / "a_mask.png")
+    with pytest.raises(InputError, match="label codes"):
+        load_annotated(tmp_path / "a.png", tmp_path / "a_mask.png", 1.0, 1.0, CLASS_NAMES)
+    (tmp_path / "a.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"classification": {"name": "Weird"}},
+         "geometry": {"type": "Polygon", "coordinates": [[[1, 1], [5, 1], [5, 5], [1, 1]]]}}]}))
+    with pytest.raises(InputError, match="no polygon with a known class"):
+        load_annotated(tmp_path / "a.png", tmp_path / "a.geojson", 1.0, 1.0, CLASS_NAMES)
+    with pytest.raises(InputError, match="give --mpp"):
+        load_annotated(tmp_path / "a.png", tmp_path / "a_mask.png", 1.0, None, CLASS_NAMES)

@@ -1,0 +1,77 @@
+"""Nuclei training data: targets from polygons and from masks, sampler, segment_nuclei."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shindan.io.annotations import IGNORE
+from shindan.nuclei.data import (
+    find_pairs,
+    instance_targets,
+    load_sample,
+    make_sampler,
+    mask_instances,
+)
+
+
+def test_instance_targets_rim_and_unknown() -> None:
+    inst = np.zeros((20, 20), np.int32)
+    inst[2:8, 2:8] = 1
+    inst[2:8, 8:14] = 2  # touching neighbour
+    t = instance_targets(inst, unknown=np.pad(np.ones((2, 2), bool), ((18, 0), (18, 0))))
+    assert t[4, 4] == 1 and t[2, 4] == 2 and t[0, 0] == 0 and t[19, 19] == IGNORE
+    assert t[4, 7] == 2 and t[4, 8] == 2  # the touching line is boundary on both sides
+
+
+def test_mask_instances_marks_merged_blobs_unknown() -> None:
+    yy, xx = np.mgrid[:40, :60]
+    m = ((yy - 20) ** 2 + (xx - 15) ** 2 < 64) | ((yy - 20) ** 2 + (xx - 29) ** 2 < 64)
+    m |= (yy - 8) ** 2 + (xx - 50) ** 2 < 25
+    lab, unknown = mask_instances(m)
+    assert lab.max() == 2
+    assert unknown[20, 22] and not unknown[8, 50]
+
+
+def test_real_monuseg_pairs_and_sampler(shared_data: Path) -> None:
+    base = shared_data / "nuclei/monuseg-train"
+    pairs = find_pairs(base / "images", [base / "annotations", base / "masks"])
+    assert len(pairs) == 30 and all(a is not None for _, a in pairs)
+    kinds = {a.suffix for _, a in pairs}
+    assert kinds == {".geojson", ".xml", ".png"}
+    by = dict((p.stem, a) for p, a in pairs)
+    s = load_sample(base / "images/TCGA-B0-5698-01Z-00-DX1.jpg",
+                    by["TCGA-B0-5698-01Z-00-DX1"], 0.2527, 0.5)
+    assert s.image.shape == (505, 505, 3) and s.instances is not None
+    assert set(np.unique(s.target)) == {0, 1, 2}
+    assert s.instances.max() > 300
+    m = load_sample(base / "images/TCGA-18-5592-01Z-00-DX1.jpg",
+                    by["TCGA-18-5592-01Z-00-DX1"], 0.2527, 0.5)
+    assert m.instances is None and IGNORE in m.target
+    sampler = make_sampler([s, m], 64)
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        img, tgt = sampler(rng)
+        assert img.shape == (64, 64, 3) and img.dtype == np.uint8 and tgt.shape == (64, 64)
+        assert set(np.unique(tgt)) <= {0, 1, 2, IGNORE}
+
+
+def test_segment_nuclei_grid_and_errors() -> None:
+    from shindan.errors import InputError
+    from shindan.models import ZOO_DIR
+    from shindan.nuclei.segment import segment_nuclei
+
+    if not (ZOO_DIR / "nuclei" / "card.json").exists():
+        pytest.skip("nuclei model not shipped")
+    img = np.full((90, 130, 3), 220, np.uint8)
+    img[40:50, 60:70] = (80, 50, 140)
+    before = img.copy()
+    lab = segment_nuclei(img, 0.5)
+    assert lab.shape == (90, 130) and lab.dtype == np.int32
+    assert np.array_equal(img, before)  # input not modified
+    with pytest.raises(InputError):
+        segment_nuclei(img[..., 0], 0.5)
+    with pytest.raises(InputError):
+        segment_nuclei(img, 0)

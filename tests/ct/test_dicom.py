@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -181,3 +182,25 @@ def test_gantry_tilt_is_refused(tmp_path):
                     position=(0, 1.0 * k, 2.0 * k))
     with pytest.raises(InputError, match="sheared"):
         load_series(scan_dicom(tmp_path)[0])
+
+
+def test_pydicom_dicomdir_tree():
+    # pydicom's DICOMDIR test tree: CR, MR and CT series in nested folders behind a DICOMDIR.
+    root = Path(get_testdata_file("DICOMDIR")).parent
+    headers = scan_dicom(root)
+    ct = {h.description: h for h in only_ct(headers)}
+    assert {"Routine Brain", "SmartScore - Gated 0.5 sec", "Scout"} <= set(ct)
+    brain = load_series(ct["Routine Brain"])
+    files = [pydicom.dcmread(i.path) for i in ct["Routine Brain"].instances]
+    files.sort(key=lambda ds: float(ds.ImagePositionPatient[2]))
+    want = np.stack([ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+                     for ds in files])
+    np.testing.assert_array_equal(brain.hu, want)
+    assert np.all(np.diff(brain.grid.positions) > 0)
+    # A scout whose images lie in different planes, and a radiograph without pixel spacing:
+    # refused with the reason.
+    with pytest.raises(InputError, match="different orientations"):
+        load_series(ct["Scout"])
+    cr = next(h for h in headers if h.modality == "CR")
+    with pytest.raises(InputError, match="no valid PixelSpacing"):
+        load_series(cr, require_ct=False)

@@ -81,3 +81,14 @@ def test_unreadable_case_names_the_case(tmp_path):
     p = _csv(tmp_path, None, ["lesion7,s,1,2,3,4,5,6,benign,60,M,,\n"])
     with pytest.raises(InputError, match="case lesion7: .*no DICOM images found"):
         LesionDataset(read_cases(p), input_spec(size=16), progress=False)
+
+
+def test_input_spec_checks():
+    spec = input_spec(size=32, phases=["arterial", "portal venous"], reference="nephrographic")
+    assert spec["phases"] == ["corticomedullary", "nephrographic"] and spec["channels"] == 2
+    with pytest.raises(InputError, match="reference phase nephrographic is not among"):
+        input_spec(phases=["non-contrast", "excretory"])
+    with pytest.raises(InputError, match="distinct"):
+        input_spec(phases=["arterial", "corticomedullary"])
+    with pytest.raises(InputError, match="unknown slice mode"):
+        input_spec(slice_mode="middle")

@@ -125,6 +125,8 @@ def test_real_mr_study_with_dicomdir(shared_data):
     # The DICOMDIR, presentation states and private objects are skipped: one MR series.
     assert [(h.modality, h.n_slices) for h in headers] == [("MR", 6)]
     assert np.all(np.diff(header_grid(headers[0])[0].positions) > 0)
+    # Given the DICOMDIR itself, its folder is read (the images it lists but lacks are absent).
+    assert [h.uid for h in scan_dicom(study / "DICOMDIR")] == [headers[0].uid]
     with pytest.raises(InputError, match="no CT series"):
         only_ct(headers, study)
 

@@ -165,9 +165,15 @@ def input_spec(
         raise InputError(f"missing must be 'error' or 'blank', got {missing!r}")
     if size < 16:
         raise InputError(f"input size must be at least 16 px, got {size}")
+    names = [normalise_phase(p) for p in phases]
+    if not names or len(set(names)) != len(names):
+        raise InputError(f"phases must be distinct and at least one, got {list(phases)}")
+    if reference and normalise_phase(reference) not in names:
+        raise InputError(f"reference phase {normalise_phase(reference)} is not among the "
+                         f"phases ({', '.join(names)})")
     return {
         "size": int(size), "channels": len(phases), "mpp": None,
-        "phases": [normalise_phase(p) for p in phases],
+        "phases": names,
         "window": {"name": window if isinstance(window, str) else None, **win.as_dict()},
         "margin_mm": float(margin_mm), "slice": slice_mode,
         "reference": normalise_phase(reference) if reference else None, "missing": missing,

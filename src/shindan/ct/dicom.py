@@ -252,7 +252,8 @@ def scan_dicom(folder: str | Path, *, progress: bool = False) -> list[SeriesHead
     Parameters
     ----------
     folder : path
-        A study folder (searched recursively) or a single DICOM file.
+        A study folder (searched recursively), a single DICOM file, or a ``DICOMDIR`` (its
+        folder is searched; files it lists but that are absent are simply not found).
     progress : bool
         Show a progress bar on stderr while reading headers.
 
@@ -269,6 +270,8 @@ def scan_dicom(folder: str | Path, *, progress: bool = False) -> list[SeriesHead
     root = Path(folder)
     if not root.exists():
         raise InputError(f"{root}: no such file or folder")
+    if root.is_file() and root.name.upper() == "DICOMDIR":
+        root = root.parent  # a DICOMDIR stands for the media folder it indexes
     files = list(_iter_files(root))
     groups: dict[str, list[tuple[pydicom.Dataset, Path]]] = {}
     skipped = {"dicomdir": 0, "non-image": 0, "non-dicom": 0}

@@ -359,7 +359,9 @@ def lesion_input(
         raise InputError(f"{where}: the box's phase {box_phase} has no series")
     box_grid = header_grid(chosen[box_phase])[0] if box_phase != ref else ref_grid
     corners = box.corners_world(box_grid)
-    grid = lesion_grid(corners, ref_grid, margin_mm=margin_mm)
+    # The centre plane needs one reference slice; max-area needs all that cross the box.
+    grid = lesion_grid(corners, ref_grid, margin_mm=margin_mm,
+                       all_slices=slice_mode == "max-area")
     roi = grid.index_to_world(np.array(
         [[k, r, c] for k in (0, grid.shape[0] - 1) for r in (0, grid.shape[1] - 1)
          for c in (0, grid.shape[2] - 1)], dtype=np.float64))

@@ -141,7 +141,12 @@ def train(
     threads: ThreadsOpt = 1,
     quiet: QuietOpt = False,
 ) -> None:
-    """Train the benign/malignant classifier on multiphase lesion crops and save it."""
+    """Train the benign/malignant classifier on multiphase lesion crops and save it.
+
+    CASES.csv columns: study (folder, relative to the CSV), x_min, y_min, z_min, x_max, y_max,
+    z_max (lesion box), box_units (mm or voxel), box_phase, label (benign/malignant), age, sex,
+    size_mm, group (patient), mask (.npy, for --slice max-area), phase_map.
+    """
     import timm
 
     from shindan.ct.train import TrainOptions, train_ct

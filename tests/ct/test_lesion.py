@@ -158,5 +158,8 @@ def test_bad_boxes(phantom_study):
         LesionBox((0, 0, 0), (1, 1, 1), units="cm")  # type: ignore[arg-type]
     with pytest.raises(InputError, match="non-finite"):
         LesionBox((0, 0, float("nan")), (1, 1, 1))
+    with pytest.raises(InputError, match=r"box centre \(300.0, 300.0, 0.0 mm\) lies outside "
+                                         "the nephrographic series"):
+        lesion_input(phantom_study.folder, LesionBox((290, 290, -5), (310, 310, 5)))
     with pytest.raises(InputError, match="outside its series"):
         lesion_input(phantom_study.folder, LesionBox((0, 0, 0), (10, 10, 99), units="voxel"))

@@ -233,6 +233,16 @@ def lesion_grid(
                 shape=(len(keep), n, n), thickness=reference.thickness)
 
 
+def _check_inside(grid: Grid, corners: np.ndarray, what: str) -> None:
+    """InputError when the box centre is outside ``grid`` (e.g. mm given for voxels)."""
+    centre = (corners.min(axis=0) + corners.max(axis=0)) / 2
+    idx = grid.world_to_index(centre)
+    if np.any(idx < -0.5) or np.any(idx > np.asarray(grid.shape) - 0.5):
+        xyz = ", ".join(f"{v:.1f}" for v in centre)
+        raise InputError(f"the lesion box centre ({xyz} mm) lies outside {what}; check the "
+                         "box coordinates and units")
+
+
 def _pick_slice(
     grid: Grid, corners: np.ndarray, slice_mode: SliceMode, mask_region: np.ndarray | None
 ) -> int:
@@ -298,7 +308,9 @@ def crop_lesion(
     """
     win = get_window(window)
     corners = box.corners_world(stack.grid)
-    grid = lesion_grid(corners, stack.grid, margin_mm=margin_mm)
+    _check_inside(stack.grid, corners, "the stacked volume")
+    grid = lesion_grid(corners, stack.grid, margin_mm=margin_mm,
+                       all_slices=slice_mode == "max-area")
     region = np.stack([resample_array(ch, stack.grid, grid) for ch in stack.hu])
     mask_region = None if mask is None else resample_array(
         np.asarray(mask, np.float32), stack.grid, grid, order=0, cval=0.0)
@@ -359,6 +371,7 @@ def lesion_input(
         raise InputError(f"{where}: the box's phase {box_phase} has no series")
     box_grid = header_grid(chosen[box_phase])[0] if box_phase != ref else ref_grid
     corners = box.corners_world(box_grid)
+    _check_inside(ref_grid, corners, f"the {ref} series")
     # The centre plane needs one reference slice; max-area needs all that cross the box.
     grid = lesion_grid(corners, ref_grid, margin_mm=margin_mm,
                        all_slices=slice_mode == "max-area")

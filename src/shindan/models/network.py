@@ -111,6 +111,10 @@ def save_model(
                                  for k, v in state.items()})
             export_onnx(ref, data, tmp / "model.onnx")
         (tmp / "card.json").write_text(json.dumps(data, indent=2) + "\n")
+        # mkdtemp makes a private folder; a model folder is meant to be shared and read.
+        tmp.chmod(0o755)
+        for f in tmp.iterdir():
+            f.chmod(0o644)
         if out.exists():
             backup = out.with_name(f".{out.name}.old")
             shutil.rmtree(backup, ignore_errors=True)

@@ -76,7 +76,7 @@ def test_analyze_writes_contract_outputs(tmp_path, models):
         assert {"count", "sclerosed"} <= set(s["glomeruli"])
         assert "tiny-seg" in s["model"]
         html = (d / "report.html").read_text()
-        assert "Interstitial fibrosis" in html and "data:image/png;base64" in html
+        assert "Interstitial fibrosis" in html and "data:image/jpeg;base64" in html
         assert "http://" not in html and "https://" not in html  # opens offline
     rows = list(csv.DictReader(open(out / "cohort.csv")))
     assert [r["case"] for r in rows] == ["case A", "b"]

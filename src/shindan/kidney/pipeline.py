@@ -213,7 +213,7 @@ def analyze_case(
     slide = open_slide(path, mpp=mpp)
     require_mpp(slide)
     if nuclei_fn is None and models.nuclei is not None:
-        from shindan.nuclei import segment_nuclei
+        from shindan.nuclei.segment import segment_nuclei
 
         def nuclei_fn(image: np.ndarray, m: float) -> np.ndarray:
             return segment_nuclei(image, m, predictor=models.nuclei)

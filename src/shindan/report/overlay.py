@@ -61,8 +61,11 @@ def overlay_image(
     return out
 
 
-def png_data_uri(image: np.ndarray) -> str:
-    """An RGB array as a ``data:image/png;base64,...`` URI (reports stay one offline file)."""
+def image_data_uri(image: np.ndarray, fmt: str = "JPEG") -> str:
+    """An RGB array as a ``data:`` URI, so a report stays one offline file.
+
+    JPEG (default) keeps photographic overlays small; PNG for line art and plots.
+    """
     buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    Image.fromarray(image).save(buf, format=fmt, **({"quality": 88} if fmt == "JPEG" else {}))
+    return f"data:image/{fmt.lower()};base64," + base64.b64encode(buf.getvalue()).decode("ascii")

@@ -71,13 +71,13 @@ class Slide(ABC):
         return len(self.level_dimensions)
 
     @property
-    @abstractmethod
     def associated_names(self) -> list[str]:
         """Names of associated images (label, macro, thumbnail)."""
+        return []
 
-    @abstractmethod
     def associated_image(self, name: str) -> np.ndarray:
         """An associated image as an RGB uint8 array."""
+        raise InputError(f"{self.path.name}: no associated image {name!r}")
 
     @abstractmethod
     def _read(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
@@ -256,13 +256,6 @@ class TiffFileSlide(Slide):
         )
         return np.asarray(arr[index])
 
-    @property
-    def associated_names(self) -> list[str]:
-        return []
-
-    def associated_image(self, name: str) -> np.ndarray:
-        raise InputError(f"{self.path.name}: no associated image {name!r}")
-
     def _read(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
         ds = self.level_downsamples[level]
         x, y = int(round(location[0] / ds)), int(round(location[1] / ds))
@@ -311,13 +304,6 @@ class ImageSlide(Slide):
         self.level_dimensions = [(self._rgb.shape[1], self._rgb.shape[0])]
         self.level_downsamples = [1.0]
         return self
-
-    @property
-    def associated_names(self) -> list[str]:
-        return []
-
-    def associated_image(self, name: str) -> np.ndarray:
-        raise InputError(f"{self.path.name}: no associated image {name!r}")
 
     def _read(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
         x, y = location

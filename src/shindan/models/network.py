@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -14,6 +12,7 @@ from torch import nn
 
 from shindan.errors import ModelError
 from shindan.models.card import ModelCard, validate_card
+from shindan.util.atomic import atomic_dir
 
 
 def build_network(card: ModelCard | dict[str, Any]) -> nn.Module:
@@ -95,14 +94,10 @@ def save_model(
     else:
         data["files"].pop("onnx", None)
     validate_card(data, str(out / "card.json"))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
-        # fp16 halves the shipped size; loading casts back to fp32 for exact backends.
-        state = {k: v.detach().to(torch.float16).contiguous() for k, v in net.state_dict().items()
-                 if v.is_floating_point()}
-        state.update({k: v.detach().contiguous() for k, v in net.state_dict().items()
-                      if not v.is_floating_point()})
+    # fp16 halves the shipped size; loading casts back to fp32 for exact backends.
+    state = {k: v.detach().to(torch.float16).contiguous() if v.is_floating_point()
+             else v.detach().contiguous() for k, v in net.state_dict().items()}
+    with atomic_dir(out) as tmp:
         save_file(state, str(tmp / "weights.safetensors"))
         if onnx:
             # Export from the fp16-rounded weights so both backends give the same numbers.
@@ -111,19 +106,6 @@ def save_model(
                                  for k, v in state.items()})
             export_onnx(ref, data, tmp / "model.onnx")
         (tmp / "card.json").write_text(json.dumps(data, indent=2) + "\n")
-        # mkdtemp makes a private folder; a model folder is meant to be shared and read.
-        tmp.chmod(0o755)
         for f in tmp.iterdir():
             f.chmod(0o644)
-        if out.exists():
-            backup = out.with_name(f".{out.name}.old")
-            shutil.rmtree(backup, ignore_errors=True)
-            out.rename(backup)
-            tmp.rename(out)
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return ModelCard(data, out)

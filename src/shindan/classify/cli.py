@@ -42,7 +42,8 @@ def _split_classes(classes: str | None) -> list[str] | None:
 
 @app.command()
 def train(
-    data: Annotated[Path, typer.Argument(help="Folder of class folders, or CSV image,label[,group].")],
+    data: Annotated[Path, typer.Argument(
+        help="Folder of class folders, or CSV image,label[,group].")],
     out: Annotated[Path, typer.Option("--out", help="Model folder to write (card.json, weights).")],
     name: Annotated[str, typer.Option(help="Model name (lower-case, digits, '-').")] = "classifier",
     arch: Annotated[str, typer.Option(help="timm architecture, trained from scratch.")] = (
@@ -53,17 +54,25 @@ def train(
     group_pattern: Annotated[str | None, typer.Option(
         help="Regex whose first match in the file stem is the group (patient/slide), "
              "e.g. '^[^-]+'. A CSV 'group' column takes precedence.")] = None,
-    folds: Annotated[int, typer.Option(help="k of the stratified grouped k-fold (0: no test).")] = 5,
+    folds: Annotated[int, typer.Option(
+        help="k of the stratified grouped k-fold (0: no test).")] = 5,
     test_fold: Annotated[int, typer.Option(help="Which fold is held out for testing.")] = 0,
-    val_fraction: Annotated[float, typer.Option(help="Share of the rest for early stopping.")] = 0.15,
-    cv: Annotated[bool, typer.Option("--cv", help="Cross-validate: hold out every fold once.")] = False,
+    val_fraction: Annotated[float, typer.Option(
+        help="Share of the rest for early stopping.")] = 0.15,
+    cv: Annotated[bool, typer.Option(
+        "--cv", help="Cross-validate: hold out every fold once.")] = False,
     epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = 30,
     batch_size: Annotated[int, typer.Option(help="Images per step.")] = 32,
     lr: Annotated[float, typer.Option(help="Peak learning rate (one-cycle).")] = 2e-3,
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.05,
     patience: Annotated[int, typer.Option(help="Early-stopping patience in epochs.")] = 8,
+    monitor: Annotated[str, typer.Option(
+        help="Validation quantity for early stopping: macro_f1 or loss.")] = "macro_f1",
+    width: Annotated[str | None, typer.Option(
+        help="Stage widths for timm ResNets, comma-separated (e.g. 32,64,128,256).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed (splits, weights, augmentation).")] = 0,
-    colour: Annotated[float, typer.Option(help="Stain/colour augmentation strength (0 = off).")] = 1.0,
+    colour: Annotated[float, typer.Option(
+        help="Stain/colour augmentation strength (0 = off).")] = 1.0,
     scale_min: Annotated[float, typer.Option(help="Smallest zoom of the scale jitter.")] = 0.8,
     scale_max: Annotated[float, typer.Option(help="Largest zoom of the scale jitter.")] = 1.25,
     positive: Annotated[str | None, typer.Option(
@@ -88,14 +97,25 @@ def train(
         name=name, arch=arch, size=size, classes=_split_classes(classes),
         group_pattern=group_pattern, folds=folds, test_fold=test_fold, val_fraction=val_fraction,
         cv=cv, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-        patience=patience, seed=seed, colour=colour, scale=(scale_min, scale_max),
+        patience=patience, monitor=monitor, seed=seed,
+        arch_kwargs={"channels": _widths(width)} if width else {}, colour=colour,
+        scale=(scale_min, scale_max),
         positive=positive, data=data_name or str(data), licence=licence,
         command=_command_line("train"), limits=list(limit or []), threads=threads,
         workers=workers, progress=not quiet,
     )
+    if monitor not in ("macro_f1", "loss"):
+        raise InputError(f"--monitor must be macro_f1 or loss, got {monitor!r}")
     _check_arch(arch)
     card = train_model(data, out, opts, log=_err)
     _err(f"wrote {card.directory}: {card.headline or 'no test fold'}")
+
+
+def _widths(width: str) -> list[int]:
+    try:
+        return [int(w) for w in width.split(",")]
+    except ValueError:
+        raise InputError(f"--width {width!r}: expected comma-separated integers") from None
 
 
 def _check_arch(arch: str) -> None:
@@ -103,3 +123,52 @@ def _check_arch(arch: str) -> None:
 
     if arch not in timm.list_models():
         raise InputError(f"unknown timm architecture {arch!r}")
+
+
+@app.command()
+def predict(
+    model: Annotated[str, typer.Argument(help="Shipped model name (e.g. wbc) or model folder.")],
+    inputs: Annotated[list[Path], typer.Argument(help="Image files and/or folders.")],
+    out: Annotated[Path, typer.Option("--out", help="CSV to write: image, label, p_<class>...")],
+    backend: Annotated[str, typer.Option(help="auto, onnx, torch or torch-bf16.")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Images per inference batch.")] = 64,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Classify images (files or folders): one CSV row per image with class probabilities."""
+    from shindan.classify.predict import predict as run
+
+    if batch_size < 1:
+        raise InputError("--batch-size must be at least 1")
+    if out.suffix.lower() != ".csv":
+        raise InputError(f"--out {out}: expected a .csv file name")
+    run(model, inputs, out, backend=backend, batch_size=batch_size, progress=not quiet)
+    _err(f"wrote {out}")
+
+
+@app.command()
+def evaluate(
+    model: Annotated[str, typer.Argument(help="Shipped model name or model folder.")],
+    data: Annotated[Path, typer.Argument(help="Folder of class folders, or CSV image,label.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder: metrics.json, predictions.csv, "
+                                                    "report.html.")],
+    split: Annotated[str, typer.Option(
+        help="'all' images, or 'test': the held-out fold recorded in the model card.")] = "all",
+    shift: Annotated[str | None, typer.Option(
+        help="Apply a domain shift first (robustness check): stain-basis, stain-strong, "
+             "warm-lamp, washed-out, zoom-0.65, zoom-1.5, white-surround-0.75, blur-2.5, "
+             "jpeg-15.")] = None,
+    positive: Annotated[str | None, typer.Option(help="Two classes: the positive one.")] = None,
+    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for AUC CIs.")] = 1000,
+    backend: Annotated[str, typer.Option(help="auto, onnx, torch or torch-bf16.")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Images per inference batch.")] = 64,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Accuracy, macro-F1, per-class precision/recall, ROC-AUC with CIs, Youden, calibration."""
+    from shindan.classify.evaluate import evaluate as run
+
+    if n_boot < 0:
+        raise InputError("--n-boot must be >= 0")
+    r = run(model, data, out, split=split, shift=shift, backend=backend, batch_size=batch_size,
+            n_boot=n_boot, positive=positive, progress=not quiet)
+    _err(f"wrote {out}: accuracy {r['accuracy']:.4f}, macro-F1 {r['macro_f1']:.4f}, "
+         f"macro ROC-AUC {r['macro_auc'] if r['macro_auc'] is None else round(r['macro_auc'], 4)}")

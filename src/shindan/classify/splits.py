@@ -43,8 +43,12 @@ def train_val_test(table: ImageTable, folds: int = 5, test_fold: int = 0,
         test = np.zeros(0, np.int64)
     rest = np.setdiff1d(np.arange(len(table)), test)
     inner = table.subset(rest)
-    k = max(2, round(1 / val_fraction))
-    val_local = kfold(inner, min(k, len(np.unique(inner.groups.astype(str)))), seed + 1)[0]
+    # Tiny tables: no more folds than groups or than images of the rarest class.
+    smallest = int(np.bincount(inner.labels)[np.unique(inner.labels)].min())
+    k = min(max(2, round(1 / val_fraction)), len(np.unique(inner.groups.astype(str))), smallest)
+    if k < 2:
+        raise InputError("too few images or groups per class to hold out a validation set")
+    val_local = kfold(inner, k, seed + 1)[0]
     val = np.sort(rest[val_local])
     train = np.setdiff1d(rest, val)
     return train, val, test

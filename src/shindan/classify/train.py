@@ -43,11 +43,13 @@ class TrainOptions:
     lr: float = 2e-3
     weight_decay: float = 0.05
     patience: int = 8
+    monitor: str = "macro_f1"
     seed: int = 0
     colour: float = 1.0
     scale: tuple[float, float] = (0.8, 1.25)
     label_smoothing: float = 0.05
     drop_rate: float = 0.2
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
     positive: str | None = None
     shifts: Sequence[str] = field(default_factory=lambda: list(SHIFTS))
     data: str = ""
@@ -68,7 +70,7 @@ def _card(opts: TrainOptions, table: ImageTable) -> dict[str, Any]:
         "summary": f"{len(table.classes)}-class image classifier ({opts.arch}, "
                    f"{opts.size} px, trained from scratch).",
         "architecture": {"library": "timm", "name": opts.arch,
-                         "kwargs": {"drop_rate": opts.drop_rate}},
+                         "kwargs": {"drop_rate": opts.drop_rate, **dict(opts.arch_kwargs)}},
         "classes": list(table.classes),
         "input": {"size": opts.size, "mean": list(MEAN), "std": list(STD), "channels": 3,
                   "mpp": None, "resize": "whole image to size x size"},
@@ -133,7 +135,8 @@ def _train_one(opts: TrainOptions, table: ImageTable, test_fold: int,
     net, hist = fit(card, train_ds, val_ds, epochs=opts.epochs, batch_size=opts.batch_size,
                     lr=opts.lr, weight_decay=opts.weight_decay, patience=opts.patience,
                     seed=opts.seed, progress=opts.progress, num_threads=opts.threads,
-                    num_workers=opts.workers, label_smoothing=opts.label_smoothing, log=log)
+                    num_workers=opts.workers, label_smoothing=opts.label_smoothing,
+                    monitor=opts.monitor, log=log)
     _round_fp16(net)
     info: dict[str, Any] = {
         "split": {"train": len(tr), "val": len(va), "test": len(te),
@@ -213,6 +216,7 @@ def train_model(source: str | Path, out: str | Path, opts: TrainOptions,
                   "method": "StratifiedGroupKFold, shuffled with the seed", **info["split"]},
         "counts": table.counts(),
         "epochs": opts.epochs, "batch_size": opts.batch_size, "lr": opts.lr,
+        "weight_decay": opts.weight_decay, "monitor": opts.monitor,
         "augmentation": {"colour_strength": opts.colour, "scale": list(opts.scale),
                          "steps": "affine (log-uniform zoom, any rotation, flip, shift, "
                                   "reflect or plain light border), HED stain jitter, "

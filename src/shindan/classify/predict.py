@@ -1,0 +1,89 @@
+"""Classify image files with a shipped or saved model: batched, read-ahead, ONNX Runtime default."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from shindan.classify.augment import resize
+from shindan.classify.data import list_images, read_rgb
+from shindan.engine import Predictor, load_predictor
+from shindan.util.atomic import atomic_path
+
+
+def load_batches(paths: Sequence[Path], size: int, batch_size: int = 64,
+                 transform: Callable[[np.ndarray], np.ndarray] | None = None,
+                 threads: int = 2) -> Iterator[np.ndarray]:
+    """Yield uint8 (N, size, size, 3) batches of the images, decoded ahead in threads.
+
+    ``transform`` (e.g. a domain shift) is applied to each full-resolution image before the
+    resize to the model input.
+    """
+    def load(p: Path) -> np.ndarray:
+        image = read_rgb(p)
+        return resize(transform(image) if transform else image, size)
+
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        # map() keeps order; images are decoded while the model computes the previous batch.
+        it = pool.map(load, paths)
+        batch: list[np.ndarray] = []
+        for image in it:
+            batch.append(image)
+            if len(batch) == batch_size:
+                yield np.stack(batch)
+                batch = []
+        if batch:
+            yield np.stack(batch)
+
+
+def predict_paths(predictor: Predictor, paths: Sequence[Path], batch_size: int = 64,
+                  transform: Callable[[np.ndarray], np.ndarray] | None = None,
+                  progress: bool = True) -> np.ndarray:
+    """Class probabilities (N, classes) for image files, in order."""
+    from shindan.engine.train_classifier import _progress
+
+    out = []
+    with _progress(progress) as bar:
+        task = bar.add_task("classifying", total=len(paths), info="")
+        for batch in load_batches(paths, predictor.card.size, batch_size, transform):
+            out.append(predictor.predict(batch))
+            bar.advance(task, len(batch))
+    return np.concatenate(out) if out else np.zeros((0, len(predictor.classes)), np.float32)
+
+
+def write_predictions(out: str | Path, names: Sequence[str], classes: Sequence[str],
+                      probs: np.ndarray) -> Path:
+    """CSV ``image,label,p_<class>...`` written atomically."""
+    out = Path(out)
+    with atomic_path(out) as tmp, tmp.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "label", *[f"p_{c}" for c in classes]])
+        for name, p in zip(names, probs, strict=True):
+            w.writerow([name, classes[int(np.argmax(p))], *[f"{v:.6f}" for v in p]])
+    return out
+
+
+def predict(model: str | Path, inputs: Sequence[str | Path], out: str | Path,
+            backend: str = "auto", batch_size: int = 64, progress: bool = True) -> Path:
+    """Classify image files or folders (recursively) and write the predictions CSV.
+
+    Parameters
+    ----------
+    model : str or Path
+        A shipped model name (``wbc``) or a model folder / card path.
+    inputs : list
+        Image files and/or folders.
+    out : path
+        CSV to write: ``image`` (the path as found), ``label`` (arg-max class) and one
+        ``p_<class>`` probability column per class.
+    backend : {"auto", "onnx", "torch", "torch-bf16"}
+        Inference backend; ``auto`` is ONNX Runtime on CPU.
+    """
+    predictor = load_predictor(str(model), backend=backend)
+    paths = list_images(inputs)
+    probs = predict_paths(predictor, paths, batch_size, progress=progress)
+    return write_predictions(out, [str(p) for p in paths], predictor.classes, probs)

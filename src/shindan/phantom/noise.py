@@ -120,3 +120,74 @@ def grid_fbm(
         total += amp
         amp *= 0.5
     return out / np.float32(total) if total else out
+
+
+def _feature(r: np.ndarray, c: np.ndarray, scale: float, key: int, jitter: float):
+    """Feature point (level-0 px) of lattice cell (r, c): jittered cell centre."""
+    jx = hash_uniform(r, c, key, 1) - np.float32(0.5)
+    jy = hash_uniform(r, c, key, 2) - np.float32(0.5)
+    return ((c + 0.5 + jitter * jx) * scale, (r + 0.5 + jitter * jy) * scale)
+
+
+def worley_grid(
+    xs: np.ndarray, ys: np.ndarray, scale: float, key: int, jitter: float = 0.9
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cellular noise on a grid: distances to the nearest and second-nearest feature points.
+
+    Parameters
+    ----------
+    xs, ys : ndarray of float64
+        Pixel-centre coordinates (level-0 px).
+    scale : float
+        Mean spacing of feature points, level-0 px.
+
+    Returns
+    -------
+    f1, f2 : ndarray of float32, shape (h, w)
+        Distances in level-0 px (``f2 - f1`` is about twice the distance to the cell wall).
+    cell : ndarray of uint32, shape (h, w)
+        A hash of the nearest feature point (to vary cells individually).
+    """
+    ix = np.floor(xs / scale).astype(np.int64)
+    iy = np.floor(ys / scale).astype(np.int64)
+    c0, r0 = int(ix.min()) - 1, int(iy.min()) - 1
+    cols = np.arange(c0, int(ix.max()) + 2)
+    rows = np.arange(r0, int(iy.max()) + 2)
+    fx, fy = _feature(rows[:, None], cols[None, :], scale, key, jitter)
+    cid = hash32(rows[:, None], cols[None, :], key, 3)
+    jx, jy = ix - c0, iy - r0
+    shape = (len(ys), len(xs))
+    f1 = np.full(shape, np.inf, np.float32)
+    f2 = np.full(shape, np.inf, np.float32)
+    cell = np.zeros(shape, np.uint32)
+    for dy in (-1, 0, 1):
+        rr = (jy + dy)[:, None]
+        for dx in (-1, 0, 1):
+            cc = (jx + dx)[None, :]
+            ddx = (xs[None, :] - fx[rr, cc]).astype(np.float32)
+            ddy = (ys[:, None] - fy[rr, cc]).astype(np.float32)
+            dist = np.sqrt(ddx * ddx + ddy * ddy)
+            closer = dist < f1
+            f2 = np.where(closer, f1, np.minimum(f2, dist))
+            cell = np.where(closer, cid[rr, cc], cell)
+            f1 = np.where(closer, dist, f1)
+    return f1, f2, cell
+
+
+def worley_points(x: np.ndarray, y: np.ndarray, scale: float, key: int, jitter: float = 0.9):
+    """:func:`worley_grid` at arbitrary points (arrays of equal shape): ``f1, f2, cell``."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    ix, iy = np.floor(x / scale).astype(np.int64), np.floor(y / scale).astype(np.int64)
+    f1 = np.full(x.shape, np.inf, np.float32)
+    f2 = np.full(x.shape, np.inf, np.float32)
+    cell = np.zeros(x.shape, np.uint32)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            fx, fy = _feature(iy + dy, ix + dx, scale, key, jitter)
+            ddx, ddy = (x - fx).astype(np.float32), (y - fy).astype(np.float32)
+            dist = np.sqrt(ddx * ddx + ddy * ddy)
+            closer = dist < f1
+            f2 = np.where(closer, f1, np.minimum(f2, dist))
+            cell = np.where(closer, hash32(iy + dy, ix + dx, key, 3).reshape(x.shape), cell)
+            f1 = np.where(closer, dist, f1)
+    return f1, f2, cell

@@ -14,17 +14,25 @@ from shindan.phantom.noise import hash_uniform
 from shindan.phantom.scene import SLOTS, PhantomScene, tubule_sdf
 
 F32 = np.float32
-FIELDS = ("x", "y", "a", "b", "ca", "sa", "dens", "owner", "id")
+FIELDS = ("x", "y", "a", "b", "ca", "sa", "dens", "style", "owner", "id")
+
+# Chromatin look per style: (base, rim, granularity). Epithelial nuclei are vesicular (pale
+# centre, dark rim, coarse granules); lymphocytes dense and dark; spindle cells in between.
+EPITHELIAL, GLOMERULAR, LYMPHOCYTE, SPINDLE = range(4)
+STYLES = np.array([[0.6, 0.7, 0.5], [0.8, 0.45, 0.4], [1.25, 0.25, 0.25],
+                   [1.0, 0.25, 0.3]], np.float32)
 
 # Structure keys in the per-pixel owner map: 4 * index + kind (0 = interstitium, -1 = glass).
 KIND_TUBULE, KIND_GLOM, KIND_VESSEL = 1, 2, 3
 
 
 def _empty() -> dict[str, np.ndarray]:
-    return {k: np.zeros(0, np.float64 if k in ("x", "y") else F32) for k in FIELDS}
+    types = {"x": np.float64, "y": np.float64, "style": np.int64, "owner": np.int64,
+             "id": np.int64}
+    return {k: np.zeros(0, types.get(k, F32)) for k in FIELDS}
 
 
-def _pack(mask, x, y, a, b, ang, dens, owner, ids) -> dict[str, np.ndarray]:
+def _pack(mask, x, y, a, b, ang, dens, style, owner, ids) -> dict[str, np.ndarray]:
     m = np.broadcast_to(mask, np.broadcast_shapes(mask.shape, np.shape(x)))
 
     def take(v, dtype):
@@ -33,6 +41,7 @@ def _pack(mask, x, y, a, b, ang, dens, owner, ids) -> dict[str, np.ndarray]:
     ang = take(ang, F32)
     return {"x": take(x, np.float64), "y": take(y, np.float64), "a": take(a, F32),
             "b": take(b, F32), "ca": np.cos(ang), "sa": np.sin(ang), "dens": take(dens, F32),
+            "style": take(style, np.int64),
             "owner": take(owner, np.int64), "id": take(ids, np.int64)}
 
 
@@ -48,58 +57,52 @@ def tubule_nuclei(scene: PhantomScene, idx: np.ndarray, geo: dict) -> dict[str, 
     def u(c: int) -> np.ndarray:
         return hash_uniform(scene.seed, 101, i, k, c)
 
-    a, b = geo["a"][j], geo["b"][j]
     mt, epi = geo["mt"][j], geo["epi"][j]
     distal = tub["distal"][i]
-    perim = F32(np.pi) * (F32(3) * (a + b) - np.sqrt((F32(3) * a + b) * (a + F32(3) * b)))
-    spacing = np.where(distal, F32(6.5 / mpp), F32(8.5 / mpp))
+    ang = tub["angle"][i]
+    # Outline radius along kt rays (sphere tracing from inside), then its perimeter.
+    theta = np.arange(kt, dtype=F32)[None, :] * F32(2 * np.pi / kt) + ang
+    cth, sth = np.cos(theta), np.sin(theta)
+    rho = F32(0.3) * geo["b"][j]
+    for _ in range(7):
+        rho = np.maximum(rho - tubule_sdf(rho * cth, rho * sth, tub, geo, i, j), F32(0))
+    seg = np.sqrt(rho * rho + np.roll(rho, -1, 1) ** 2
+                  - F32(2) * rho * np.roll(rho, -1, 1) * F32(np.cos(2 * np.pi / kt)))
+    perim = seg.sum(axis=1, keepdims=True)
+    spacing = np.where(distal, F32(6.0 / mpp), F32(7.5 / mpp))
     n = np.clip(np.floor(perim / spacing), 3, kt)
     phase = hash_uniform(scene.seed, 102, i)
-    phi = F32(2 * np.pi) * ((k + F32(0.35) * (u(0) - F32(0.5))) / n + phase)
-    r = (np.where(distal, F32(2.6), F32(3.0)) + F32(0.7) * u(1)) / F32(mpp)
+    t = (k + F32(0.6) * (u(0) - F32(0.5))) / n + phase  # in turns
+    pos = (t % F32(1)) * F32(kt)
+    k0 = np.floor(pos).astype(np.int64) % kt
+    w = pos - np.floor(pos)
+    rows = np.arange(len(idx))[:, None]
+    radius = rho[rows, k0] * (F32(1) - w) + rho[rows, (k0 + 1) % kt] * w
+    phi = F32(2 * np.pi) * t + ang
+    r = (np.where(distal, F32(2.5), F32(2.8)) + F32(0.7) * u(1)) / F32(mpp)
     na = r * (F32(1.0) + F32(0.25) * u(2))
     nb = np.minimum(r * (F32(0.8) + F32(0.2) * u(3)), F32(0.42) * epi + F32(0.3 / mpp))
-    depth = mt + np.maximum(np.where(distal, F32(0.55), F32(0.38)) * epi, nb + F32(0.4 / mpp))
+    depth = np.where(distal, F32(0.5), F32(0.35)) + F32(0.3) * (u(5) - F32(0.5))
+    depth = mt + np.maximum(depth * epi, nb + F32(0.4 / mpp))
     cph, sph = np.cos(phi), np.sin(phi)
-    nx, ny = cph / a, sph / b
-    nn = np.sqrt(nx * nx + ny * ny)
-    nx, ny = nx / nn, ny / nn
-    ex, ey = a * cph - depth * nx, b * sph - depth * ny
-    ang = tub["angle"][i]
-    ca, sa = np.cos(ang), np.sin(ang)
-    qx, qy = ex * ca - ey * sa, ex * sa + ey * ca
+    qx, qy = (radius - depth) * cph, (radius - depth) * sph
     d = tubule_sdf(qx, qy, tub, geo, i, j)
-    ok = (k < n) & (d < -(mt + F32(0.5) * nb)) & (d > -(mt + epi))
-    dens = np.where(distal, F32(1.15), F32(0.95)) * (F32(0.85) + F32(0.3) * u(4))
-    tangent = ang + np.arctan2(ny, nx) + F32(np.pi / 2)
+    ok = (k < n) & (d < -(mt + F32(0.5) * nb)) & (d > -(mt + epi)) & (u(6) > F32(0.35))
+    dens = np.where(distal, F32(1.6), F32(1.4)) * (F32(0.85) + F32(0.3) * u(4))
+    tangent = phi + F32(np.pi / 2)
     ids = scene.id_base["tubule"] + i * kt + k
-    return _pack(ok, tub["x"][i] + qx, tub["y"][i] + qy, na, nb, tangent, dens,
+    return _pack(ok, tub["x"][i] + qx, tub["y"][i] + qy, na, nb, tangent, dens, EPITHELIAL,
                  4 * i + KIND_TUBULE, ids)
 
 
-def glom_tuft_radius(scene: PhantomScene, gi: np.ndarray, theta: np.ndarray) -> np.ndarray:
-    """Lobulated tuft outline radius (level-0 px) of glomeruli ``gi`` at angles ``theta``."""
-    g = scene.glomeruli
-    base = glom_inner_radius(scene, gi) * g["shrink"][gi].astype(F32) - F32(5.0 / scene.mpp)
-    lob = np.zeros(np.broadcast_shapes(np.shape(gi), np.shape(theta)), F32)
-    for m, amp in ((3, 0.05), (5, 0.045), (7, 0.035), (11, 0.02)):
-        ph = F32(2 * np.pi) * hash_uniform(scene.seed, 201, gi, m)
-        lob += F32(amp) * np.sin(F32(m) * theta + ph)
-    return base * (F32(1) + lob)
-
-
-def glom_inner_radius(scene: PhantomScene, gi: np.ndarray) -> np.ndarray:
-    """Inner radius of Bowman's capsule (level-0 px)."""
-    g = scene.glomeruli
-    ct = np.where(g["sclerosed"][gi], F32(5.0 / scene.mpp), F32(2.5 / scene.mpp))
-    return g["r"][gi].astype(F32) - ct
-
-
 def glomerulus_nuclei(scene: PhantomScene, idx: np.ndarray) -> dict[str, np.ndarray]:
-    """Tuft and parietal nuclei of glomeruli ``idx``."""
+    """Tuft nuclei (in walls and mesangium, not in open lumens) and parietal nuclei."""
+    from shindan.phantom import glomerulus as gm
+
     if len(idx) == 0:
         return _empty()
     g, mpp, kg = scene.glomeruli, scene.mpp, SLOTS["glomerulus"]
+    npar = 96
     i = idx[:, None]
     k = np.arange(kg)[None, :]
 
@@ -107,26 +110,30 @@ def glomerulus_nuclei(scene: PhantomScene, idx: np.ndarray) -> dict[str, np.ndar
         return hash_uniform(scene.seed, 203, i, k, c)
 
     scl = g["sclerosed"][i]
-    rin = glom_inner_radius(scene, i)
-    rt0 = rin * g["shrink"][i].astype(F32)
-    n_par = np.minimum(np.floor(F32(2 * np.pi) * rin / F32(26 / mpp)), 96)
-    n_tuft = np.where(scl, F32(14), np.minimum(F32(np.pi) * rt0 * rt0 / F32(62 / mpp**2), kg - 96))
-    parietal = k >= kg - 96
-    kp = k - (kg - 96)
+    rin = gm.inner_radius(scene, i)
+    n_par = np.minimum(np.floor(F32(2 * np.pi) * rin / F32(30 / mpp)), npar)
+    area = F32(np.pi) * rin * rin
+    n_tuft = np.where(scl, F32(18), np.minimum(area / F32(90 / mpp**2), kg - npar))
+    parietal = k >= kg - npar
+    kp = k - (kg - npar)
     theta = np.where(parietal, F32(2 * np.pi) * (kp + F32(0.4) * u(0)) / np.maximum(n_par, 1),
                      F32(2 * np.pi) * u(0))
-    r_n = (F32(2.4) + F32(1.0) * u(1)) / F32(mpp)
-    rad = np.where(parietal, rin - F32(1.2 / mpp), rt0 * F32(1.05) * np.sqrt(u(2)))
+    r_n = (F32(2.2) + F32(0.9) * u(1)) / F32(mpp)
+    rad = np.where(parietal, rin - F32(1.0 / mpp), rin * np.sqrt(u(2)))
     x, y = rad * np.cos(theta), rad * np.sin(theta)
-    ok_t = ~parietal & (k < n_tuft) & (rad < glom_tuft_radius(scene, i, theta) - F32(0.7) * r_n)
+    inside = gm.tuft_sdf(scene, i, x, y) < -F32(0.6) * r_n
+    lumen_d, solid, _ = gm.capillaries_points(scene, g["x"][i] + x, g["y"][i] + y)
+    in_wall = solid | (lumen_d > -F32(0.4) * r_n) | scl
+    ok_t = ~parietal & (k < n_tuft) & inside & in_wall
     ok_p = parietal & (kp < n_par) & ~(scl & (u(5) < 0.5))
-    na = np.where(parietal, F32(4.5 / mpp), r_n * (F32(1) + F32(0.2) * u(3)))
-    nb = np.where(parietal, F32(1.3 / mpp), r_n * (F32(0.85) + F32(0.15) * u(4)))
+    na = np.where(parietal, F32(4.5 / mpp), r_n * (F32(1) + F32(0.25) * u(3)))
+    nb = np.where(parietal, F32(1.3 / mpp), r_n * (F32(0.8) + F32(0.15) * u(4)))
     ang = np.where(parietal, theta + F32(np.pi / 2), F32(np.pi) * u(4))
-    dens = np.where(parietal, F32(0.9), F32(1.1) * (F32(0.8) + F32(0.4) * u(6)))
+    dens = np.where(parietal, F32(0.9), F32(1.05) * (F32(0.8) + F32(0.4) * u(6)))
     dens = np.where(scl & ~parietal, dens * F32(0.8), dens)
     ids = scene.id_base["glomerulus"] + i * kg + k
-    return _pack(ok_t | ok_p, g["x"][i] + x, g["y"][i] + y, na, nb, ang, dens,
+    style = np.where(parietal, SPINDLE, GLOMERULAR)
+    return _pack(ok_t | ok_p, g["x"][i] + x, g["y"][i] + y, na, nb, ang, dens, style,
                  4 * i + KIND_GLOM, ids)
 
 
@@ -163,7 +170,7 @@ def vessel_nuclei(scene: PhantomScene, idx: np.ndarray) -> dict[str, np.ndarray]
     tangent = ang0 + np.arctan2(asp * np.cos(theta), -np.sin(theta))
     dens = F32(0.95) * (F32(0.85) + F32(0.3) * u(4))
     ids = scene.id_base["vessel"] + i * kv + k
-    return _pack(ok, v["x"][i] + x, v["y"][i] + y, na, nb, tangent, dens,
+    return _pack(ok, v["x"][i] + x, v["y"][i] + y, na, nb, tangent, dens, SPINDLE,
                  4 * i + KIND_VESSEL, ids)
 
 
@@ -173,10 +180,11 @@ def inter_nuclei(scene: PhantomScene, idx: np.ndarray) -> dict[str, np.ndarray]:
         return _empty()
     s = scene.inter_nuclei
     fib = s["kind"][idx] > 0
-    dens = np.where(fib, F32(1.1), F32(1.45)) * (F32(0.9) + F32(0.2) * hash_uniform(
+    dens = np.where(fib, F32(1.0), F32(1.2)) * (F32(0.9) + F32(0.2) * hash_uniform(
         scene.seed, 401, idx))
     return _pack(np.ones(len(idx), bool), s["x"][idx], s["y"][idx], s["a"][idx], s["b"][idx],
-                 s["angle"][idx], dens, np.zeros(len(idx), np.int64),
+                 s["angle"][idx], dens, np.where(fib, SPINDLE, LYMPHOCYTE),
+                 np.zeros(len(idx), np.int64),
                  scene.id_base["inter"] + idx)
 
 
@@ -243,8 +251,9 @@ def rasterise(
             m = own & (cov > 0)
             dd = d + rim_w
             rim = np.exp(-(dd * dd) / (rim_w * rim_w))
-            chrom = nuc["dens"][sl][:, None, None] * (F32(0.72) + F32(0.45) * rim)
+            look = STYLES[nuc["style"][sl]][:, :, None, None]
+            chrom = nuc["dens"][sl][:, None, None] * (look[:, 0] + look[:, 1] * rim)
             if texture is not None:
-                chrom = chrom * (F32(1) + F32(0.35) * texture.ravel()[flat])
+                chrom = chrom * (F32(1) + look[:, 2] * texture.ravel()[flat])
             np.maximum.at(cov_out.ravel(), flat[m], cov[m])
             np.maximum.at(chrom_out.ravel(), flat[m], (cov * chrom)[m])

@@ -21,19 +21,19 @@ def _od(rgb: tuple[float, float, float]) -> np.ndarray:
 # Colour of one unit of each material on white, per stain.
 _BASE = {
     "pas": {
-        "cyto": (178, 118, 188),
-        "matrix": (150, 45, 150),
-        "chromatin": (62, 52, 128),
-        "collagen": (205, 170, 208),
-        "rbc": (205, 105, 125),
+        "cyto": (172, 92, 178),
+        "matrix": (140, 30, 140),
+        "chromatin": (80, 75, 160),
+        "collagen": (200, 150, 205),
+        "rbc": (215, 110, 120),
         "glass": (243, 241, 245),
     },
     "he": {
-        "cyto": (222, 140, 200),
-        "matrix": (215, 120, 190),
-        "chromatin": (72, 48, 130),
-        "collagen": (232, 190, 220),
-        "rbc": (215, 60, 80),
+        "cyto": (225, 135, 195),
+        "matrix": (220, 125, 190),
+        "chromatin": (105, 80, 160),
+        "collagen": (240, 214, 232),
+        "rbc": (220, 75, 90),
         "glass": (244, 243, 246),
     },
 }

@@ -12,14 +12,16 @@ import math
 
 import numpy as np
 
+from shindan.phantom import glomerulus as gm
 from shindan.phantom import nuclei as nz
 from shindan.phantom import shapes
-from shindan.phantom.noise import grid_noise, hash_uniform
+from shindan.phantom.noise import grid_noise, hash_uniform, worley_grid
 from shindan.phantom.scene import KEY_EDGE, PhantomScene, tubule_geometry, tubule_sdf
 
 F32 = np.float32
 CYTO, MATRIX, CHROM, COLL, RBC = range(5)
-BLUR_UM = 0.3  # optical blur sigma
+BLUR_UM = 0.4  # optical blur sigma
+CAPILLARY_PX_MIN = 3.0  # draw capillary loops only when they span this many output pixels
 
 
 class _Grid:
@@ -134,22 +136,36 @@ class _Canvas:
 
     def interstitium(self) -> None:
         g, mpp = self.g, self.mpp
-        fib = _tex(g, None, 9.0 / mpp, 31)
+        # Collagen: faint wispy ridges over a mottled base.
+        fib = _tex(g, None, 7.0 / mpp, 31)
         if fib is not None:
-            ridge = F32(1) - np.abs(fib)
-            ridge = ridge * ridge
-            ridge = ridge * ridge  # thin wavy collagen bundles
-            fib2 = _tex(g, None, 3.5 / mpp, 32)
-            if fib2 is not None:
-                r2 = F32(1) - np.abs(fib2)
-                ridge = ridge + F32(0.5) * r2 * r2 * r2 * r2
+            fib2 = _tex(g, None, 4.3 / mpp, 32)
+            if fib2 is not None:  # two incommensurate lattices hide each other's grid
+                fib = F32(0.6) * fib + F32(0.4) * fib2
+            fibre = F32(1) - np.abs(fib)
+            fibre = fibre * fibre
         else:
-            ridge = F32(0.3)
-        dense = F32(0.15 + 0.6 * self.scene.fibrosis)
-        self.mat[COLL] = (F32(0.3) + dense * ridge) * F32(1.1)
-        self.mat[CYTO] = F32(0.1)
-        self.mat[MATRIX] = F32(0.06) + F32(0.12) * ridge
+            fibre = F32(0.5)
+        mott = F32(0) if self.mid is None else self.mid
+        dense = F32(0.15 + 0.4 * self.scene.fibrosis)
+        self.mat[COLL] = F32(0.6) + dense * F32(0.5) * fibre + F32(0.12) * mott
+        self.mat[CYTO] = F32(0.12)
+        self.mat[MATRIX] = F32(0.08) + F32(0.12) * fibre
         self.mat[CHROM] = F32(0.01)
+        # Peritubular capillaries: small round or slit lumens, some holding red cells.
+        if 4.0 / mpp >= 2 * g.ds:
+            f1, f2, cell = worley_grid(g.xs, g.ys, 14.0 / mpp, 34, jitter=1.0)
+            u = (cell >> np.uint32(8)).astype(F32) * F32(1.0 / (1 << 24))
+            r = F32(1.0 / mpp) + F32(4.0 / mpp) * (u - F32(0.7))
+            lum = _cov(f1 - r, g.ds) * (u > F32(0.7))
+            wall = _cov(f1 - r - F32(0.7 / mpp), g.ds) * (u > F32(0.7)) - lum
+            rbc = lum * (u > F32(0.93)) * _cov(f1 - r + F32(0.8 / mpp), g.ds)
+            keep = F32(1) - lum
+            for m in (CYTO, MATRIX, COLL):
+                self.mat[m] *= keep
+            self.mat[MATRIX] += wall * F32(0.3)
+            self.mat[CYTO] += lum * F32(0.08)
+            self.mat[RBC] = rbc * F32(0.8)
 
     # --- tubules ----------------------------------------------------------------------------
 
@@ -177,27 +193,32 @@ class _Canvas:
         return idx
 
     def _paint_tubule(self, win, d, geo, j, distal, h) -> None:
-        aa = self.aa
+        aa, mpp = self.aa, self.mpp
         c_out = _cov(d, aa)
         mt, epi, ti = geo["mt"][j], geo["epi"][j], float(geo["t"][j])
         c_in = _cov(d + mt, aa)
         dl = d + mt + epi
-        if self.mid is not None:
-            wob = F32(0.35 if not distal else 0.15) * epi
-            dl = dl + wob * self.mid[win]
+        wob = _tex(self.g, win, 9.0 / mpp, 24)
+        if wob is not None:  # lumens are not perfect offsets of the outline
+            dl = dl + F32(0.22) * epi * wob
         c_lum = _cov(dl, aa)
         epi_cov = c_in - c_lum
-        tex = F32(1)
+        # Cytoplasm is denser at the base than at the apex.
+        depth = np.clip((d + mt) / (-epi), F32(0), F32(1))
+        tex = F32(1.15) - F32(0.3) * depth
         if self.fine is not None:
-            tex = F32(1) + F32(0.3) * self.fine[win]
+            tex = tex + F32(0.25) * self.fine[win]
         if self.mid is not None:
-            tex = tex + F32(0.15) * self.mid[win]
-        lvl = F32((0.75 if distal else 1.0) * (1 - 0.35 * ti) * (0.9 + 0.2 * h))
-        cyto = epi_cov * lvl * tex + c_lum * F32(0.04)
-        matrix = (c_out - c_in) * F32(1.0) + epi_cov * F32(0.1)
-        if not distal:
-            c_bb = _cov(dl - self.um(1.8), aa)
-            matrix = matrix + (c_bb - c_lum) * F32(0.45 * (1 - ti))
+            tex = tex + F32(0.12) * self.mid[win]
+        lvl = F32((0.72 if distal else 1.0) * (1 - 0.3 * ti) * (0.88 + 0.24 * h))
+        cyto = epi_cov * lvl * tex + c_lum * F32(0.05)
+        matrix = (c_out - c_in) * F32(1.0) + epi_cov * F32(0.12)
+        if not distal:  # PAS-bright brush border, fuzzy towards the lumen
+            c_bb = _cov(dl - F32(2.0 / mpp), aa)
+            bb = c_bb - c_lum
+            if self.fine is not None:
+                bb = bb * (F32(0.8) + F32(0.4) * self.fine[win])
+            matrix = matrix + bb * F32(0.5 * (1 - ti))
         if ti > 0.55 and h < 0.5:  # hyaline cast in an atrophic tubule
             matrix = matrix + c_lum * F32(0.35)
             cyto = cyto + c_lum * F32(0.15)
@@ -224,37 +245,41 @@ class _Canvas:
         return idx
 
     def _paint_glom(self, win, i, qx, qy, rad, d) -> None:
-        scene, aa, g = self.scene, self.aa, self.g
+        scene, aa, g, mpp = self.scene, self.aa, self.g, self.mpp
         scl = bool(scene.glomeruli["sclerosed"][i])
-        ii = np.array([i])
         c_out = _cov(d, aa)
-        rin = nz.glom_inner_radius(scene, ii)[0]
+        rin = gm.inner_radius(scene, i)
         c_in = _cov(rad - rin, aa)
-        theta = np.arctan2(qy, qx)
-        c_tuft = _cov(rad - nz.glom_tuft_radius(scene, ii[0], theta), aa)
+        c_tuft = np.minimum(_cov(gm.tuft_sdf(scene, i, qx, qy), aa), c_in)
         capsule = c_out - c_in
         bowman = c_in - c_tuft
-        n1 = _tex(g, win, 3.2 / self.mpp, 41 + 7 * int(i))
-        n2 = _tex(g, win, 9.0 / self.mpp, 43)
+        n2 = _tex(g, win, 12.0 / mpp, 43)
         if scl:
-            tex = F32(1) if n2 is None else F32(1) + F32(0.12) * n2
-            cyto = bowman * F32(0.05) + c_tuft * F32(0.3) * tex
-            matrix = capsule * F32(1.25) + c_tuft * F32(0.95) * tex
-            coll = capsule * F32(0.4)
+            # Glassy, PAS-bright, nearly acellular tuft; laminated fibrous capsule around it.
+            tex = F32(1) if n2 is None else F32(1) + F32(0.15) * n2
+            lam = F32(0.5)
+            if 2.5 / mpp >= 2 * g.ds:
+                lam = F32(0.5) + F32(0.5) * np.sin(rad * F32(2 * np.pi * mpp / 2.5))
+            cyto = bowman * F32(0.12) + c_tuft * F32(0.35) * tex
+            matrix = capsule * (F32(0.8) + F32(0.5) * lam) + c_tuft * F32(0.85) * tex
+            matrix = matrix + bowman * F32(0.25)
+            coll = capsule * F32(0.5) + bowman * F32(0.6) * tex
             self.put(win, [cyto, matrix, c_tuft * F32(0.03), coll, None], c_out)
             return
-        if n1 is not None:
-            n = n1 if n2 is None else n1 * F32(0.8) + n2 * F32(0.35)
-            cap = np.clip((n - F32(0.05)) * F32(5), F32(0), F32(1))  # open capillary lumens
-            mes = np.clip((-n - F32(0.3)) * F32(4), F32(0), F32(1))  # mesangial matrix
-            rbc = cap * np.clip((n - F32(0.45)) * F32(6), F32(0), F32(1))
-        else:  # below resolution: the average of the pattern
-            cap, mes, rbc = F32(0.3), F32(0.12), F32(0.03)
-        solid = F32(1) - cap
-        cyto = bowman * F32(0.04) + c_tuft * (solid * F32(0.55) + cap * F32(0.05))
-        matrix = capsule * F32(1.1) + c_tuft * (solid * F32(0.3) + mes * F32(0.7))
-        self.put(win, [cyto, matrix, c_tuft * F32(0.04), capsule * F32(0.2),
-                       c_tuft * rbc * F32(0.9)], c_out)
+        if CAPILLARY_PX_MIN * g.ds <= gm.CAPILLARY_UM / mpp:
+            lumen_d, solid, rbc_cell = gm.capillaries_grid(scene, g.xs[win[1]], g.ys[win[0]])
+            open_ = ~solid
+            c_lum = _cov(lumen_d, aa) * open_
+            c_gbm = _cov(lumen_d - F32(0.8 / mpp), aa) * open_ - c_lum
+            c_rbc = c_lum * rbc_cell * _cov(lumen_d + F32(1.2 / mpp), aa)
+        else:  # loops below resolution: their average
+            c_lum, c_gbm, c_rbc = F32(0.3), F32(0.12), F32(0.03)
+        cells = F32(1) - c_lum
+        tex = F32(1) if self.fine is None else F32(1) + F32(0.2) * self.fine[win]
+        cyto = bowman * F32(0.03) + c_tuft * (cells * F32(0.5) * tex + c_lum * F32(0.16))
+        matrix = capsule * F32(1.15) + c_tuft * (cells * F32(0.3) + c_gbm * F32(0.55))
+        self.put(win, [cyto, matrix, c_tuft * F32(0.03), capsule * F32(0.15),
+                       c_tuft * c_rbc * F32(0.7)], c_out)
 
     # --- vessels ----------------------------------------------------------------------------
 
@@ -426,7 +451,7 @@ def _compose(scene, g, cv, ncov, nchrom, sigma, pad) -> np.ndarray:
         od[..., c] = F32(pal["glass"][c]) * (F32(1) + F32(0.25) * glass) + F32(0.006) * grain
     if cv.has_tissue:
         mat = cv.mat
-        under = F32(1) - F32(0.55) * ncov
+        under = F32(1) - F32(0.7) * ncov
         for m in (CYTO, MATRIX, COLL, RBC):
             mat[m] *= under
         mat[CHROM] = mat[CHROM] * (F32(1) - ncov) + nchrom

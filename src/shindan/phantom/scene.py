@@ -16,6 +16,7 @@ from scipy.spatial import Delaunay, cKDTree
 from shindan.errors import InputError
 from shindan.phantom import shapes
 from shindan.phantom.index import GridIndex
+from shindan.phantom.noise import point_noise
 from shindan.phantom.palette import make_palette
 
 F32 = np.float32
@@ -31,7 +32,9 @@ ARTERIOLE_PER_MM2 = 1.5
 CORE_HALF_WIDTH_UM = (380.0, 480.0)
 LYMPHOCYTE_RADIUS_UM = (2.4, 3.2)
 FIBROBLAST_AXES_UM = ((4.5, 7.0), (1.1, 1.6))
+ROUND_UM = 9.0  # corner rounding of tubules squeezed into their Voronoi cells
 GAP_MIN_UM = 0.8  # half the narrowest interstitial seam between two tubules
+MAX_SCALE = 1.5  # tubule ellipse scale at no shrink (the Voronoi cell then bounds it)
 KEY_EDGE = 11  # noise field keys (shared by renderer and calibration)
 
 # Nucleus id slots per structure (ids are base + index * slots + k).
@@ -235,7 +238,7 @@ def _place_circles(cores, w, h, mpp, rng, sclerosed_fraction):
     glom = {
         "x": x[g], "y": y[g], "r": r[g], "sclerosed": scl,
         "pole": np.concatenate([pole, rng.uniform(0, 2 * np.pi, len(x) - n0)])[g],
-        "shrink": np.where(scl, rng.uniform(0.6, 0.85, n_g), rng.uniform(0.92, 1.0, n_g)),
+        "shrink": np.where(scl, rng.uniform(0.6, 0.85, n_g), rng.uniform(0.84, 0.97, n_g)),
     }
     v = ~g
     nv = int(v.sum())
@@ -247,33 +250,55 @@ def _place_circles(cores, w, h, mpp, rng, sclerosed_fraction):
     return glom, vessels
 
 
+def _stretch_table(start: float, end: float, d: float, rng: np.random.Generator):
+    """A monotone map u' -> u whose slope (1 to ~2.3) elongates tubules in some stretches."""
+    du = d / 8
+    n = int((end - start) / du) + 2
+    up = start + du * np.arange(n)
+    key = int(rng.integers(1 << 30))
+    slope = 1 + 1.3 * np.clip(1.6 * point_noise(up, np.zeros(n), 6 * d, key), 0, 1)
+    u = start + np.concatenate([[0], np.cumsum(slope[:-1]) * du])
+    return up, u, slope
+
+
 def _place_tubules(cores, circles, w, h, mpp, rng) -> dict[str, np.ndarray]:
     d = TUBULE_SPACING_UM / mpp
-    pts = []
+    pts, stretch, axis = [], [], []
     for i in range(len(cores["ox"])):
         us, _, _ = _visible_core_points(cores, i, w, h, d / 2)
         if len(us) == 0:
             continue
         vmax = cores["hw"][i] + cores["edge_amp"].sum() + 2 * d
+        up, ut, slope = _stretch_table(us.min() - 3 * d, us.max() + 3 * d, d, rng)
         rows = np.arange(-vmax, vmax, d * np.sqrt(3) / 2)
-        cols = np.arange(us.min() - 3 * d, us.max() + 3 * d, d)
+        cols = np.arange(up[0], up[-1], d)
         uu = cols[None, :] + (np.arange(len(rows)) % 2)[:, None] * d / 2
         vv = np.broadcast_to(rows[:, None], uu.shape)
-        uu = uu.ravel() + rng.uniform(-0.27, 0.27, uu.size) * d
-        vv = vv.ravel() + rng.uniform(-0.27, 0.27, vv.size) * d
+        uu = uu.ravel() + rng.uniform(-0.3, 0.3, uu.size) * d
+        vv = vv.ravel() + rng.uniform(-0.3, 0.3, vv.size) * d
+        st = np.interp(uu, up, slope)
+        uu = np.interp(uu, up, ut)
         x, y = _core_point(cores, i, uu, vv)
         pts.append(np.stack([x, y], 1))
+        stretch.append(st)
+        axis.append(np.full(len(st), np.arctan2(cores["uy"][i], cores["ux"][i])))
     p = np.concatenate(pts) if pts else np.zeros((0, 2))
+    st = np.concatenate(stretch) if pts else np.zeros(0)
+    ax = np.concatenate(axis) if pts else np.zeros(0)
+    # A few seeds dropped: neighbours fill in as larger, irregular tubules.
     inside = (p[:, 0] > -2 * d) & (p[:, 0] < w + 2 * d) & (p[:, 1] > -2 * d) & (p[:, 1] < h + 2 * d)
-    p = p[inside]
+    inside &= rng.random(len(p)) > 0.08
+    p, st, ax = p[inside], st[inside], ax[inside]
     tis = shapes.tissue_sdf_points(p[:, 0], p[:, 1], cores, KEY_EDGE)
-    p = p[tis < 0.7 * d]
+    keep = tis < 0.7 * d
+    p, st, ax = p[keep], st[keep], ax[keep]
     cx, cy, cr = circles
     if len(cx):
         tree = cKDTree(np.stack([cx, cy], 1))
         dist, j = tree.query(p, k=min(4, len(cx)))
         dist, j = dist.reshape(len(p), -1), j.reshape(len(p), -1)
-        p = p[np.all(dist > cr[j] + 0.3 * d, axis=1)]
+        keep = np.all(dist > cr[j] + 0.3 * d, axis=1)
+        p, st, ax = p[keep], st[keep], ax[keep]
     n = len(p)
     if n < 4:
         raise InputError("phantom too small to hold tubules; use a larger width/height")
@@ -303,12 +328,17 @@ def _place_tubules(cores, circles, w, h, mpp, rng) -> dict[str, np.ndarray]:
     hp = np.zeros((3, n, k), F32)
     hp[2] = shapes.FAR
     hp[0, src, slot], hp[1, src, slot], hp[2, src, slot] = ux, uy, hh
-    a = d * rng.uniform(0.58, 0.74, n)
+    # Elongated tubules lie along the stretch; round-ish ones at any angle.
+    a = d * rng.uniform(0.6, 0.74, n) * st
+    b = d * rng.uniform(0.5, 0.62, n)
+    swap = b > a
+    a, b = np.where(swap, b, a), np.where(swap, a, b)
+    angle = np.where(st > 1.25, ax + rng.normal(0, 0.15, n), rng.uniform(0, np.pi, n))
     return {
-        "x": p[:, 0], "y": p[:, 1],
-        "a": a.astype(F32), "b": (a * rng.uniform(0.72, 1.0, n)).astype(F32),
-        "angle": rng.uniform(0, np.pi, n).astype(F32),
+        "x": p[:, 0], "y": p[:, 1], "a": a.astype(F32), "b": b.astype(F32),
+        "angle": angle.astype(F32),
         "v": rng.random(n).astype(F32), "distal": rng.random(n) < 0.35,
+        "lum": rng.random(n).astype(F32),
         "hp_ux": hp[0], "hp_uy": hp[1], "hp_h": hp[2], "nh": counts.astype(np.int64),
     }
 
@@ -320,27 +350,39 @@ def tubule_geometry(tub: dict, idx: np.ndarray, t: float, mpp: float) -> dict[st
     """Per-tubule derived sizes at slide-wide shrink ``t`` (level-0 px; arrays over ``idx``)."""
     ti = shapes.tubule_params(t, tub["v"][idx])
     d = TUBULE_SPACING_UM / mpp
-    scale = F32(1.3) - F32(0.8) * ti
+    scale = F32(MAX_SCALE) - F32(MAX_SCALE - 0.5) * ti
     a, b = tub["a"][idx] * scale, tub["b"][idx] * scale
     gap = F32(GAP_MIN_UM / mpp) + ti * F32(0.2 * d)
     mt = F32(1.0 / mpp) + ti * F32(1.6 / mpp)  # thickened basement membrane in atrophy
     inner = np.minimum(b, F32(0.5 * d) - gap)  # rough inner radius
     distal = tub["distal"][idx]
-    epi = inner * np.where(distal, F32(0.38), F32(0.55)) * (F32(1) - F32(0.35) * ti)
+    lum = tub["lum"][idx]
+    share = np.where(distal, F32(0.3) + F32(0.15) * lum, F32(0.5) + F32(0.4) * lum)
+    epi = inner * share * (F32(1) - F32(0.2) * ti)
     epi = np.minimum(epi, F32(14.0 / mpp))
-    return {"t": ti, "a": a, "b": b, "gap": gap, "mt": mt, "epi": epi,
-            "round": F32(5.0 / mpp)}
+    radius = np.minimum(F32(ROUND_UM / mpp) + ti * F32(6.0 / mpp),
+                        F32(0.8) * (F32(0.5 * d) - gap))
+    return {"t": ti, "a": a, "b": b, "gap": gap, "mt": mt, "epi": epi, "radius": radius}
+
+
+def tubule_frame(qx, qy, tub: dict, i):
+    """Offsets ``q`` from tubule ``i``'s seed in its ellipse frame."""
+    ang = tub["angle"][i]
+    c, s = np.cos(ang).astype(F32), np.sin(ang).astype(F32)
+    return qx * c + qy * s, qy * c - qx * s
+
+
+def tubule_sdf_parts(lx, ly, cell_sdf, geo: dict, j):
+    """Tubule signed distance: its ellipse intersected with its rounded, inset Voronoi cell."""
+    return np.maximum(shapes.ellipse_sdf(lx, ly, geo["a"][j], geo["b"][j]), cell_sdf)
 
 
 def tubule_sdf(qx, qy, tub: dict, geo: dict, i: int | np.ndarray, j, n: int | None = None):
     """Signed distance to tubule ``i`` (row ``j`` of ``geo``) at offsets ``q`` from its seed."""
-    ang = tub["angle"][i]
-    c, s = np.cos(ang).astype(F32), np.sin(ang).astype(F32)
-    lx, ly = qx * c + qy * s, qy * c - qx * s
-    de = shapes.ellipse_sdf(lx, ly, geo["a"][j], geo["b"][j])
-    k = float(geo["round"])
-    cd = shapes.cell_distance(qx, qy, tub["hp_ux"][i], tub["hp_uy"][i], tub["hp_h"][i], n, k)
-    return -shapes.smin(-de, cd - geo["gap"][j], k)
+    lx, ly = tubule_frame(qx, qy, tub, i)
+    cs = shapes.rounded_cell_sdf(qx, qy, tub["hp_ux"][i], tub["hp_uy"][i], tub["hp_h"][i],
+                                 geo["gap"][j], geo["radius"][j], n)
+    return tubule_sdf_parts(lx, ly, cs, geo, j)
 
 
 # --- point queries (calibration, placement) ---------------------------------------------------
@@ -401,10 +443,13 @@ def _calibrate(probe: _PointProbe, px, py, fibrosis: float) -> tuple[float, np.n
     _, j = probe.tree.query(np.stack([px, py], 1))
     tub = probe.tub
     qx, qy = (px - tub["x"][j]).astype(F32), (py - tub["y"][j]).astype(F32)
+    lx, ly = tubule_frame(qx, qy, tub, j)
+    edges = tub["hp_h"][j] - (qx[:, None] * tub["hp_ux"][j] + qy[:, None] * tub["hp_uy"][j])
 
     def frac(t: float) -> float:
         geo = tubule_geometry(tub, j, t, probe.mpp)
-        return float(np.mean(tubule_sdf(qx, qy, tub, geo, j, slice(None)) > 0))
+        cs = shapes.rounded_cell_sdf_from_edges(edges, geo["gap"], geo["radius"])
+        return float(np.mean(tubule_sdf_parts(lx, ly, cs, geo, slice(None)) > 0))
 
     lo, hi = -0.4, 1.4  # beyond [0, 1] every tubule's own shrink is clipped
     if frac(lo) >= fibrosis:
@@ -570,9 +615,10 @@ def make_scene(
         pen = {"x": np.zeros(0), "y": np.zeros(0), "hw": np.zeros(0)}
     cell = 256.0 / mpp
     pad = 2.0 / mpp
+    ta = tub["a"] * MAX_SCALE
     index = {
-        "tubule": GridIndex.build(tub["x"] - tub["a"] - pad, tub["y"] - tub["a"] - pad,
-                                  tub["x"] + tub["a"] + pad, tub["y"] + tub["a"] + pad, w, h, cell),
+        "tubule": GridIndex.build(tub["x"] - ta - pad, tub["y"] - ta - pad,
+                                  tub["x"] + ta + pad, tub["y"] + ta + pad, w, h, cell),
         "glomerulus": GridIndex.build(glom["x"] - glom["r"] - pad, glom["y"] - glom["r"] - pad,
                                       glom["x"] + glom["r"] + pad, glom["y"] + glom["r"] + pad,
                                       w, h, cell),

@@ -45,17 +45,34 @@ def rotate(qx: np.ndarray, qy: np.ndarray, cos: float, sin: float):
 # --- tubules -------------------------------------------------------------------------------
 
 
-def cell_distance(qx, qy, ux, uy, h, n: int | None = None, k: float = 0.0):
-    """Distance inside a convex cell bounded by half-planes ``q . u <= h`` (smooth-min over edges).
+def cell_edges(qx, qy, ux, uy, h, j: int):
+    """Distance of points ``q`` inside half-plane ``j`` (``q . u <= h``; last axis indexes j)."""
+    return h[..., j] - (qx * ux[..., j] + qy * uy[..., j])
 
-    ``ux, uy, h`` have the half-planes on their last axis; ``n`` limits to the first ``n``.
+
+def rounded_cell_sdf(qx, qy, ux, uy, h, inset, radius, n: int | None = None):
+    """Signed distance to a convex cell shrunk by ``inset`` with corners rounded by ``radius``.
+
+    The cell is bounded by half-planes ``q . u <= h`` (on the last axis of ``ux, uy, h``;
+    only the first ``n`` are used). Straight stretches of the boundary stay exactly ``inset``
+    from the cell's edges; corners become arcs ("rounded box" construction).
     """
     n = ux.shape[-1] if n is None else n
-    out = None
+    off = inset + radius
+    o2 = qmax = None
     for j in range(n):
-        e = h[..., j] - (qx * ux[..., j] + qy * uy[..., j])
-        out = e if out is None else smin(out, e, k)
-    return out
+        q = off - cell_edges(qx, qy, ux, uy, h, j)
+        p = np.maximum(q, F32(0))
+        o2 = p * p if o2 is None else o2 + p * p
+        qmax = q if qmax is None else np.maximum(qmax, q)
+    return np.sqrt(o2) + np.minimum(qmax, F32(0)) - radius
+
+
+def rounded_cell_sdf_from_edges(edges: np.ndarray, inset, radius):
+    """:func:`rounded_cell_sdf` from precomputed edge distances ``(..., n)``."""
+    q = (inset + radius)[..., None] - edges
+    p = np.maximum(q, F32(0))
+    return np.sqrt(np.sum(p * p, axis=-1)) + np.minimum(q.max(axis=-1), F32(0)) - radius
 
 
 def tubule_params(t: float, v: np.ndarray, spread: float = 0.6) -> np.ndarray:

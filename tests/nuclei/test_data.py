@@ -27,12 +27,15 @@ def test_instance_targets_rim_and_unknown() -> None:
 
 
 def test_mask_instances_marks_merged_blobs_unknown() -> None:
-    yy, xx = np.mgrid[:40, :60]
-    m = ((yy - 20) ** 2 + (xx - 15) ** 2 < 64) | ((yy - 20) ** 2 + (xx - 29) ** 2 < 64)
-    m |= (yy - 8) ** 2 + (xx - 50) ** 2 < 25
+    yy, xx = np.mgrid[:60, :100]
+    m = ((yy - 20) ** 2 + (xx - 15) ** 2 < 64) | ((yy - 20) ** 2 + (xx - 30) ** 2 < 64)
+    for cx in (50, 70, 90):  # single nuclei of the same size
+        m |= (yy - 45) ** 2 + (xx - cx) ** 2 < 64
+    m |= (yy - 45) ** 2 + (xx - 20) ** 2 < 81
     lab, unknown = mask_instances(m)
-    assert lab.max() == 2
-    assert unknown[20, 22] and not unknown[8, 50]
+    assert lab.max() == 5
+    assert unknown[20, 22] and unknown[20, 15]  # the touching pair, whole
+    assert not unknown[45, 50] and not unknown[45, 20]
 
 
 def test_real_monuseg_pairs_and_sampler(shared_data: Path) -> None:

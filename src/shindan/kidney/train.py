@@ -72,6 +72,17 @@ def compartments_card(target_mpp: float = 1.0, *, size: int = 512, overlap: int 
                   "mean": IMAGENET_MEAN, "std": IMAGENET_STD},
         "files": {"weights": "weights.safetensors"},
         "training": {"data": "", "licence": "", "command": ""},
+        "limits": [
+            "Interstitium, tubule, vessel and non-tissue are validated on H&E only (one held-out "
+            "AAPI tile, one lab); on PAS only the glomerulus class is validated.",
+            "The HuBMAP PAS scale is estimated (≈0.95 µm/px from glomerulus sizes), not read "
+            "from metadata.",
+            "Few vessels in the training and test data: vessel Dice rests on very few "
+            "structures.",
+            "Glass (non-tissue) is learnt from bright unstained regions and synthetic glass "
+            "edges; lumens of tubules and vessels belong to their structure.",
+            "Research use; not a medical device.",
+        ],
     }
 
 

@@ -86,19 +86,22 @@ def instance_targets(instances: np.ndarray, unknown: np.ndarray | None = None) -
     return t
 
 
-def mask_instances(mask: np.ndarray, min_solidity: float = 0.88
+def mask_instances(mask: np.ndarray, min_solidity: float = 0.88, max_area_ratio: float = 1.8
                    ) -> tuple[np.ndarray, np.ndarray]:
     """Instances of a binary mask (connected components) and the pixels of doubtful ones.
 
-    A component whose solidity (area / convex-hull area) is below ``min_solidity`` is probably
-    several touching nuclei: its pixels are returned as unknown.
+    A component whose solidity (area / convex-hull area) is below ``min_solidity``, or whose
+    area exceeds ``max_area_ratio`` × the median component area (with at least 5 components),
+    is probably several touching nuclei: its pixels are returned as unknown.
     """
     from skimage.measure import label, regionprops
 
     lab = label(mask > 0, connectivity=1)
     unknown = np.zeros(mask.shape, bool)
-    for r in regionprops(lab):
-        if r.area > 30 and r.solidity < min_solidity:
+    props = regionprops(lab)
+    median = float(np.median([r.area for r in props])) if len(props) >= 5 else np.inf
+    for r in props:
+        if r.area > 30 and (r.solidity < min_solidity or r.area > max_area_ratio * median):
             sl = r.slice
             unknown[sl] |= lab[sl] == r.label
     return lab.astype(np.int32), unknown

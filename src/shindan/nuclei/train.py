@@ -39,6 +39,16 @@ def nuclei_card(target_mpp: float, *, size: int = 512, overlap: int = 64,
         "postprocess": {"watershed": dict(DEFAULTS)},
         "files": {"weights": "weights.safetensors"},
         "training": {"data": "", "licence": "", "command": ""},
+        "limits": [
+            f"Works at {target_mpp} µm/px: inputs are resampled, so outlines are about one "
+            "model pixel coarse; very small nuclei (< 3 µm) may be missed.",
+            "Trained and validated on H&E only (MoNuSeg, TCGA, 7 organs); PAS or other "
+            "stains are not validated.",
+            "Images with only a binary mask train on components that look like single nuclei "
+            "(merged-looking blobs are ignored), so touching-nucleus separation is learnt from "
+            "the images with instance polygons.",
+            "Research use; not a medical device.",
+        ],
     }
 
 

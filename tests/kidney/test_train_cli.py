@@ -1,0 +1,72 @@
+"""``shindan kidney train`` on tiny generated annotations (GeoJSON, ImageScope XML, masks)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def _shindan(*args: str) -> subprocess.CompletedProcess:
+    code = "import sys; from shindan.cli import main; sys.argv[0] = 'shindan'; main()"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          timeout=600)
+
+
+def _slide(folder: Path, name: str, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    img = np.full((256, 256, 3), (235, 200, 220), np.uint8)
+    img[40:120, 40:120] = (150, 60, 140)  # "glomerulus"
+    img[150:200, 150:230] = (210, 120, 170)  # "tubule"
+    img = np.clip(img + rng.normal(0, 5, img.shape), 0, 255).astype(np.uint8)
+    Image.fromarray(img).save(folder / f"{name}.png")
+
+
+@pytest.mark.slow
+def test_kidney_train_from_scratch_on_mixed_annotations(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(3):
+        _slide(data, f"s{i}", i)
+    sq = [[40, 40], [120, 40], [120, 120], [40, 120], [40, 40]]
+    tub = [[150, 150], [230, 150], [230, 200], [150, 200], [150, 150]]
+    (data / "s0.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"classification": {"name": "Glomerulus"}},
+         "geometry": {"type": "Polygon", "coordinates": [sq]}},
+        {"type": "Feature", "properties": {"classification": {"name": "Tubule"}},
+         "geometry": {"type": "Polygon", "coordinates": [tub]}}]}))
+    verts = "".join(f'<Vertex X="{x}" Y="{y}"/>' for x, y in sq[:-1])
+    (data / "s1.xml").write_text(
+        f'<Annotations><Annotation Name="glomerulus"><Regions><Region Id="1" Text="">'
+        f"<Vertices>{verts}</Vertices></Region></Regions></Annotation></Annotations>")
+    mask = np.full((256, 256), 255, np.uint8)
+    mask[40:120, 40:120] = 2
+    mask[150:200, 150:230] = 3
+    mask[0:20] = 1
+    Image.fromarray(mask).save(data / "s2_mask.png")
+    out = tmp_path / "model"
+    r = _shindan("kidney", "train", str(data), "-a", str(data), "--out", str(out), "--mpp", "1",
+                 "--target-mpp", "2", "--steps", "4", "--batch-size", "2", "--tile", "64",
+                 "--eval-every", "2", "--quiet")
+    assert r.returncode == 0, r.stderr
+    card = json.loads((out / "card.json").read_text())
+    assert card["classes"] == ["non-tissue", "interstitium", "glomerulus", "tubule", "vessel"]
+    assert card["input"]["mpp"] == 2.0
+    assert card["training"]["command"].startswith("shindan kidney train ")
+    assert (out / "weights.safetensors").stat().st_size < 10e6
+    assert (out / "model.onnx").exists()
+
+
+def test_kidney_train_bad_input_exit_2(tmp_path: Path) -> None:
+    r = _shindan("kidney", "train", str(tmp_path / "missing"), "-a", str(tmp_path),
+                 "--out", str(tmp_path / "m"))
+    assert r.returncode == 2
+    assert r.stderr.strip().startswith("error: ") and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "m").exists()
+    r = _shindan("kidney", "train", "--out", str(tmp_path / "m"))
+    assert r.returncode == 2 and "error: " in r.stderr

@@ -24,7 +24,8 @@ from scipy import ndimage as ndi
 from shindan import __version__
 from shindan.engine import Predictor, load_predictor
 from shindan.engine.tiled import segment_slide
-from shindan.errors import InputError, ModelError
+from shindan.errors import ModelError
+from shindan.io.inputs import SLIDE_SUFFIXES, expand_inputs
 from shindan.io.slide import Slide, open_slide
 from shindan.kidney.glomeruli import Glomerulus, classify_glomeruli, find_glomeruli
 from shindan.kidney.scores import COMPARTMENTS, INTERSTITIUM, ScoreAccumulator
@@ -282,26 +283,6 @@ def cohort_row(result: CaseResult) -> dict[str, object]:
     return row
 
 
-def expand_inputs(inputs: list[Path]) -> list[Path]:
-    """Files as given; folders expanded to the slides and images inside (sorted)."""
-    from shindan.io.slide import _PLAIN, _TIFF
-
-    exts = _PLAIN | _TIFF | {".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".bif", ".dcm", ".svslide"}
-    out: list[Path] = []
-    for p in inputs:
-        p = Path(p)
-        if p.is_dir():
-            out += sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in exts
-                          and not q.name.startswith("."))
-        elif p.exists():
-            out.append(p)
-        else:
-            raise InputError(f"{p}: no such file or folder")
-    if not out:
-        raise InputError("no slides or images found in the inputs")
-    return out
-
-
 def analyze(
     inputs: list[Path], out: str | Path, *, mpp: float | None = None, backend: str = "auto",
     progress: bool = True, models: KidneyModels | None = None,
@@ -310,7 +291,7 @@ def analyze(
 
     Inputs are checked first (all must open) so a bad file fails before any work is done.
     """
-    files = expand_inputs(inputs)
+    files = expand_inputs(inputs, SLIDE_SUFFIXES)
     cases = [f.name.split(".")[0] for f in files]
     dupes = {c for c in cases if cases.count(c) > 1}
     if dupes:

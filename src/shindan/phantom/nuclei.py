@@ -19,7 +19,7 @@ FIELDS = ("x", "y", "a", "b", "ca", "sa", "dens", "style", "owner", "id")
 # Chromatin look per style: (base, rim, granularity). Epithelial nuclei are vesicular (pale
 # centre, dark rim, coarse granules); lymphocytes dense and dark; spindle cells in between.
 EPITHELIAL, GLOMERULAR, LYMPHOCYTE, SPINDLE = range(4)
-STYLES = np.array([[0.6, 0.7, 0.5], [0.8, 0.45, 0.4], [1.25, 0.25, 0.25],
+STYLES = np.array([[0.45, 0.65, 0.5], [0.8, 0.45, 0.4], [1.25, 0.25, 0.25],
                    [1.0, 0.25, 0.3]], np.float32)
 
 # Structure keys in the per-pixel owner map: 4 * index + kind (0 = interstitium, -1 = glass).
@@ -88,7 +88,7 @@ def tubule_nuclei(scene: PhantomScene, idx: np.ndarray, geo: dict) -> dict[str, 
     qx, qy = (radius - depth) * cph, (radius - depth) * sph
     d = tubule_sdf(qx, qy, tub, geo, i, j)
     ok = (k < n) & (d < -(mt + F32(0.5) * nb)) & (d > -(mt + epi)) & (u(6) > F32(0.35))
-    dens = np.where(distal, F32(1.6), F32(1.4)) * (F32(0.85) + F32(0.3) * u(4))
+    dens = np.where(distal, F32(1.35), F32(1.15)) * (F32(0.85) + F32(0.3) * u(4))
     tangent = phi + F32(np.pi / 2)
     ids = scene.id_base["tubule"] + i * kt + k
     return _pack(ok, tub["x"][i] + qx, tub["y"][i] + qy, na, nb, tangent, dens, EPITHELIAL,
@@ -148,18 +148,18 @@ def vessel_nuclei(scene: PhantomScene, idx: np.ndarray) -> dict[str, np.ndarray]
     def u(c: int) -> np.ndarray:
         return hash_uniform(scene.seed, 301, i, k, c)
 
-    r = v["r"][i].astype(F32) * F32(0.9)
+    r = v["r"][i].astype(F32) * F32(0.97)  # the painted outline (see render._paint_vessel)
     lum = v["lumen"][i].astype(F32)
     asp = v["aspect"][i].astype(F32)
     n_endo = np.minimum(np.floor(F32(2 * np.pi) * lum * r / F32(14 / mpp)), 64)
     media_area = F32(np.pi) * r * r * asp * (F32(0.85) ** 2 - (lum + F32(0.08)) ** 2)
-    n_smc = np.minimum(media_area / F32(40 / mpp**2), kv - 64)
+    n_smc = np.minimum(media_area / F32(22 / mpp**2), kv - 64)
     endo = k >= kv - 64
     ke = k - (kv - 64)
     theta = np.where(endo, F32(2 * np.pi) * (ke + F32(0.4) * u(0)) / np.maximum(n_endo, 1),
                      F32(2 * np.pi) * u(0))
     rho = np.where(endo, lum + F32(1.2 / mpp) / r,
-                   lum + F32(0.1) + (F32(0.8) - lum - F32(0.1)) * u(1))
+                   lum + F32(0.07) + (F32(0.83) - lum - F32(0.07)) * np.sqrt(u(1)))
     lx, ly = rho * r * np.cos(theta), rho * r * asp * np.sin(theta)
     ang0 = v["angle"][i].astype(F32)
     ca, sa = np.cos(ang0), np.sin(ang0)
@@ -190,6 +190,32 @@ def inter_nuclei(scene: PhantomScene, idx: np.ndarray) -> dict[str, np.ndarray]:
 
 def concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {k: np.concatenate([p[k] for p in parts]) for k in FIELDS}
+
+
+def patches(xs: np.ndarray, ys: np.ndarray, ds: float, x: np.ndarray, y: np.ndarray,
+            half: float, shape: tuple[int, int] | None = None):
+    """Square pixel patches around points on a tile grid, for batched drawing.
+
+    Returns
+    -------
+    flat : ndarray of int64, shape (n, p, p)
+        Flat pixel index in the tile (clipped; see ``valid``).
+    dx, dy : ndarray of float32, shapes (n, 1, p) and (n, p, 1)
+        Pixel-centre offsets from the points, level-0 px.
+    valid : ndarray of bool, shape (n, p, p)
+        Pixel lies on the tile.
+    """
+    h, w = shape if shape is not None else (len(ys), len(xs))
+    p = int(np.ceil(2 * half / ds)) + 3
+    c0 = np.round((x - xs[0]) / ds).astype(np.int64) - p // 2
+    r0 = np.round((y - ys[0]) / ds).astype(np.int64) - p // 2
+    cols = c0[:, None] + np.arange(p)[None, :]
+    rows = r0[:, None] + np.arange(p)[None, :]
+    valid = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]
+    cols, rows = np.clip(cols, 0, w - 1), np.clip(rows, 0, h - 1)
+    dx = (xs[cols] - x[:, None]).astype(F32)[:, None, :]
+    dy = (ys[rows] - y[:, None]).astype(F32)[:, :, None]
+    return rows[:, :, None] * w + cols[:, None, :], dx, dy, valid
 
 
 def rasterise(
@@ -227,21 +253,11 @@ def rasterise(
     rim_w = F32(0.45 / mpp)
     for s in range(0, n, chunk):
         sl = slice(s, min(n, s + chunk))
-        x, y = nuc["x"][sl], nuc["y"][sl]
-        c0 = np.round((x - xs[0]) / ds).astype(np.int64) - p // 2
-        r0 = np.round((y - ys[0]) / ds).astype(np.int64) - p // 2
-        cols = c0[:, None] + np.arange(p)[None, :]
-        rows = r0[:, None] + np.arange(p)[None, :]
-        vc, vr = (cols >= 0) & (cols < w), (rows >= 0) & (rows < h)
-        cols, rows = np.clip(cols, 0, w - 1), np.clip(rows, 0, h - 1)
-        dx = (xs[cols] - x[:, None]).astype(F32)[:, None, :]
-        dy = (ys[rows] - y[:, None]).astype(F32)[:, :, None]
+        flat, dx, dy, valid = patches(xs, ys, ds, nuc["x"][sl], nuc["y"][sl], amax, (h, w))
         ca, sa = nuc["ca"][sl][:, None, None], nuc["sa"][sl][:, None, None]
         lx, ly = dx * ca + dy * sa, dy * ca - dx * sa
         d = shapes.ellipse_sdf(lx, ly, nuc["a"][sl][:, None, None], nuc["b"][sl][:, None, None])
-        flat = rows[:, :, None] * w + cols[:, None, :]
-        own = owner_map.ravel()[flat] == nuc["owner"][sl][:, None, None]
-        own &= vr[:, :, None] & vc[:, None, :]
+        own = (owner_map.ravel()[flat] == nuc["owner"][sl][:, None, None]) & valid
         if ids_out is not None:
             inside = own & (d <= 0)
             np.maximum.at(ids_out.ravel(), flat[inside],

@@ -32,7 +32,7 @@ _BASE = {
         "cyto": (225, 135, 195),
         "matrix": (220, 125, 190),
         "chromatin": (105, 80, 160),
-        "collagen": (240, 214, 232),
+        "collagen": (246, 226, 238),
         "rbc": (220, 75, 90),
         "glass": (244, 243, 246),
     },
@@ -53,4 +53,6 @@ def make_palette(stain: str, seed: int) -> dict[str, Any]:
     # Stain batches differ in strength (per material) and a little in hue (per channel).
     od *= rng.uniform(0.88, 1.12, (len(od), 1)) * rng.uniform(0.95, 1.05, (len(od), 3))
     glass = _od(base["glass"]) * rng.uniform(0.7, 1.3)
-    return {"od": od.astype(np.float32), "glass": glass.astype(np.float32)}
+    # Eosin shows cytoplasmic granularity more than PAS does.
+    texture = {"pas": 1.0, "he": 1.7}[stain]
+    return {"od": od.astype(np.float32), "glass": glass.astype(np.float32), "texture": texture}

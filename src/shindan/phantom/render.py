@@ -8,6 +8,7 @@ blur is computed on a padded tile, hence no seams and no jaggies at pyramid leve
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -15,12 +16,13 @@ import numpy as np
 from shindan.phantom import glomerulus as gm
 from shindan.phantom import nuclei as nz
 from shindan.phantom import shapes
-from shindan.phantom.noise import grid_noise, hash_uniform, worley_grid
+from shindan.phantom.noise import grid_noise, hash_uniform
 from shindan.phantom.scene import KEY_EDGE, PhantomScene, tubule_geometry, tubule_sdf
 
 F32 = np.float32
 CYTO, MATRIX, CHROM, COLL, RBC = range(5)
 BLUR_UM = 0.4  # optical blur sigma
+GRAIN_PERIOD = 509  # prime: the grain pattern does not line up with tiles
 CAPILLARY_PX_MIN = 3.0  # draw capillary loops only when they span this many output pixels
 
 
@@ -110,6 +112,7 @@ class _Canvas:
             self.own[tissue] = 0
         self.mat = np.zeros((5,) + shape, F32) if rgb else None
         self.fine = self.mid = None
+        self._fields: dict = {}
         if rgb:
             self.fine = _tex(g, None, 1.1 / self.mpp, 21)
             self.mid = _tex(g, None, 4.0 / self.mpp, 22)
@@ -117,6 +120,13 @@ class _Canvas:
 
     def um(self, v: float) -> F32:
         return F32(v / self.mpp)
+
+    def field(self, win, scale_um: float, key: int) -> np.ndarray | None:
+        """Tile-wide noise (computed once per tile) cut to a window; None below resolution."""
+        if (scale_um, key) not in self._fields:
+            self._fields[(scale_um, key)] = _tex(self.g, None, scale_um / self.mpp, key)
+        f = self._fields[(scale_um, key)]
+        return None if f is None or win is None else f[win]
 
     def put(self, win, values: list, cover: np.ndarray) -> None:
         """Composite premultiplied material ``values`` over the window with coverage ``cover``."""
@@ -152,20 +162,45 @@ class _Canvas:
         self.mat[CYTO] = F32(0.12)
         self.mat[MATRIX] = F32(0.08) + F32(0.12) * fibre
         self.mat[CHROM] = F32(0.01)
-        # Peritubular capillaries: small round or slit lumens, some holding red cells.
-        if 4.0 / mpp >= 2 * g.ds:
-            f1, f2, cell = worley_grid(g.xs, g.ys, 14.0 / mpp, 34, jitter=1.0)
-            u = (cell >> np.uint32(8)).astype(F32) * F32(1.0 / (1 << 24))
-            r = F32(1.0 / mpp) + F32(4.0 / mpp) * (u - F32(0.7))
-            lum = _cov(f1 - r, g.ds) * (u > F32(0.7))
-            wall = _cov(f1 - r - F32(0.7 / mpp), g.ds) * (u > F32(0.7)) - lum
-            rbc = lum * (u > F32(0.93)) * _cov(f1 - r + F32(0.8 / mpp), g.ds)
-            keep = F32(1) - lum
-            for m in (CYTO, MATRIX, COLL):
-                self.mat[m] *= keep
-            self.mat[MATRIX] += wall * F32(0.3)
-            self.mat[CYTO] += lum * F32(0.08)
-            self.mat[RBC] = rbc * F32(0.8)
+        self._capillaries()
+
+    def _capillaries(self) -> None:
+        """Peritubular capillaries: small lumens on a jittered lattice, some with red cells."""
+        g, mpp = self.g, self.mpp
+        if 4.0 / mpp < 2 * g.ds:
+            return
+        s = 14.0 / mpp
+        x0, y0, x1, y1 = g.query_box(s)
+        ix, iy = np.meshgrid(np.arange(int(x0 // s), int(x1 // s) + 1),
+                             np.arange(int(y0 // s), int(y1 // s) + 1))
+        ix, iy = ix.ravel(), iy.ravel()
+        u = hash_uniform(ix, iy, 34, 0)
+        keep = u > F32(0.7)
+        ix, iy, u = ix[keep], iy[keep], u[keep]
+        if len(u) == 0:
+            return
+        cx = (ix + 0.5 + 0.9 * (hash_uniform(ix, iy, 34, 1) - 0.5)) * s
+        cy = (iy + 0.5 + 0.9 * (hash_uniform(ix, iy, 34, 2) - 0.5)) * s
+        r = F32(1.0 / mpp) + F32(4.0 / mpp) * (u - F32(0.7))
+        half = float(r.max()) + 1.0 / mpp
+        flat, dx, dy, valid = nz.patches(g.xs, g.ys, g.ds, cx, cy, half)
+        d = np.sqrt(dx * dx + dy * dy) - r[:, None, None]
+        lum = _cov(d, g.ds)
+        wall = _cov(d - F32(0.7 / mpp), g.ds) - lum
+        rbc = lum * (u > F32(0.93))[:, None, None] * _cov(d + F32(0.8 / mpp), g.ds)
+        cover = np.zeros(g.shape, F32)
+        ring = np.zeros(g.shape, F32)
+        red = np.zeros(g.shape, F32)
+        m = valid & (wall + lum > 0)
+        np.maximum.at(cover.ravel(), flat[m], lum[m])
+        np.maximum.at(ring.ravel(), flat[m], wall[m])
+        np.maximum.at(red.ravel(), flat[m], rbc[m])
+        keep_m = F32(1) - cover
+        for k in (CYTO, MATRIX, COLL):
+            self.mat[k] *= keep_m
+        self.mat[MATRIX] += ring * F32(0.3)
+        self.mat[CYTO] += cover * F32(0.08)
+        self.mat[RBC] = red * F32(0.8)
 
     # --- tubules ----------------------------------------------------------------------------
 
@@ -198,7 +233,7 @@ class _Canvas:
         mt, epi, ti = geo["mt"][j], geo["epi"][j], float(geo["t"][j])
         c_in = _cov(d + mt, aa)
         dl = d + mt + epi
-        wob = _tex(self.g, win, 9.0 / mpp, 24)
+        wob = self.field(win, 9.0, 24)
         if wob is not None:  # lumens are not perfect offsets of the outline
             dl = dl + F32(0.22) * epi * wob
         c_lum = _cov(dl, aa)
@@ -206,10 +241,11 @@ class _Canvas:
         # Cytoplasm is denser at the base than at the apex.
         depth = np.clip((d + mt) / (-epi), F32(0), F32(1))
         tex = F32(1.15) - F32(0.3) * depth
+        gain = F32(self.scene.palette["texture"])
         if self.fine is not None:
-            tex = tex + F32(0.25) * self.fine[win]
+            tex = tex + F32(0.25) * gain * self.fine[win]
         if self.mid is not None:
-            tex = tex + F32(0.12) * self.mid[win]
+            tex = tex + F32(0.12) * gain * self.mid[win]
         lvl = F32((0.72 if distal else 1.0) * (1 - 0.3 * ti) * (0.88 + 0.24 * h))
         cyto = epi_cov * lvl * tex + c_lum * F32(0.05)
         matrix = (c_out - c_in) * F32(1.0) + epi_cov * F32(0.12)
@@ -253,15 +289,18 @@ class _Canvas:
         c_tuft = np.minimum(_cov(gm.tuft_sdf(scene, i, qx, qy), aa), c_in)
         capsule = c_out - c_in
         bowman = c_in - c_tuft
-        n2 = _tex(g, win, 12.0 / mpp, 43)
+        n2 = self.field(win, 12.0, 43)
         if scl:
             # Glassy, PAS-bright, nearly acellular tuft; laminated fibrous capsule around it.
-            tex = F32(1) if n2 is None else F32(1) + F32(0.15) * n2
+            tex = F32(1) if n2 is None else F32(1) + F32(0.22) * n2
+            wr = self.field(win, 3.0, 44)
+            if wr is not None:  # wrinkled, glassy collapse
+                tex = tex + F32(0.25) * (F32(1) - np.abs(wr)) ** 4
             lam = F32(0.5)
             if 2.5 / mpp >= 2 * g.ds:
                 lam = F32(0.5) + F32(0.5) * np.sin(rad * F32(2 * np.pi * mpp / 2.5))
-            cyto = bowman * F32(0.12) + c_tuft * F32(0.35) * tex
-            matrix = capsule * (F32(0.8) + F32(0.5) * lam) + c_tuft * F32(0.85) * tex
+            cyto = bowman * F32(0.12) + c_tuft * F32(0.3) * tex
+            matrix = capsule * (F32(0.8) + F32(0.5) * lam) + c_tuft * F32(0.62) * tex
             matrix = matrix + bowman * F32(0.25)
             coll = capsule * F32(0.5) + bowman * F32(0.6) * tex
             self.put(win, [cyto, matrix, c_tuft * F32(0.03), coll, None], c_out)
@@ -304,7 +343,7 @@ class _Canvas:
         return idx
 
     def _paint_vessel(self, win, i, lx, ly, rr, asp, d) -> None:
-        aa, g = self.aa, self.g
+        aa = self.aa
         v = self.scene.vessels
         artery = bool(v["artery"][i])
         rho = np.sqrt((lx / rr) ** 2 + (ly / (rr * asp)) ** 2)
@@ -327,12 +366,13 @@ class _Canvas:
         fib = F32(1)
         if self.fine is not None:
             fib = F32(1) + F32(0.2) * self.fine[win]
-        n = _tex(g, win, 5.0 / self.mpp, 51 + int(i))
-        rbc = c_lum * (F32(0.25) if n is None else np.clip(n * F32(3), F32(0), F32(1)))
-        cyto = media * F32(0.85) * fib + (c_int - c_lum) * F32(0.5) + (c_out - c_med) * F32(0.15)
-        matrix = (c_iel - c_int) * F32(1.1) + media * F32(0.12) + (c_out - c_med) * F32(0.2)
+        n = self.field(win, 5.0, 51)
+        rbc = c_lum * (F32(0.1) if n is None else np.clip(n - F32(0.1), F32(0), F32(0.6)))
+        cyto = (media * F32(1.1) * fib + (c_int - c_lum) * F32(0.5) + (c_out - c_med) * F32(0.15)
+                + c_lum * F32(0.06))
+        matrix = (c_iel - c_int) * F32(1.1) + media * F32(0.2) + (c_out - c_med) * F32(0.25)
         coll = (c_out - c_med) * F32(1.4) * fib
-        self.put(win, [cyto, matrix, media * F32(0.02), coll, rbc * F32(1.1)], c_out)
+        self.put(win, [cyto, matrix, media * F32(0.02), coll, rbc], c_out)
 
     # --- nuclei -----------------------------------------------------------------------------
 
@@ -371,7 +411,13 @@ def _blur(img: np.ndarray, sigma: float) -> np.ndarray:
     return out
 
 
-def _artifacts(scene: PhantomScene, g: _Grid, od: np.ndarray) -> None:
+def _artifacts(scene: PhantomScene, g: _Grid, od_crop: np.ndarray, crop) -> None:
+    od = np.zeros(g.shape + (3,), F32)
+    _draw_artifacts(scene, g, od)
+    od_crop += od[crop]
+
+
+def _draw_artifacts(scene: PhantomScene, g: _Grid, od: np.ndarray) -> None:
     d = scene.dust
     if len(d["x"]):
         for i in scene.index["dust"].query(*g.query_box(0)):
@@ -441,15 +487,34 @@ def render(
     return out
 
 
-def _compose(scene, g, cv, ncov, nchrom, sigma, pad) -> np.ndarray:
+@functools.lru_cache(maxsize=4)
+def _grain_table(seed: int) -> np.ndarray:
+    """A periodic field of sensor-like grain (optical density), indexed by output pixel."""
+    r = np.arange(GRAIN_PERIOD)
+    g = hash_uniform(seed, 85, r[:, None], r[None, :]) - F32(0.5)
+    # A touch of correlation between neighbours, like a real camera after demosaicing.
+    g = (g + np.roll(g, 1, 0) + np.roll(g, 1, 1)) * F32(1 / 3)
+    return (g * F32(0.02)).astype(F32)
+
+
+def _glass_od(scene: PhantomScene, xs: np.ndarray, ys: np.ndarray, ds: float) -> np.ndarray:
     pal = scene.palette
-    od_tab = pal["od"]
-    od = np.empty(g.shape + (3,), F32)
-    grain = grid_noise(g.xs, g.ys, max(1.5 * g.ds, 2.0), 81) if g.ds < 4 else 0
-    glass = grid_noise(g.xs, g.ys, 2000 / scene.mpp, 82)
+    tab = _grain_table(scene.seed)
+    cols = np.floor(xs / ds).astype(np.int64) % GRAIN_PERIOD
+    rows = np.floor(ys / ds).astype(np.int64) % GRAIN_PERIOD
+    grain = tab[np.ix_(rows, cols)]
+    shade = F32(1) + F32(0.25) * grid_noise(xs, ys, 2000 / scene.mpp, 82)
+    od = np.empty((len(ys), len(xs), 3), F32)
     for c in range(3):
-        od[..., c] = F32(pal["glass"][c]) * (F32(1) + F32(0.25) * glass) + F32(0.006) * grain
+        od[..., c] = F32(pal["glass"][c]) * shade + grain
+    return od
+
+
+def _compose(scene, g, cv, ncov, nchrom, sigma, pad) -> np.ndarray:
+    crop = (slice(pad, pad + g.h), slice(pad, pad + g.w))
+    od = _glass_od(scene, g.xs[crop[1]], g.ys[crop[0]], g.ds)
     if cv.has_tissue:
+        od_tab = scene.palette["od"]
         mat = cv.mat
         under = F32(1) - F32(0.7) * ncov
         for m in (CYTO, MATRIX, COLL, RBC):
@@ -464,10 +529,12 @@ def _compose(scene, g, cv, ncov, nchrom, sigma, pad) -> np.ndarray:
             acc = mat[0] * od_tab[0, c]
             for m in range(1, 5):
                 acc += mat[m] * od_tab[m, c]
-            od[..., c] += acc * tcov
+            acc *= tcov
+            # Optical blur of the tissue only (glass is flat): padded, so tiles agree.
+            od[..., c] += _blur(acc, sigma) if pad else acc
     if scene.artifacts:
-        _artifacts(scene, g, od)
-    img = np.exp(-od) * F32(255)
-    if pad:
-        img = _blur(img, sigma)
-    return np.clip(img + F32(0.5), 0, 255).astype(np.uint8)
+        _artifacts(scene, g, od, crop)
+    img = np.exp(-od)
+    img *= F32(255)
+    img += F32(0.5)
+    return np.clip(img, 0, 255).astype(np.uint8)

@@ -124,25 +124,34 @@ def _layout_cores(w: int, h: int, mpp: float, rng: np.random.Generator) -> dict[
         hw = min(rng.uniform(*CORE_HALF_WIDTH_UM) / mpp, 0.33 * lane)
         centre = (k + 0.5) * lane + rng.uniform(-0.06, 0.06) * lane
         if long_px * mpp > 4000:
-            length = rng.uniform(0.7, 0.9) * long_px - 2 * hw
-            start = rng.uniform(hw + 0.02 * long_px, long_px - length - hw)
+            # A needle core, often broken into a few fragments with gaps between them.
+            extent = rng.uniform(0.7, 0.9) * long_px
+            first = rng.uniform(0.02 * long_px, long_px - extent)
+            n_frag = 1 + min(rng.poisson(0.7), 2)
+            gaps = rng.uniform(150, 600, n_frag - 1) / mpp
+            share = rng.dirichlet(np.full(n_frag, 3.0)) * (extent - gaps.sum())
+            starts = first + np.concatenate([[0], np.cumsum(share[:-1] + gaps)])
+            pieces = [(st, max(sh - 2 * hw, hw)) for st, sh in zip(starts, share, strict=True)]
+            pieces = [(st + hw, ln) for st, ln in pieces]
         else:  # small field: the band runs off both ends
-            length = long_px + 6 * hw
-            start = -3 * hw
-        max_angle = min(0.08, 0.08 * lane / max(length, 1.0))
-        angle = rng.uniform(-max_angle, max_angle)
-        c, s = np.cos(angle), np.sin(angle)
-        ol, os_ = start, centre - s * length / 2
-        ox, oy, ux, uy = (ol, os_, c, s) if horizontal else (os_, ol, s, c)
-        bend_a = rng.uniform(0.03, 0.2) * hw
-        bend_k = 2 * np.pi / (max(length, hw) * rng.uniform(0.8, 2.5))
-        rows.append([ox, oy, ux, uy, length, hw, bend_a, bend_k, rng.uniform(0, 2 * np.pi)])
+            pieces = [(-3 * hw, long_px + 6 * hw)]
+        angle0 = rng.uniform(-1, 1)
+        for start, length in pieces:
+            max_angle = min(0.08, 0.08 * lane / max(length, 1.0))
+            angle = np.clip(angle0 * max_angle + rng.normal(0, 0.01), -max_angle, max_angle)
+            c, s = np.cos(angle), np.sin(angle)
+            ol, os_ = start, centre + np.tan(angle) * (start - long_px / 2) * 0.2
+            ox, oy, ux, uy = (ol, os_, c, s) if horizontal else (os_, ol, s, c)
+            hwi = hw * rng.uniform(0.85, 1.05)
+            bend_a = rng.uniform(0.03, 0.2) * hwi
+            bend_k = 2 * np.pi / (max(length, hwi) * rng.uniform(0.8, 2.5))
+            rows.append([ox, oy, ux, uy, length, hwi, bend_a, bend_k, rng.uniform(0, 2 * np.pi)])
     arr = np.array(rows, np.float64)
     names = ["ox", "oy", "ux", "uy", "length", "hw", "bend_a", "bend_k", "bend_p"]
     cores: dict[str, Any] = {k: arr[:, i].copy() for i, k in enumerate(names)}
     mean_hw = float(arr[:, 5].mean())
-    cores["edge_amp"] = np.array([0.12 * mean_hw, 9.0 / mpp, 2.0 / mpp])
-    cores["edge_scale"] = np.array([350.0 / mpp, 55.0 / mpp, 11.0 / mpp])
+    cores["edge_amp"] = np.array([0.2 * mean_hw, 10.0 / mpp, 2.0 / mpp])
+    cores["edge_scale"] = np.array([500.0 / mpp, 55.0 / mpp, 11.0 / mpp])
     return cores
 
 
@@ -269,7 +278,10 @@ def _place_tubules(cores, circles, w, h, mpp, rng) -> dict[str, np.ndarray]:
         if len(us) == 0:
             continue
         vmax = cores["hw"][i] + cores["edge_amp"].sum() + 2 * d
-        up, ut, slope = _stretch_table(us.min() - 3 * d, us.max() + 3 * d, d, rng)
+        hw = cores["hw"][i] + cores["edge_amp"].sum()
+        lo = max(us.min() - hw - 3 * d, -hw - 3 * d)
+        hi = min(us.max() + hw + 3 * d, cores["length"][i] + hw + 3 * d)
+        up, ut, slope = _stretch_table(lo, hi, d, rng)
         rows = np.arange(-vmax, vmax, d * np.sqrt(3) / 2)
         cols = np.arange(up[0], up[-1], d)
         uu = cols[None, :] + (np.arange(len(rows)) % 2)[:, None] * d / 2
@@ -357,9 +369,9 @@ def tubule_geometry(tub: dict, idx: np.ndarray, t: float, mpp: float) -> dict[st
     inner = np.minimum(b, F32(0.5 * d) - gap)  # rough inner radius
     distal = tub["distal"][idx]
     lum = tub["lum"][idx]
-    share = np.where(distal, F32(0.3) + F32(0.15) * lum, F32(0.5) + F32(0.4) * lum)
+    share = np.where(distal, F32(0.35) + F32(0.2) * lum, F32(0.6) + F32(0.45) * lum)
     epi = inner * share * (F32(1) - F32(0.2) * ti)
-    epi = np.minimum(epi, F32(14.0 / mpp))
+    epi = np.minimum(epi, F32(16.0 / mpp))
     radius = np.minimum(F32(ROUND_UM / mpp) + ti * F32(6.0 / mpp),
                         F32(0.8) * (F32(0.5 * d) - gap))
     return {"t": ti, "a": a, "b": b, "gap": gap, "mt": mt, "epi": epi, "radius": radius}
@@ -480,8 +492,9 @@ def _place_inter_nuclei(probe, px, py, stride, t, inflammation, mpp, rng):
         return empty
     out: dict[str, list[np.ndarray]] = {k: [] for k in empty}
     area = 0.0
+    mean_area = np.pi * (np.mean(LYMPHOCYTE_RADIUS_UM) / mpp) ** 2
+    n = int(np.clip(target / mean_area / 8, 4096, 250_000))  # ~10 batches whatever the size
     for _ in range(200):
-        n = 4096
         clustered = rng.random(n) < 0.6
         base = rng.integers(0, len(ipx), n)
         # Clusters: a few dozen around a centre, spread 10-40 µm.

@@ -32,9 +32,9 @@ def tuft_sdf(scene: PhantomScene, gi, qx, qy) -> np.ndarray:
     rin = inner_radius(scene, gi)
     bowman = rin * (F32(1) - g["shrink"][gi].astype(F32)) + F32(3.0 / mpp)
     ang = g["pole"][gi].astype(F32) + F32(np.pi)
-    shift = F32(0.55) * bowman
+    shift = F32(0.8) * bowman
     dx, dy = qx - shift * np.cos(ang), qy - shift * np.sin(ang)
-    rt0 = (rin - shift - F32(2.0 / mpp)) / F32(1.06)
+    rt0 = (rin - shift - F32(1.5 / mpp)) / F32(1.04)
     theta = np.arctan2(dy, dx)
     lob = F32(0)
     for m, amp in ((2, 0.03), (3, 0.045), (5, 0.04), (7, 0.03), (11, 0.015)):

@@ -11,7 +11,7 @@ import numpy as np
 
 from shindan.phantom import shapes
 from shindan.phantom.noise import hash_uniform
-from shindan.phantom.scene import SLOTS, PhantomScene, tubule_sdf
+from shindan.phantom.scene import SLOTS, PhantomScene, tubule_sdf, wobble_points
 
 F32 = np.float32
 FIELDS = ("x", "y", "a", "b", "ca", "sa", "dens", "style", "owner", "id")
@@ -82,11 +82,11 @@ def tubule_nuclei(scene: PhantomScene, idx: np.ndarray, geo: dict) -> dict[str, 
     r = (np.where(distal, F32(2.5), F32(2.8)) + F32(0.7) * u(1)) / F32(mpp)
     na = r * (F32(1.0) + F32(0.25) * u(2))
     nb = np.minimum(r * (F32(0.8) + F32(0.2) * u(3)), F32(0.42) * epi + F32(0.3 / mpp))
-    depth = np.where(distal, F32(0.5), F32(0.35)) + F32(0.3) * (u(5) - F32(0.5))
+    depth = np.where(distal, F32(0.5), F32(0.4)) + F32(0.45) * (u(5) - F32(0.5))
     depth = mt + np.maximum(depth * epi, nb + F32(0.4 / mpp))
     cph, sph = np.cos(phi), np.sin(phi)
     qx, qy = (radius - depth) * cph, (radius - depth) * sph
-    d = tubule_sdf(qx, qy, tub, geo, i, j)
+    d = tubule_sdf(qx, qy, tub, geo, i, j) + wobble_points(tub["x"][i] + qx, tub["y"][i] + qy, mpp)
     ok = (k < n) & (d < -(mt + F32(0.5) * nb)) & (d > -(mt + epi)) & (u(6) > F32(0.35))
     dens = np.where(distal, F32(1.35), F32(1.15)) * (F32(0.85) + F32(0.3) * u(4))
     tangent = phi + F32(np.pi / 2)

@@ -17,7 +17,14 @@ from shindan.phantom import glomerulus as gm
 from shindan.phantom import nuclei as nz
 from shindan.phantom import shapes
 from shindan.phantom.noise import grid_noise, hash_uniform
-from shindan.phantom.scene import KEY_EDGE, PhantomScene, tubule_geometry, tubule_sdf
+from shindan.phantom.scene import (
+    KEY_EDGE,
+    KEY_WOBBLE,
+    WOBBLE_UM,
+    PhantomScene,
+    tubule_geometry,
+    tubule_sdf,
+)
 
 F32 = np.float32
 CYTO, MATRIX, CHROM, COLL, RBC = range(5)
@@ -121,10 +128,17 @@ class _Canvas:
     def um(self, v: float) -> F32:
         return F32(v / self.mpp)
 
-    def field(self, win, scale_um: float, key: int) -> np.ndarray | None:
-        """Tile-wide noise (computed once per tile) cut to a window; None below resolution."""
+    def field(self, win, scale_um: float, key: int, geometry: bool = False) -> np.ndarray | None:
+        """Tile-wide noise (computed once per tile) cut to a window.
+
+        Texture fields are None below resolution; ``geometry`` fields (which move outlines,
+        hence labels) are always computed so labels never depend on the downsample.
+        """
         if (scale_um, key) not in self._fields:
-            self._fields[(scale_um, key)] = _tex(self.g, None, scale_um / self.mpp, key)
+            g = self.g
+            self._fields[(scale_um, key)] = (
+                grid_noise(g.xs, g.ys, scale_um / self.mpp, key) if geometry
+                else _tex(g, None, scale_um / self.mpp, key))
         f = self._fields[(scale_um, key)]
         return None if f is None or win is None else f[win]
 
@@ -213,6 +227,7 @@ class _Canvas:
             return idx
         geo = tubule_geometry(tub, idx, scene.shrink, self.mpp)
         hu = hash_uniform(scene.seed, 110, idx)
+        wob_amp = F32(WOBBLE_UM[1] / self.mpp)
         for j, i in enumerate(idx):
             a = float(geo["a"][j]) + g.ds
             x, y = tub["x"][i], tub["y"][i]
@@ -221,6 +236,7 @@ class _Canvas:
                 continue
             qx, qy = g.local(win, x, y)
             d = tubule_sdf(qx, qy, tub, geo, i, j, int(tub["nh"][i]))
+            d = d + wob_amp * self.field(win, WOBBLE_UM[0], KEY_WOBBLE, geometry=True)
             self.label(win, d <= 0, 3, 4 * int(i) + nz.KIND_TUBULE)
             if not self.rgb:
                 continue
@@ -247,7 +263,11 @@ class _Canvas:
         if self.mid is not None:
             tex = tex + F32(0.12) * gain * self.mid[win]
         lvl = F32((0.72 if distal else 1.0) * (1 - 0.3 * ti) * (0.88 + 0.24 * h))
-        cyto = epi_cov * lvl * tex + c_lum * F32(0.05)
+        # Lumens hold a little flocculent protein, more in some tubules than in others.
+        floc = F32(0.03 + 0.12 * h * h)
+        if self.mid is not None:
+            floc = floc * (F32(1) + F32(0.8) * self.mid[win])
+        cyto = epi_cov * lvl * tex + c_lum * floc
         matrix = (c_out - c_in) * F32(1.0) + epi_cov * F32(0.12)
         if not distal:  # PAS-bright brush border, fuzzy towards the lumen
             c_bb = _cov(dl - F32(2.0 / mpp), aa)

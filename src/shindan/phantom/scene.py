@@ -36,6 +36,8 @@ ROUND_UM = 9.0  # corner rounding of tubules squeezed into their Voronoi cells
 GAP_MIN_UM = 0.8  # half the narrowest interstitial seam between two tubules
 MAX_SCALE = 1.5  # tubule ellipse scale at no shrink (the Voronoi cell then bounds it)
 KEY_EDGE = 11  # noise field keys (shared by renderer and calibration)
+KEY_WOBBLE = 25
+WOBBLE_UM = (9.0, 1.6)  # tubule outlines: irregularity scale and amplitude
 
 # Nucleus id slots per structure (ids are base + index * slots + k).
 SLOTS = {"tubule": 48, "glomerulus": 640, "vessel": 768}
@@ -247,7 +249,7 @@ def _place_circles(cores, w, h, mpp, rng, sclerosed_fraction):
     glom = {
         "x": x[g], "y": y[g], "r": r[g], "sclerosed": scl,
         "pole": np.concatenate([pole, rng.uniform(0, 2 * np.pi, len(x) - n0)])[g],
-        "shrink": np.where(scl, rng.uniform(0.6, 0.85, n_g), rng.uniform(0.84, 0.97, n_g)),
+        "shrink": np.where(scl, rng.uniform(0.6, 0.85, n_g), rng.uniform(0.9, 0.99, n_g)),
     }
     v = ~g
     nv = int(v.sum())
@@ -384,6 +386,11 @@ def tubule_frame(qx, qy, tub: dict, i):
     return qx * c + qy * s, qy * c - qx * s
 
 
+def wobble_points(px, py, mpp: float) -> np.ndarray:
+    """Outline irregularity of tubules at global points, level-0 px (added to the SDF)."""
+    return F32(WOBBLE_UM[1] / mpp) * point_noise(px, py, WOBBLE_UM[0] / mpp, KEY_WOBBLE)
+
+
 def tubule_sdf_parts(lx, ly, cell_sdf, geo: dict, j):
     """Tubule signed distance: its ellipse intersected with its rounded, inset Voronoi cell."""
     return np.maximum(shapes.ellipse_sdf(lx, ly, geo["a"][j], geo["b"][j]), cell_sdf)
@@ -429,7 +436,7 @@ class _PointProbe:
             geo = tubule_geometry(self.tub, i, t, self.mpp)
             qx = (px - self.tub["x"][i]).astype(F32)
             qy = (py - self.tub["y"][i]).astype(F32)
-            d = tubule_sdf(qx, qy, self.tub, geo, i, slice(None))
+            d = tubule_sdf(qx, qy, self.tub, geo, i, slice(None)) + wobble_points(px, py, self.mpp)
             out = np.minimum(out, d)
         return out
 
@@ -456,12 +463,13 @@ def _calibrate(probe: _PointProbe, px, py, fibrosis: float) -> tuple[float, np.n
     tub = probe.tub
     qx, qy = (px - tub["x"][j]).astype(F32), (py - tub["y"][j]).astype(F32)
     lx, ly = tubule_frame(qx, qy, tub, j)
+    wob = wobble_points(px, py, probe.mpp)
     edges = tub["hp_h"][j] - (qx[:, None] * tub["hp_ux"][j] + qy[:, None] * tub["hp_uy"][j])
 
     def frac(t: float) -> float:
         geo = tubule_geometry(tub, j, t, probe.mpp)
         cs = shapes.rounded_cell_sdf_from_edges(edges, geo["gap"], geo["radius"])
-        return float(np.mean(tubule_sdf_parts(lx, ly, cs, geo, slice(None)) > 0))
+        return float(np.mean(tubule_sdf_parts(lx, ly, cs, geo, slice(None)) + wob > 0))
 
     lo, hi = -0.4, 1.4  # beyond [0, 1] every tubule's own shrink is clipped
     if frac(lo) >= fibrosis:

@@ -14,7 +14,8 @@ app = typer.Typer(help="Nucleus instance segmentation.", no_args_is_help=True)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".svs", ".ndpi", ".scn",
                   ".mrxs", ".vms", ".vmu", ".svslide", ".bif", ".dcm"}
-# Inputs bigger than this (level-0 pixels) are refused: the label map is written in one piece.
+# Inputs bigger than this (level-0 pixels) are refused: the label map is held in memory
+# (4 bytes per pixel) and written in one piece.
 MAX_PIXELS = 400_000_000
 
 
@@ -36,13 +37,11 @@ def _expand(inputs: list[Path]) -> list[Path]:
 def _write_tif(labels, path: Path) -> None:
     import tifffile
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tifffile.imwrite(tmp, labels, compression="zlib", photometric="minisblack")
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    from shindan.util.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        tifffile.imwrite(tmp, labels, compression="zlib", photometric="minisblack",
+                         tile=(512, 512) if min(labels.shape) >= 512 else None)
 
 
 @app.command()
@@ -58,7 +57,8 @@ def segment(
     from shindan.engine import load_predictor
     from shindan.io import open_slide
     from shindan.io.annotations import instances_to_polygons, write_geojson
-    from shindan.nuclei.segment import segment_nuclei
+    from shindan.nuclei.segment import segment_nuclei_slide
+    from shindan.util.progress import set_quiet
 
     if mpp is not None and mpp <= 0:
         raise InputError(f"--mpp must be positive, got {mpp}")
@@ -72,13 +72,12 @@ def segment(
             if w * h > MAX_PIXELS:
                 raise InputError(f"{f}: {w}x{h} is too large for one label map "
                                  f"(limit {MAX_PIXELS:,} pixels)")
+    set_quiet(quiet)
     predictor = load_predictor(model, backend)
     out.mkdir(parents=True, exist_ok=True)
     for f in files:
         with open_slide(f, mpp=mpp) as s:
-            image = s.read_region((0, 0), 0, s.dimensions)
-            slide_mpp = float(s.mpp)
-        labels = segment_nuclei(image, slide_mpp, predictor=predictor, progress=not quiet)
+            labels = segment_nuclei_slide(s, predictor=predictor, progress=not quiet)
         _write_tif(labels, out / f"{f.stem}_nuclei.tif")
         write_geojson(instances_to_polygons(labels), out / f"{f.stem}_nuclei.geojson")
         if not quiet:

@@ -84,6 +84,8 @@ def test_nuclei_ids_are_instances(scene):
 def test_fibrosis_close_to_target(target):
     t = truth(make_scene(1536, 1024, 0.5, fibrosis=target, seed=2), mpp=1.0)
     assert abs(t["interstitial_fibrosis"] - target) < 0.05
+    if target >= 0.3:  # enough interstitium to hold the default inflammation
+        assert abs(t["inflammation"] - 0.03) < 0.005
 
 
 def test_fibrosis_parameter_is_monotonic():

@@ -501,6 +501,8 @@ def _place_inter_nuclei(probe, px, py, stride, t, inflammation, mpp, rng):
     out: dict[str, list[np.ndarray]] = {k: [] for k in empty}
     area = 0.0
     mean_area = np.pi * (np.mean(LYMPHOCYTE_RADIUS_UM) / mpp) ** 2
+    max_a = max(LYMPHOCYTE_RADIUS_UM[1], FIBROBLAST_AXES_UM[0][1]) / mpp
+    placed: list[np.ndarray] = []
     n = int(np.clip(target / mean_area / 8, 4096, 250_000))  # ~10 batches whatever the size
     for _ in range(200):
         clustered = rng.random(n) < 0.6
@@ -522,6 +524,24 @@ def _place_inter_nuclei(probe, px, py, stride, t, inflammation, mpp, rng):
         ok = shapes.tissue_sdf_points(cxs, cys, probe.cores, KEY_EDGE) < -clear
         ok &= probe.circle_sdf(cxs, cys) > clear
         ok[ok] &= probe.tubule_sdf(cxs[ok], cys[ok], t, k=3) > clear[ok]
+        # No overlaps (with earlier batches or within this one): a touching pair would merge
+        # into one blob, and the requested nucleus area would be lost to the overlap.
+        cand = np.flatnonzero(ok)
+        if len(cand) and placed:
+            dist, _ = cKDTree(np.concatenate(placed)).query(np.stack([cxs[cand], cys[cand]], 1))
+            cand = cand[dist > a[cand] + max_a]
+        if len(cand) > 1:
+            tree = cKDTree(np.stack([cxs[cand], cys[cand]], 1))
+            pairs = tree.query_pairs(2 * max_a, output_type="ndarray")
+            if len(pairs):
+                near = np.hypot(cxs[cand[pairs[:, 0]]] - cxs[cand[pairs[:, 1]]],
+                                cys[cand[pairs[:, 0]]] - cys[cand[pairs[:, 1]]])
+                clash = near < a[cand[pairs[:, 0]]] + a[cand[pairs[:, 1]]]
+                drop = np.zeros(len(cand), bool)
+                drop[pairs[clash, 1]] = True
+                cand = cand[~drop]
+        ok = np.zeros(n, bool)
+        ok[cand] = True
         if not ok.any():
             continue
         cum = area + np.cumsum(np.pi * a[ok] * b[ok])
@@ -530,6 +550,7 @@ def _place_inter_nuclei(probe, px, py, stride, t, inflammation, mpp, rng):
                        ("angle", rng.uniform(0, np.pi, n)), ("kind", fibro.astype(F32))):
             out[k].append(val[take])
         area += float(np.sum(np.pi * a[take] * b[take]))
+        placed.append(np.stack([cxs[take], cys[take]], 1))
         if area >= target:
             break
     res = {k: np.concatenate(v).astype(np.float64 if k in "xy" else F32) for k, v in out.items()}

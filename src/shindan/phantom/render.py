@@ -28,7 +28,6 @@ from shindan.phantom.scene import (
 
 F32 = np.float32
 CYTO, MATRIX, CHROM, COLL, RBC = range(5)
-BLUR_UM = 0.4  # optical blur sigma
 GRAIN_PERIOD = 509  # prime: the grain pattern does not line up with tiles
 CAPILLARY_PX_MIN = 3.0  # draw capillary loops only when they span this many output pixels
 
@@ -479,7 +478,7 @@ def render(
     ds = float(downsample)
     if not (ds > 0 and math.isfinite(ds)):
         raise ValueError(f"downsample must be positive, got {downsample}")
-    sigma = BLUR_UM / scene.mpp / ds
+    sigma = scene.palette["blur_um"] / scene.mpp / ds
     pad = int(math.ceil(2.5 * sigma)) if rgb and sigma >= 0.3 else 0
     g = _Grid(box, ds, pad)
     cv = _Canvas(scene, g, rgb, labels)

@@ -273,7 +273,7 @@ def _stretch_table(start: float, end: float, d: float, rng: np.random.Generator)
 
 
 def _place_tubules(cores, circles, w, h, mpp, rng) -> dict[str, np.ndarray]:
-    d = TUBULE_SPACING_UM / mpp
+    d = TUBULE_SPACING_UM * rng.uniform(0.9, 1.1) / mpp  # slides differ a little
     pts, stretch, axis = [], [], []
     for i in range(len(cores["ox"])):
         us, _, _ = _visible_core_points(cores, i, w, h, d / 2)
@@ -352,7 +352,7 @@ def _place_tubules(cores, circles, w, h, mpp, rng) -> dict[str, np.ndarray]:
         "x": p[:, 0], "y": p[:, 1], "a": a.astype(F32), "b": b.astype(F32),
         "angle": angle.astype(F32),
         "v": rng.random(n).astype(F32), "distal": rng.random(n) < 0.35,
-        "lum": rng.random(n).astype(F32),
+        "lum": rng.random(n).astype(F32), "spacing": np.float64(d),
         "hp_ux": hp[0], "hp_uy": hp[1], "hp_h": hp[2], "nh": counts.astype(np.int64),
     }
 
@@ -363,7 +363,7 @@ def _place_tubules(cores, circles, w, h, mpp, rng) -> dict[str, np.ndarray]:
 def tubule_geometry(tub: dict, idx: np.ndarray, t: float, mpp: float) -> dict[str, np.ndarray]:
     """Per-tubule derived sizes at slide-wide shrink ``t`` (level-0 px; arrays over ``idx``)."""
     ti = shapes.tubule_params(t, tub["v"][idx])
-    d = TUBULE_SPACING_UM / mpp
+    d = float(tub["spacing"])
     scale = F32(MAX_SCALE) - F32(MAX_SCALE - 0.5) * ti
     a, b = tub["a"][idx] * scale, tub["b"][idx] * scale
     gap = F32(GAP_MIN_UM / mpp) + ti * F32(0.2 * d)

@@ -239,15 +239,24 @@ class _Canvas:
             self.label(win, d <= 0, 3, 4 * int(i) + nz.KIND_TUBULE)
             if not self.rgb:
                 continue
-            self._paint_tubule(win, d, geo, j, bool(tub["distal"][i]), float(hu[j]))
+            # The lumen: the outline inset by membrane + epithelium, but with corners rounded
+            # more generously than a plain offset would give.
+            mt, epi = geo["mt"][j], geo["epi"][j]
+            inset = geo["gap"][j] + mt + epi
+            room = F32(0.5 * float(tub["spacing"])) - inset
+            rl = np.maximum(F32(0.6) * room, F32(1.5 / self.mpp))
+            dl = shapes.rounded_cell_sdf(qx, qy, tub["hp_ux"][i], tub["hp_uy"][i],
+                                         tub["hp_h"][i], inset, rl, int(tub["nh"][i]))
+            dl = np.maximum(dl + wob_amp * self.field(win, WOBBLE_UM[0], KEY_WOBBLE, True),
+                            d + mt + epi)
+            self._paint_tubule(win, d, dl, geo, j, bool(tub["distal"][i]), float(hu[j]))
         return idx
 
-    def _paint_tubule(self, win, d, geo, j, distal, h) -> None:
+    def _paint_tubule(self, win, d, dl, geo, j, distal, h) -> None:
         aa, mpp = self.aa, self.mpp
         c_out = _cov(d, aa)
         mt, epi, ti = geo["mt"][j], geo["epi"][j], float(geo["t"][j])
         c_in = _cov(d + mt, aa)
-        dl = d + mt + epi
         wob = self.field(win, 9.0, 24)
         if wob is not None:  # lumens are not perfect offsets of the outline
             dl = dl + F32(0.22) * epi * wob

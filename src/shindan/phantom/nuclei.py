@@ -11,7 +11,9 @@ import numpy as np
 
 from shindan.phantom import shapes
 from shindan.phantom.noise import hash_uniform
-from shindan.phantom.scene import SLOTS, PhantomScene, tubule_sdf, wobble_points
+from shindan.phantom.params import SLOTS
+from shindan.phantom.scene import PhantomScene
+from shindan.phantom.tubule import tubule_sdf, wobble_points
 
 F32 = np.float32
 FIELDS = ("x", "y", "a", "b", "ca", "sa", "dens", "style", "owner", "id")

@@ -12,7 +12,7 @@ from shindan.phantom.noise import hash_uniform, worley_grid, worley_points
 from shindan.phantom.scene import PhantomScene
 
 F32 = np.float32
-CAPILLARY_UM = 10.0  # spacing of capillary loops
+CAPILLARY_UM = 12.0  # spacing of capillary loops
 KEY_CAP = 91
 SOLID_SHARE = 0.33  # cells of the pattern that are mesangium / collapsed, not open lumen
 
@@ -34,10 +34,10 @@ def tuft_sdf(scene: PhantomScene, gi, qx, qy) -> np.ndarray:
     ang = g["pole"][gi].astype(F32) + F32(np.pi)
     shift = F32(0.8) * bowman
     dx, dy = qx - shift * np.cos(ang), qy - shift * np.sin(ang)
-    rt0 = (rin - shift - F32(1.5 / mpp)) / F32(1.04)
+    rt0 = (rin - shift - F32(1.5 / mpp)) / F32(1.03)
     theta = np.arctan2(dy, dx)
     lob = F32(0)
-    for m, amp in ((2, 0.03), (3, 0.045), (5, 0.04), (7, 0.03), (11, 0.015)):
+    for m, amp in ((2, 0.015), (3, 0.025), (5, 0.025), (7, 0.02), (9, 0.015), (13, 0.01)):
         ph = F32(2 * np.pi) * hash_uniform(scene.seed, 201, gi, m)
         lob = lob + F32(amp) * np.sin(F32(m) * theta + ph)
     return np.sqrt(dx * dx + dy * dy) - rt0 * (F32(1) + lob)
@@ -48,7 +48,7 @@ def _lumen(f1, f2, cell, mpp):
     wall = (f2 - f1) * F32(0.5)
     u = (cell >> np.uint32(8)).astype(F32) * F32(1.0 / (1 << 24))
     # Round lumens of varied size, never closer than a thin wall to the neighbour's.
-    radius = s * (F32(0.22) + F32(0.25) * np.abs(F32(2) * u - F32(1)))
+    radius = s * (F32(0.28) + F32(0.25) * np.abs(F32(2) * u - F32(1)))
     lumen_d = np.maximum(F32(1.0 / mpp) - wall, f1 - radius)
     return lumen_d, u < F32(SOLID_SHARE), u > F32(0.9)
 

@@ -115,7 +115,7 @@ def glomerulus_nuclei(scene: PhantomScene, idx: np.ndarray) -> dict[str, np.ndar
     rin = gm.inner_radius(scene, i)
     n_par = np.minimum(np.floor(F32(2 * np.pi) * rin / F32(30 / mpp)), npar)
     area = F32(np.pi) * rin * rin
-    n_tuft = np.where(scl, F32(18), np.minimum(area / F32(90 / mpp**2), kg - npar))
+    n_tuft = np.where(scl, F32(18), np.minimum(area / F32(110 / mpp**2), kg - npar))
     parietal = k >= kg - npar
     kp = k - (kg - npar)
     theta = np.where(parietal, F32(2 * np.pi) * (kp + F32(0.4) * u(0)) / np.maximum(n_par, 1),

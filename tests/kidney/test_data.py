@@ -55,12 +55,25 @@ def _cut(code: int) -> Cutout:
 
 def test_composite_pastes_structures_with_labels() -> None:
     rng = np.random.default_rng(0)
-    img, lab = composite(_bg(), [_cut(GLOMERULUS), _cut(TUBULE)], 64, rng, n_paste=(8, 9))
+    bg = _bg()
+    bg.image[bg.label == 1] = (245, 235, 240)  # pale: too little tissue to match colours to
+    img, lab = composite(bg, [_cut(GLOMERULUS), _cut(TUBULE)], 64, rng, n_paste=(8, 9))
     assert img.shape == (64, 64, 3) and lab.shape == (64, 64)
     assert {GLOMERULUS, TUBULE} & set(np.unique(lab).tolist())
     # pasted pixels carry the cut-out colour exactly where the label says so
     pasted = (lab == GLOMERULUS) | (lab == TUBULE)
     assert (img[pasted] == 120).all()
+
+
+def test_match_colours() -> None:
+    from shindan.kidney.data import match_colours
+
+    rng = np.random.default_rng(0)
+    ref = np.clip(rng.normal((200, 120, 180), 10, (500, 3)), 0, 255).astype(np.uint8)
+    src = np.clip(rng.normal((120, 60, 160), 15, (300, 3)), 0, 255).astype(np.uint8)
+    out = match_colours(src, ref)
+    assert out.shape == src.shape and out.dtype == np.uint8
+    assert np.abs(out.mean(0) - ref.mean(0)).max() < 8
 
 
 def test_glass_edge_and_mask() -> None:

@@ -66,6 +66,7 @@ class Cutout:
     mask: np.ndarray
     code: int
     mpp: float
+    harmonised: np.ndarray | None = None
 
 
 def _scaled_shape(shape: tuple[int, ...], factor: float) -> tuple[int, int]:
@@ -226,6 +227,66 @@ def _random_crop(img: LabelledImage, size: int, rng: np.random.Generator,
     return im, lab
 
 
+def _lab(pixels: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return cv2.cvtColor(pixels.reshape(-1, 1, 3), cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(
+        np.float32)
+
+
+def match_colours(pixels: np.ndarray, reference: np.ndarray,
+                  source: np.ndarray | None = None) -> np.ndarray:
+    """Reinhard colour transfer: map CIELAB statistics of ``source`` (default: ``pixels``)
+    onto those of ``reference``, and apply that map to ``pixels``; all (N, 3) uint8 RGB."""
+    import cv2
+
+    src = _lab(pixels)
+    s_lab = _lab(source) if source is not None else src
+    ref = _lab(reference)
+    out = (src - s_lab.mean(0)) / (s_lab.std(0) + 1e-3) * ref.std(0) + ref.mean(0)
+    out = np.clip(out, 0, 255).astype(np.uint8).reshape(-1, 1, 3)
+    return cv2.cvtColor(out, cv2.COLOR_LAB2RGB).reshape(-1, 3)
+
+
+def cutout_source(name: str) -> str:
+    """The slide a cut-out comes from, from its file stem (e.g. 'FFPE PostRep 004', 'HE_002',
+    '13600_18000_0')."""
+    m = re.search(r"HE_\d+", name)
+    if m:
+        return m.group(0)
+    m = _CUTOUT_CLASS.search(name)
+    return name[:m.start()] if m else name
+
+
+def harmonise_sources(cutouts: list[Cutout], reference_sources: tuple[str, ...]) -> None:
+    """Give every cut-out a ``harmonised`` copy in the reference slides' stain.
+
+    Cut-outs come from several slides; some slides gave only vessels and glomeruli, so their
+    stain alone would tell the class. One Reinhard map per *source slide* (statistics pooled
+    over all its cut-outs, so colour differences between classes of a slide survive) moves
+    each slide onto the pooled statistics of the reference slides' cut-outs.
+    """
+    def pooled(cs: list[Cutout]) -> np.ndarray:
+        px = np.concatenate([c.image[c.mask] for c in cs])
+        step = max(1, len(px) // 200_000)
+        return px[::step]
+
+    ref_cuts = [c for c in cutouts if cutout_source(c.name) in reference_sources]
+    if not ref_cuts:
+        return
+    ref = pooled(ref_cuts)
+    by_source: dict[str, list[Cutout]] = {}
+    for c in cutouts:
+        by_source.setdefault(cutout_source(c.name), []).append(c)
+    for src, cs in by_source.items():
+        if src in reference_sources:
+            continue
+        stats = pooled(cs)
+        for c in cs:
+            c.harmonised = match_colours(c.image.reshape(-1, 3), ref, stats).reshape(
+                c.image.shape)
+
+
 def composite(background: LabelledImage, cutouts: list[Cutout], size: int,
               rng: np.random.Generator, n_paste: tuple[int, int] = (6, 16)
               ) -> tuple[np.ndarray, np.ndarray]:
@@ -238,7 +299,9 @@ def composite(background: LabelledImage, cutouts: list[Cutout], size: int,
     w /= w.sum()
     for _ in range(int(rng.integers(*n_paste))):
         c = cutouts[int(rng.choice(len(cutouts), p=w))]
-        ci, cm = c.image, c.mask
+        # most of the time, the cut-out in the backgrounds' stain (see harmonise_sources)
+        ci = c.harmonised if c.harmonised is not None and rng.random() < 0.75 else c.image
+        cm = c.mask
         z = rng.uniform(0.85, 1.15)
         shape = _scaled_shape(ci.shape, z)
         ci, cm = resize(ci, shape), resize(cm.astype(np.uint8), shape, nearest=True) > 0

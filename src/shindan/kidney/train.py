@@ -30,6 +30,7 @@ from shindan.kidney.data import (
     LABEL_SETS,
     CompartmentData,
     LabelledImage,
+    harmonise_sources,
     load_aapi_background,
     load_aapi_cutouts,
     load_aapi_tile,
@@ -157,6 +158,7 @@ def builtin_data(root: Path, target_mpp: float, phantoms: int = 0) -> dict[str, 
     bgs = [load_aapi_background(root, n, target_mpp) for n in AAPI_TILES[:2]]
     bgs[1] = split_columns(bgs[1], 0.75)[0]
     cutouts = load_aapi_cutouts(root, target_mpp, exclude=("HE_001",))
+    harmonise_sources(cutouts, ("11000_16000_0", "13600_18000_0"))
     val_names = [str(i) for i in range(100, 110)]
     all_train = load_hubmap(root, "train", target_mpp)
     pas_train = [p for p in all_train if p.name.rsplit("-", 1)[-1] not in val_names]

@@ -75,6 +75,46 @@ def evaluate_instances(model: Any, pairs: Sequence[tuple[Path, Path]], mpp: floa
             "aji_mean": round(float(np.mean([v["aji"] for v in per.values()])), 4)}
 
 
+def tune_watershed(model: Any, pairs: Sequence[tuple[Path, Path]], mpp: float,
+                   backend: str = "torch") -> dict[str, Any]:
+    """Pick watershed thresholds maximising mean AJI on images with instance polygons.
+
+    Use training images (never the held-out ones). Returns the best parameters and their AJI.
+    """
+    import itertools
+
+    import cv2
+
+    from shindan.engine import load_predictor
+    from shindan.io.annotations import rasterize_instances, read_annotations
+    from shindan.nuclei.data import read_rgb
+    from shindan.nuclei.postprocess import instances_from_probs
+    from shindan.nuclei.segment import nuclei_probabilities
+
+    pred = load_predictor(model, backend)
+    data = []
+    for img_path, ann in pairs:
+        img = read_rgb(img_path)
+        h, w = img.shape[:2]
+        truth = rasterize_instances(read_annotations(ann), (h, w))
+        probs = nuclei_probabilities(img, mpp, pred)
+        ratio = (h * w) / (probs.shape[1] * probs.shape[2])
+        up = np.stack([cv2.resize(c, (w, h), interpolation=cv2.INTER_LINEAR) for c in probs])
+        data.append((truth, up, ratio))
+    best: dict[str, Any] = {"aji": -1.0}
+    for it, fg, mk in itertools.product([0.3, 0.4, 0.5, 0.6, 0.7], [0.4, 0.5, 0.6], [2, 4, 8]):
+        params = {"interior_threshold": it, "foreground_threshold": fg, "min_marker_px": mk,
+                  "min_size_px": DEFAULTS["min_size_px"]}
+        score = float(np.mean([
+            aji(t, instances_from_probs(u, interior_threshold=it, foreground_threshold=fg,
+                                        min_marker_px=round(mk * r),
+                                        min_size_px=round(params["min_size_px"] * r)))
+            for t, u, r in data]))
+        if score > best["aji"]:
+            best = {"aji": round(score, 4), "params": params}
+    return best
+
+
 def train_nuclei(
     images: Path,
     annotations: list[Path],
@@ -148,7 +188,17 @@ def train_nuclei(
         save_model(net, card, out)
     result: dict[str, Any] = {"train": {k: v for k, v in res.items() if k != "history"},
                               "history": res["history"]}
-    inst_val = [(p, a) for p, a in val_pairs if a.suffix.lower() in (".geojson", ".json", ".xml")]
+    vec = (".geojson", ".json", ".xml")
+    inst_train = [(p, a) for p, a in train_pairs if a.suffix.lower() in vec]
+    if inst_train:
+        say(f"tuning watershed thresholds on {len(inst_train)} training images with polygons")
+        tuned = tune_watershed(out, inst_train, mpp)
+        result["watershed_tuning"] = tuned
+        c = load_card(out)
+        data = {**c.data, "postprocess": {"watershed": tuned["params"]}}
+        save_model(load_network(c), data, out)
+        say(f"watershed {tuned['params']} (training-image AJI {tuned['aji']})")
+    inst_val = [(p, a) for p, a in val_pairs if a.suffix.lower() in vec]
     if inst_val:
         say("scoring held-out images (Dice, AJI) at their own resolution")
         result["heldout"] = evaluate_instances(out, inst_val, mpp)

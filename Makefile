@@ -24,6 +24,7 @@ test: install
 	$(BIN)/python -m pytest
 
 bench: install
+	PY=$(PY) bench/setup_tiatoolbox.sh
 	$(BIN)/python bench/run.py --out BENCHMARKS.md
 
 lint: install
@@ -31,4 +32,4 @@ lint: install
 	$(BIN)/ruff format --check src tests bench
 
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache
+	rm -rf $(VENV) bench/.venv-tia demo-output .pytest_cache

@@ -16,8 +16,22 @@ import numpy as np
 from skimage.color import hed2rgb, rgb2hed
 
 
-def resize(image: np.ndarray, size: int) -> np.ndarray:
-    """The whole image resized to ``size``×``size`` pixels (the model's input; no cropping)."""
+def crop_box(shape: tuple[int, ...], crop: float = 1.0) -> tuple[int, int, int, int]:
+    """(row0, row1, col0, col1) of the central ``crop`` fraction of each side of an image."""
+    h, w = shape[0], shape[1]
+    ch, cw = max(1, round(h * crop)), max(1, round(w * crop))
+    r0, c0 = (h - ch) // 2, (w - cw) // 2
+    return r0, r0 + ch, c0, c0 + cw
+
+
+def resize(image: np.ndarray, size: int, crop: float = 1.0) -> np.ndarray:
+    """The model input: the central ``crop`` fraction of each side, resized to ``size``².
+
+    ``crop`` 1 keeps the whole image. A crop centres a centred object (a cell) and enlarges it.
+    """
+    if crop < 1.0:
+        r0, r1, c0, c1 = crop_box(image.shape, crop)
+        image = image[r0:r1, c0:c1]
     if image.shape[0] == size and image.shape[1] == size:
         return image.copy()
     shrink = image.shape[0] > size or image.shape[1] > size
@@ -95,7 +109,9 @@ class Augmenter:
     size : int
         Output side in pixels.
     scale : (float, float)
-        Zoom range relative to the whole image (magnification and crop-size differences).
+        Zoom range relative to the evaluation view (magnification and crop-size differences).
+    crop : float
+        Central fraction of each side that evaluation keeps (see :func:`resize`).
     rotate : bool
         Any rotation (cells and glomeruli have no up); else only flips.
     shift : float
@@ -119,6 +135,7 @@ class Augmenter:
 
     size: int
     scale: tuple[float, float] = (0.8, 1.25)
+    crop: float = 1.0
     rotate: bool = True
     shift: float = 0.08
     background_p: float = 0.2
@@ -139,9 +156,10 @@ class Augmenter:
 
     @classmethod
     def with_strength(cls, size: int, colour: float = 1.0,
-                      scale: tuple[float, float] = (0.8, 1.25)) -> Augmenter:
+                      scale: tuple[float, float] = (0.8, 1.25), crop: float = 1.0) -> Augmenter:
         """Default augmenter with every colour range multiplied by ``colour`` (0 = none)."""
-        return cls(size=size, scale=scale, hed_sigma=0.08 * colour, hed_bias=0.025 * colour,
+        return cls(size=size, scale=scale, crop=crop, hed_sigma=0.08 * colour,
+                   hed_bias=0.025 * colour,
                    hue=0.04 * colour, saturation=min(0.9, 0.35 * colour),
                    brightness=min(0.9, 0.2 * colour), contrast=min(0.9, 0.25 * colour),
                    gamma=0.3 * colour, gray_p=min(1.0, 0.05 * colour))
@@ -149,7 +167,8 @@ class Augmenter:
     def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         # Log-uniform zoom: zooming in 1.25x is as likely as zooming out 1/1.25x.
         lo, hi = np.log(self.scale[0]), np.log(self.scale[1])
-        scale = float(np.exp(rng.uniform(lo, hi)))
+        # Zoom is relative to the central crop that evaluation uses.
+        scale = float(np.exp(rng.uniform(lo, hi))) / self.crop
         angle = float(rng.uniform(0, 360)) if self.rotate else float(rng.integers(0, 4) * 90)
         shift = tuple(rng.uniform(-self.shift, self.shift, 2))
         border = None
@@ -175,18 +194,10 @@ class Augmenter:
 
 @dataclass(frozen=True)
 class Resize:
-    """The evaluation transform: the whole image resized to the model's input."""
+    """The evaluation transform: the central crop resized to the model's input."""
 
     size: int
-
-    @classmethod
-    def with_strength(cls, size: int, colour: float = 1.0,
-                      scale: tuple[float, float] = (0.8, 1.25)) -> Augmenter:
-        """Default augmenter with every colour range multiplied by ``colour`` (0 = none)."""
-        return cls(size=size, scale=scale, hed_sigma=0.08 * colour, hed_bias=0.025 * colour,
-                   hue=0.04 * colour, saturation=min(0.9, 0.35 * colour),
-                   brightness=min(0.9, 0.2 * colour), contrast=min(0.9, 0.25 * colour),
-                   gamma=0.3 * colour, gray_p=min(1.0, 0.05 * colour))
+    crop: float = 1.0
 
     def __call__(self, image: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
-        return resize(image, self.size)
+        return resize(image, self.size, self.crop)

@@ -70,11 +70,16 @@ def train(
         help="Validation quantity for early stopping: macro_f1 or loss.")] = "macro_f1",
     width: Annotated[str | None, typer.Option(
         help="Stage widths for timm ResNets, comma-separated (e.g. 32,64,128,256).")] = None,
+    arch_kwargs: Annotated[str | None, typer.Option(
+        help='More timm create_model arguments as JSON, e.g. \'{"stem_width": 16}\'.')] = None,
     seed: Annotated[int, typer.Option(help="Random seed (splits, weights, augmentation).")] = 0,
     colour: Annotated[float, typer.Option(
         help="Stain/colour augmentation strength (0 = off).")] = 1.0,
     scale_min: Annotated[float, typer.Option(help="Smallest zoom of the scale jitter.")] = 0.8,
     scale_max: Annotated[float, typer.Option(help="Largest zoom of the scale jitter.")] = 1.25,
+    crop: Annotated[float, typer.Option(
+        help="Central fraction of each image side the model sees (1 = whole image; <1 "
+             "centres and enlarges a centred object such as a cell).")] = 1.0,
     positive: Annotated[str | None, typer.Option(
         help="Positive class for the two-class headline AUC (default: the first).")] = None,
     data_name: Annotated[str | None, typer.Option(
@@ -91,6 +96,8 @@ def train(
 
     if size < 32:
         raise InputError(f"--size must be at least 32, got {size}")
+    if not 0.2 <= crop <= 1.0:
+        raise InputError(f"--crop must be in [0.2, 1], got {crop}")
     if not 0 < scale_min <= scale_max:
         raise InputError("--scale-min must be > 0 and <= --scale-max")
     opts = TrainOptions(
@@ -98,8 +105,8 @@ def train(
         group_pattern=group_pattern, folds=folds, test_fold=test_fold, val_fraction=val_fraction,
         cv=cv, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
         patience=patience, monitor=monitor, seed=seed,
-        arch_kwargs={"channels": _widths(width)} if width else {}, colour=colour,
-        scale=(scale_min, scale_max),
+        arch_kwargs=_arch_kwargs(width, arch_kwargs), colour=colour,
+        scale=(scale_min, scale_max), crop=crop,
         positive=positive, data=data_name or str(data), licence=licence,
         command=_command_line("train"), limits=list(limit or []), threads=threads,
         workers=workers, progress=not quiet,
@@ -111,11 +118,24 @@ def train(
     _err(f"wrote {card.directory}: {card.headline or 'no test fold'}")
 
 
-def _widths(width: str) -> list[int]:
-    try:
-        return [int(w) for w in width.split(",")]
-    except ValueError:
-        raise InputError(f"--width {width!r}: expected comma-separated integers") from None
+def _arch_kwargs(width: str | None, extra: str | None) -> dict:
+    import json
+
+    out: dict = {}
+    if width:
+        try:
+            out["channels"] = [int(w) for w in width.split(",")]
+        except ValueError:
+            raise InputError(f"--width {width!r}: expected comma-separated integers") from None
+    if extra:
+        try:
+            more = json.loads(extra)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"--arch-kwargs: not JSON ({exc.msg})") from None
+        if not isinstance(more, dict):
+            raise InputError("--arch-kwargs: expected a JSON object")
+        out.update(more)
+    return out
 
 
 def _check_arch(arch: str) -> None:

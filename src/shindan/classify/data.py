@@ -51,22 +51,10 @@ def read_mask(path: str | Path) -> np.ndarray:
 
 
 def list_images(inputs: Sequence[str | Path]) -> list[Path]:
-    """Expand files and folders (recursively, sorted) into image files; error on missing paths."""
-    out: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and is_image(f))
-            if not found:
-                raise InputError(f"{p}: folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
-            out.extend(found)
-        elif p.is_file():
-            out.append(p)
-        else:
-            raise InputError(f"{p}: no such file or folder")
-    if not out:
-        raise InputError("no input images given")
-    return out
+    """Expand files and folders (recursively, sorted, hidden files skipped) into image files."""
+    from shindan.io.inputs import expand_inputs
+
+    return expand_inputs(inputs, IMAGE_SUFFIXES)
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,18 @@ import numpy as np
 from shindan.classify.augment import resize
 from shindan.classify.data import list_images, read_rgb
 from shindan.engine import Predictor, load_predictor
+from shindan.models import ModelCard
 from shindan.util.atomic import atomic_path
+
+
+def input_crop(card: ModelCard) -> float:
+    """The central crop fraction the model was trained with (1 = whole image)."""
+    return float(card.data["input"].get("crop", 1.0))
 
 
 def load_batches(paths: Sequence[Path], size: int, batch_size: int = 64,
                  transform: Callable[[np.ndarray], np.ndarray] | None = None,
-                 threads: int = 2) -> Iterator[np.ndarray]:
+                 threads: int = 2, crop: float = 1.0) -> Iterator[np.ndarray]:
     """Yield uint8 (N, size, size, 3) batches of the images, decoded ahead in threads.
 
     ``transform`` (e.g. a domain shift) is applied to each full-resolution image before the
@@ -25,7 +31,7 @@ def load_batches(paths: Sequence[Path], size: int, batch_size: int = 64,
     """
     def load(p: Path) -> np.ndarray:
         image = read_rgb(p)
-        return resize(transform(image) if transform else image, size)
+        return resize(transform(image) if transform else image, size, crop)
 
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         # map() keeps order; images are decoded while the model computes the previous batch.
@@ -49,7 +55,8 @@ def predict_paths(predictor: Predictor, paths: Sequence[Path], batch_size: int =
     out = []
     with _progress(progress) as bar:
         task = bar.add_task("classifying", total=len(paths), info="")
-        for batch in load_batches(paths, predictor.card.size, batch_size, transform):
+        for batch in load_batches(paths, predictor.card.size, batch_size, transform,
+                                  crop=input_crop(predictor.card)):
             out.append(predictor.predict(batch))
             bar.advance(task, len(batch))
     return np.concatenate(out) if out else np.zeros((0, len(predictor.classes)), np.float32)

@@ -47,6 +47,7 @@ class TrainOptions:
     seed: int = 0
     colour: float = 1.0
     scale: tuple[float, float] = (0.8, 1.25)
+    crop: float = 1.0
     label_smoothing: float = 0.05
     drop_rate: float = 0.2
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -73,7 +74,8 @@ def _card(opts: TrainOptions, table: ImageTable) -> dict[str, Any]:
                          "kwargs": {"drop_rate": opts.drop_rate, **dict(opts.arch_kwargs)}},
         "classes": list(table.classes),
         "input": {"size": opts.size, "mean": list(MEAN), "std": list(STD), "channels": 3,
-                  "mpp": None, "resize": "whole image to size x size"},
+                  "mpp": None, "crop": opts.crop,
+                  "resize": "central crop fraction of each side, resized to size x size"},
         "files": {"weights": "weights.safetensors"},
         "training": {
             "data": opts.data or str(table.root),
@@ -94,9 +96,10 @@ def _round_fp16(net: nn.Module) -> None:
 
 def evaluate_net(net: nn.Module, table: ImageTable, size: int,
                  transform: Callable[[np.ndarray], np.ndarray] | None = None,
-                 n_boot: int = 1000, seed: int = 0) -> tuple[dict[str, Any], np.ndarray]:
-    """Metrics of a torch network on ``table`` (whole image resized), optionally shifted first."""
-    resize = Resize(size)
+                 n_boot: int = 1000, seed: int = 0, crop: float = 1.0
+                 ) -> tuple[dict[str, Any], np.ndarray]:
+    """Metrics of a torch network on ``table`` (central crop resized), optionally shifted first."""
+    resize = Resize(size, crop)
     if transform is None:
         tf = resize
     else:
@@ -124,9 +127,10 @@ def headline(report: dict[str, Any], classes: Sequence[str], positive: str | Non
 def _train_one(opts: TrainOptions, table: ImageTable, test_fold: int,
                log: Callable[[str], None] | None) -> tuple[nn.Module, dict[str, Any]]:
     tr, va, te = train_val_test(table, opts.folds, test_fold, opts.val_fraction, opts.seed)
-    aug = Augmenter.with_strength(opts.size, colour=opts.colour, scale=tuple(opts.scale))
+    aug = Augmenter.with_strength(opts.size, colour=opts.colour, scale=tuple(opts.scale),
+                                  crop=opts.crop)
     train_ds = ImageDataset(table.subset(tr), aug, MEAN, STD)
-    val_ds = ImageDataset(table.subset(va), Resize(opts.size), MEAN, STD)
+    val_ds = ImageDataset(table.subset(va), Resize(opts.size, opts.crop), MEAN, STD)
     card = _card(opts, table)
     if log:
         log(f"split (test fold {test_fold}/{opts.folds}): train {len(tr)}, val {len(va)}, "
@@ -151,11 +155,13 @@ def _train_one(opts: TrainOptions, table: ImageTable, test_fold: int,
         threads = torch.get_num_threads()
         torch.set_num_threads(opts.threads)
         try:
-            report, _ = evaluate_net(net, test, opts.size, n_boot=opts.n_boot, seed=opts.seed)
+            report, _ = evaluate_net(net, test, opts.size, n_boot=opts.n_boot, seed=opts.seed,
+                                     crop=opts.crop)
             info["test"] = report
             rob = {}
             for name in opts.shifts:
-                r, _ = evaluate_net(net, test, opts.size, get_shift(name), n_boot=0)
+                r, _ = evaluate_net(net, test, opts.size, get_shift(name), n_boot=0,
+                                    crop=opts.crop)
                 rob[name] = {"accuracy": round(r["accuracy"], 4),
                              "macro_f1": round(r["macro_f1"], 4),
                              "macro_auc": None if r["macro_auc"] is None
@@ -218,6 +224,7 @@ def train_model(source: str | Path, out: str | Path, opts: TrainOptions,
         "epochs": opts.epochs, "batch_size": opts.batch_size, "lr": opts.lr,
         "weight_decay": opts.weight_decay, "monitor": opts.monitor,
         "augmentation": {"colour_strength": opts.colour, "scale": list(opts.scale),
+                         "crop": opts.crop,
                          "steps": "affine (log-uniform zoom, any rotation, flip, shift, "
                                   "reflect or plain light border), HED stain jitter, "
                                   "HSV/brightness/contrast/gamma/white-balance jitter, "

@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from shindan.classify.augment import resize
+from shindan.classify.augment import crop_box, resize
 from shindan.classify.data import IMAGE_SUFFIXES, list_images, read_mask, read_rgb
+from shindan.classify.predict import input_crop
 from shindan.errors import InputError
 from shindan.explain.cam import cam_in_mask, make_explainer, overlay, upsample
 
@@ -124,6 +125,7 @@ def explain(model: str | Path, inputs: Sequence[str | Path], out: str | Path, *,
     explainer = make_explainer(model, method, layer, batch_size)
     classes = explainer.classes
     size = explainer.card.size
+    crop = input_crop(explainer.card)
     names = output_names(paths)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -135,10 +137,12 @@ def explain(model: str | Path, inputs: Sequence[str | Path], out: str | Path, *,
             for i in range(0, len(paths), batch_size):
                 chunk = paths[i:i + batch_size]
                 images = [read_rgb(p) for p in chunk]
-                cams, probs = explainer(np.stack([resize(im, size) for im in images]))
+                cams, probs = explainer(np.stack([resize(im, size, crop) for im in images]))
                 for j, (p, image) in enumerate(zip(chunk, images, strict=True)):
                     name = names[i + j]
-                    cam = upsample(cams[j], image.shape[:2])
+                    cam = np.zeros(image.shape[:2], np.float32)
+                    r0, r1, c0, c1 = crop_box(image.shape, crop)  # the part the model saw
+                    cam[r0:r1, c0:c1] = upsample(cams[j], (r1 - r0, c1 - c0))
                     Image.fromarray(overlay(image, cam, alpha)).save(tmp / f"{name}_cam.png")
                     k = int(probs[j].argmax())
                     index = None

@@ -104,6 +104,8 @@ def train(
     batch_size: Annotated[int, typer.Option(help="Tiles per step.")] = 8,
     tile: Annotated[int, typer.Option(help="Training tile side (pixels at --target-mpp).")] = 256,
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 2e-3,
+    stain: Annotated[float, typer.Option(
+        help="Stain/colour augmentation strength (0 = none, 1 = strong).")] = 1.0,
     eval_every: Annotated[int, typer.Option(help="Steps between validations.")] = 200,
     patience: Annotated[int, typer.Option(help="Validations without gain before stopping.")
                         ] = 6,
@@ -135,12 +137,13 @@ def train(
              *([f"--holdout {holdout}"] if holdout else []),
              *([f"--init {init}"] if init else []),
              f"--steps {steps}", f"--batch-size {batch_size}", f"--tile {tile}", f"--lr {lr}",
+             f"--stain {stain}",
              f"--eval-every {eval_every}", f"--patience {patience}",
              *([f"--minutes {minutes}"] if minutes is not None else []), f"--seed {seed}"]
     command = " ".join(parts)
     held = [s for s in holdout.split(",") if s]
     res = train_nuclei(images, annotations, out, mpp=mpp, target_mpp=target_mpp,
-                       holdout=held, config=cfg, tile=tile, init=init, command=command,
+                       holdout=held, config=cfg, tile=tile, stain=stain, init=init, command=command,
                        data_note=data_note, licence=licence, progress=not quiet)
     card = load_card(out)
     data = dict(card.data)

@@ -125,6 +125,7 @@ def train_nuclei(
     holdout: Sequence[str] = (),
     config: TrainConfig | None = None,
     tile: int = 256,
+    stain: float = 1.0,
     init: str | None = None,
     command: str = "",
     data_note: str = "",
@@ -182,7 +183,8 @@ def train_nuclei(
                            "step": res["step"]}
         save_model(net_, card, out)
 
-    net, res = train_segmenter(card, make_sampler(train, tile), val_tiles, cfg, net=net,
+    sampler = make_sampler(train, tile, stain=stain)
+    net, res = train_segmenter(card, sampler, val_tiles, cfg, net=net,
                                on_best=save if val_tiles else None, log=say, progress=progress)
     if not val_tiles:
         save_model(net, card, out)

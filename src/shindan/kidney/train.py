@@ -300,6 +300,7 @@ def train_compartments(
         card = {**base.data, "input": {**base.data["input"]}}
         net = load_network(base)
         target_mpp = card["input"]["mpp"] or target_mpp
+        card.setdefault("limits", compartments_card(target_mpp)["limits"])
     else:
         card = compartments_card(target_mpp)
         net = None

@@ -164,6 +164,7 @@ def train_nuclei(
         base = load_card(init)
         card = dict(base.data)
         card = {**card, "input": {**card["input"], "mpp": card["input"]["mpp"] or target_mpp}}
+        card.setdefault("limits", nuclei_card(card["input"]["mpp"])["limits"])
         net = load_network(base)
         net.train()
     else:

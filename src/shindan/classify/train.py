@@ -14,7 +14,7 @@ from torch import nn
 
 from shindan.classify.augment import Augmenter, Resize
 from shindan.classify.data import ImageDataset, ImageTable, load_table
-from shindan.classify.shifts import SHIFTS, get_shift
+from shindan.classify.shifts import SHIFTS, describe, get_shift
 from shindan.classify.splits import train_val_test
 from shindan.engine.train_classifier import fit, predict_dataset
 from shindan.models import ModelCard, save_model
@@ -203,6 +203,7 @@ def train_model(source: str | Path, out: str | Path, opts: TrainOptions,
     if "test" in info:
         metrics["test"] = info["test"]
         metrics["robustness"] = info["robustness"]
+        metrics["robustness_method"] = describe(list(opts.shifts), tuple(opts.scale))
         card["headline"] = headline(info["test"], table.classes, opts.positive, where)
     if opts.cv and opts.folds:
         folds = [info.get("test")]

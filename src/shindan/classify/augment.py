@@ -125,6 +125,9 @@ class Augmenter:
         Colour jitter ranges (see :func:`hsv_jitter`).
     gray_p : float
         Probability of a grey image (forces shape cues over colour).
+    fade, fade_p : float
+        Maximum fraction by which the stain fades towards white (pale or old smears, thin
+        sections), and how often (0 = never).
     blur_p, blur_sigma : float
         Probability and maximum sigma (px at output size) of Gaussian blur (focus).
     noise_p, noise_std : float
@@ -147,6 +150,8 @@ class Augmenter:
     contrast: float = 0.25
     gamma: float = 0.3
     gray_p: float = 0.05
+    fade: float = 0.0
+    fade_p: float = 0.3
     blur_p: float = 0.25
     blur_sigma: float = 1.2
     noise_p: float = 0.2
@@ -156,9 +161,10 @@ class Augmenter:
 
     @classmethod
     def with_strength(cls, size: int, colour: float = 1.0,
-                      scale: tuple[float, float] = (0.8, 1.25), crop: float = 1.0) -> Augmenter:
+                      scale: tuple[float, float] = (0.8, 1.25), crop: float = 1.0,
+                      fade: float = 0.0) -> Augmenter:
         """Default augmenter with every colour range multiplied by ``colour`` (0 = none)."""
-        return cls(size=size, scale=scale, crop=crop, hed_sigma=0.08 * colour,
+        return cls(size=size, scale=scale, crop=crop, fade=fade, hed_sigma=0.08 * colour,
                    hed_bias=0.025 * colour,
                    hue=0.04 * colour, saturation=min(0.9, 0.35 * colour),
                    brightness=min(0.9, 0.2 * colour), contrast=min(0.9, 0.25 * colour),
@@ -180,6 +186,9 @@ class Augmenter:
         if rng.random() < 0.8:
             x = hsv_jitter(x, rng, self.hue, self.saturation, self.brightness, self.contrast,
                            self.gamma)
+        if self.fade > 0 and rng.random() < self.fade_p:
+            f = 1.0 - rng.uniform(0, self.fade)
+            x = np.clip(255.0 - f * (255.0 - x.astype(np.float32)) + 0.5, 0, 255).astype(np.uint8)
         if rng.random() < self.gray_p:
             x = np.repeat(cv2.cvtColor(x, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
         if rng.random() < self.blur_p:

@@ -77,6 +77,8 @@ def train(
         help="Stain/colour augmentation strength (0 = off).")] = 1.0,
     scale_min: Annotated[float, typer.Option(help="Smallest zoom of the scale jitter.")] = 0.8,
     scale_max: Annotated[float, typer.Option(help="Largest zoom of the scale jitter.")] = 1.25,
+    fade: Annotated[float, typer.Option(
+        help="Largest random fade of the stain towards white (0 = off; pale smears).")] = 0.0,
     crop: Annotated[float, typer.Option(
         help="Central fraction of each image side the model sees (1 = whole image; <1 "
              "centres and enlarges a centred object such as a cell).")] = 1.0,
@@ -96,6 +98,8 @@ def train(
 
     if size < 32:
         raise InputError(f"--size must be at least 32, got {size}")
+    if not 0.0 <= fade < 1.0:
+        raise InputError(f"--fade must be in [0, 1), got {fade}")
     if not 0.2 <= crop <= 1.0:
         raise InputError(f"--crop must be in [0.2, 1], got {crop}")
     if not 0 < scale_min <= scale_max:
@@ -106,7 +110,7 @@ def train(
         cv=cv, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
         patience=patience, monitor=monitor, seed=seed,
         arch_kwargs=_arch_kwargs(width, arch_kwargs), colour=colour,
-        scale=(scale_min, scale_max), crop=crop,
+        scale=(scale_min, scale_max), crop=crop, fade=fade,
         positive=positive, data=data_name or str(data), licence=licence,
         command=_command_line("train"), limits=list(limit or []), threads=threads,
         workers=workers, progress=not quiet,

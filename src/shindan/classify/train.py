@@ -48,6 +48,7 @@ class TrainOptions:
     colour: float = 1.0
     scale: tuple[float, float] = (0.8, 1.25)
     crop: float = 1.0
+    fade: float = 0.0
     label_smoothing: float = 0.05
     drop_rate: float = 0.2
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -128,7 +129,7 @@ def _train_one(opts: TrainOptions, table: ImageTable, test_fold: int,
                log: Callable[[str], None] | None) -> tuple[nn.Module, dict[str, Any]]:
     tr, va, te = train_val_test(table, opts.folds, test_fold, opts.val_fraction, opts.seed)
     aug = Augmenter.with_strength(opts.size, colour=opts.colour, scale=tuple(opts.scale),
-                                  crop=opts.crop)
+                                  crop=opts.crop, fade=opts.fade)
     train_ds = ImageDataset(table.subset(tr), aug, MEAN, STD)
     val_ds = ImageDataset(table.subset(va), Resize(opts.size, opts.crop), MEAN, STD)
     card = _card(opts, table)
@@ -156,12 +157,12 @@ def _train_one(opts: TrainOptions, table: ImageTable, test_fold: int,
         torch.set_num_threads(opts.threads)
         try:
             report, _ = evaluate_net(net, test, opts.size, n_boot=opts.n_boot, seed=opts.seed,
-                                     crop=opts.crop)
+                                     crop=opts.crop, fade=opts.fade)
             info["test"] = report
             rob = {}
             for name in opts.shifts:
                 r, _ = evaluate_net(net, test, opts.size, get_shift(name), n_boot=0,
-                                    crop=opts.crop)
+                                    crop=opts.crop, fade=opts.fade)
                 rob[name] = {"accuracy": round(r["accuracy"], 4),
                              "macro_f1": round(r["macro_f1"], 4),
                              "macro_auc": None if r["macro_auc"] is None
@@ -225,11 +226,12 @@ def train_model(source: str | Path, out: str | Path, opts: TrainOptions,
         "epochs": opts.epochs, "batch_size": opts.batch_size, "lr": opts.lr,
         "weight_decay": opts.weight_decay, "monitor": opts.monitor,
         "augmentation": {"colour_strength": opts.colour, "scale": list(opts.scale),
-                         "crop": opts.crop,
+                         "crop": opts.crop, "fade": opts.fade,
                          "steps": "affine (log-uniform zoom, any rotation, flip, shift, "
                                   "reflect or plain light border), HED stain jitter, "
                                   "HSV/brightness/contrast/gamma/white-balance jitter, "
-                                  "grey, Gaussian blur, noise, JPEG"},
+                                  "fade to white (when fade > 0), grey, Gaussian blur, noise, "
+                                  "JPEG"},
         "history": info["history"],
         "wall_seconds": round(time.perf_counter() - t0, 1),
     })

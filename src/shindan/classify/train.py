@@ -157,12 +157,12 @@ def _train_one(opts: TrainOptions, table: ImageTable, test_fold: int,
         torch.set_num_threads(opts.threads)
         try:
             report, _ = evaluate_net(net, test, opts.size, n_boot=opts.n_boot, seed=opts.seed,
-                                     crop=opts.crop, fade=opts.fade)
+                                     crop=opts.crop)
             info["test"] = report
             rob = {}
             for name in opts.shifts:
                 r, _ = evaluate_net(net, test, opts.size, get_shift(name), n_boot=0,
-                                    crop=opts.crop, fade=opts.fade)
+                                    crop=opts.crop)
                 rob[name] = {"accuracy": round(r["accuracy"], 4),
                              "macro_f1": round(r["macro_f1"], 4),
                              "macro_auc": None if r["macro_auc"] is None

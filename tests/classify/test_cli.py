@@ -1,0 +1,47 @@
+"""The classify commands through the installed ``shindan`` script: exit codes, one-line errors."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+SHINDAN = [str(Path(sys.executable).with_name("shindan"))]
+
+
+def run(*args):
+    return subprocess.run(SHINDAN + [str(a) for a in args], capture_output=True, text=True,
+                          timeout=600)
+
+
+def assert_one_line_error(p):
+    assert p.returncode == 2, p.stderr
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), p.stderr
+
+
+def test_predict_cli(tiny_model, image_tree, tmp_path):
+    out = tmp_path / "p.csv"
+    p = run("classify", "predict", tiny_model, image_tree / "ring", "--out", out, "--quiet")
+    assert p.returncode == 0, p.stderr
+    assert out.read_text().splitlines()[0] == "image,label,p_disc,p_ring,p_square"
+    assert len(out.read_text().splitlines()) == 17
+
+
+def test_cli_errors(tiny_model, image_tree, tmp_path):
+    out = tmp_path / "p.csv"
+    assert_one_line_error(run("classify", "predict", tiny_model, tmp_path / "missing.jpg",
+                              "--out", out))
+    assert_one_line_error(run("classify", "predict", "no-such-model", image_tree,
+                              "--out", out))
+    assert not out.exists()
+    assert_one_line_error(run("classify", "train", tmp_path / "nothing", "--out",
+                              tmp_path / "m"))
+    assert_one_line_error(run("classify", "train", image_tree, "--out", tmp_path / "m",
+                              "--arch", "no-such-net"))
+    assert_one_line_error(run("classify", "evaluate", tiny_model, image_tree, "--out",
+                              tmp_path / "e", "--shift", "sideways"))
+    assert_one_line_error(run("explain", "no-such-model", image_tree, "--out", tmp_path / "x"))
+    assert_one_line_error(run("explain", tiny_model, image_tree, "--out", tmp_path / "x",
+                              "--masks", tmp_path / "no-masks"))
+    assert_one_line_error(run("explain", tiny_model, image_tree, "--out", tmp_path / "x",
+                              "--method", "magic"))
+    assert not (tmp_path / "m").exists() and not (tmp_path / "e").exists()

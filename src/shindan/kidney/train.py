@@ -143,13 +143,13 @@ HELDOUT_NOTES = (
     "(10 images, same source as the PAS training images; glomerulus vs rest, 5-px rim around "
     "outlines not scored) and every 4th AIDPATH crop (another lab, never trained on; crops "
     "assumed 0.9 µm/px, glomerulus vs rest). Model selection used the right 25% of tile "
-    "13600_18000_0 and HuBMAP train images 100-109.")
+    "13600_18000_0 and the HuBMAP train images named 100-109 (4 exist: 106-109).")
 def builtin_data(root: Path, target_mpp: float, phantoms: int = 0) -> dict[str, Any]:
     """Training, validation and test sets of the real-data recipe (see the module docstring of
     :mod:`shindan.kidney.data`).
 
     Split: AAPI tiles 11000_16000_0 and the left 75% of 13600_18000_0 train; the right 25% of
-    13600_18000_0 and HuBMAP train images 100-109 validate (early stopping); tile HE_001 (and
+    13600_18000_0 and HuBMAP train images 106-109 validate (early stopping); tile HE_001 (and
     every cut-out named after it), the HuBMAP test split and the AIDPATH crops are the
     held-out tests. ``phantoms`` synthetic biopsies (exact labels) are added to training.
     """

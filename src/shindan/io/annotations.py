@@ -450,6 +450,7 @@ def write_geojson(polygons: Iterable[Annotation], path: str | Path, *,
     p.parent.mkdir(parents=True, exist_ok=True)
     data = to_geojson(polygons, object_type)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}-", dir=p.parent)
+    os.chmod(tmp, 0o644)  # mkstemp files are private; outputs are for sharing
     try:
         with os.fdopen(fd, "w") as fh:
             json.dump(data, fh, separators=(",", ":"))

@@ -162,7 +162,7 @@ def main() -> None:
     ap.add_argument("--model", default="kidney-compartments")
     ap.add_argument("--sizes", default="20000,100000", help="memory benchmark phantom sides")
     ap.add_argument("--pipeline-side", type=int, default=12000)
-    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.memory_child:

@@ -42,8 +42,9 @@ def test_info_json(shared_data):
 
 def test_info_errors(tmp_path, shared_data):
     assert_one_line_error(run("info", str(tmp_path / "missing.svs")))
-    assert_one_line_error(run("info", str(shared_data / "slides/openslide-fixtures/unreadable.svs")))
-    assert_one_line_error(run("info", str(shared_data / "slides/openslide-fixtures/unopenable.tiff")))
+    fixtures = shared_data / "slides" / "openslide-fixtures"
+    assert_one_line_error(run("info", str(fixtures / "unreadable.svs")))
+    assert_one_line_error(run("info", str(fixtures / "unopenable.tiff")))
     (tmp_path / "x.txt").write_text("no")
     assert_one_line_error(run("info", str(tmp_path / "x.txt")))
 

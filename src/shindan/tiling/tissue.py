@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from scipy import ndimage as ndi
-from skimage import color, filters, morphology
+from skimage import filters, morphology
 
 from shindan.io.slide import Slide
 from shindan.tiling.region import read_at_mpp, require_mpp
@@ -48,8 +49,11 @@ def tissue_mask_from_rgb(
     min_area_um2, min_hole_um2 : float
         Smallest tissue piece kept and largest hole filled, in µm².
     """
-    hsv = color.rgb2hsv(image)
-    hue, sat, val = hsv[..., 0] * 360, hsv[..., 1], hsv[..., 2]
+    # uint8 HSV from OpenCV (H in 0..179): a whole-slide thumbnail stays 3 bytes a pixel.
+    hsv = cv2.cvtColor(np.ascontiguousarray(image[..., :3]), cv2.COLOR_RGB2HSV)
+    hue = hsv[..., 0].astype(np.float32) * 2
+    sat = hsv[..., 1].astype(np.float32) / 255
+    val = hsv[..., 2].astype(np.float32) / 255
     score = np.maximum(sat, 1.0 - val)
     thr = max(filters.threshold_otsu(score) if np.ptp(score) > 0 else 1.0, 0.08)
     tissue = score > thr
@@ -64,8 +68,9 @@ def tissue_mask_from_rgb(
     return ndi.binary_fill_holes(tissue) if tissue.any() else tissue
 
 
-def detect_tissue(slide: Slide, mpp: float = 8.0) -> TissueMask:
-    """Tissue mask of a whole slide at ``mpp`` µm/px (coarser if the slide is huge).
+def detect_tissue(slide: Slide, mpp: float = 8.0, max_size: int = 4096) -> TissueMask:
+    """Tissue mask of a whole slide at ``mpp`` µm/px, coarser when the mask would be wider
+    than ``max_size`` px (memory stays bounded for any slide).
 
     Examples
     --------
@@ -77,7 +82,9 @@ def detect_tissue(slide: Slide, mpp: float = 8.0) -> TissueMask:
     """
     w0, h0 = slide.dimensions
     s_mpp = require_mpp(slide)
-    mpp = max(mpp, s_mpp, max(w0, h0) * s_mpp / 8192)  # keep the mask ≤ 8192 px
+    mpp = max(mpp, s_mpp, max(w0, h0) * s_mpp / max_size)
     w, h = max(int(round(w0 * s_mpp / mpp)), 1), max(int(round(h0 * s_mpp / mpp)), 1)
-    thumb = read_at_mpp(slide, (0, 0), (w, h), mpp)
+    # Read in strips: the pyramid level it resamples from can be several times larger.
+    thumb = np.concatenate([read_at_mpp(slide, (0, y), (w, min(512, h - y)), mpp)
+                            for y in range(0, h, 512)])
     return TissueMask(tissue_mask_from_rgb(thumb, mpp), mpp)

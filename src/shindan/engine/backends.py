@@ -40,8 +40,10 @@ class Predictor(ABC):
     def __init__(self, card: ModelCard):
         self.card = card
         c = card.channels
-        self._mean = np.asarray(card.mean, np.float32).reshape(1, c, 1, 1)
-        self._std = np.asarray(card.std, np.float32).reshape(1, c, 1, 1)
+        # (x / 255 - mean) / std folded into one scale and one offset.
+        std = np.asarray(card.std, np.float32).reshape(1, c, 1, 1)
+        self._scale = 1.0 / (255.0 * std)
+        self._offset = np.asarray(card.mean, np.float32).reshape(1, c, 1, 1) / std
 
     @property
     def classes(self) -> list[str]:
@@ -51,8 +53,10 @@ class Predictor(ABC):
         """uint8 (N, H, W, C) → normalised float32 (N, C, H, W)."""
         if batch.ndim != 4:
             raise ModelError(f"expected a batch (N, H, W, C), got shape {batch.shape}")
-        x = batch.astype(np.float32).transpose(0, 3, 1, 2) / 255.0
-        return (x - self._mean) / self._std
+        x = batch.transpose(0, 3, 1, 2).astype(np.float32)
+        x *= self._scale
+        x -= self._offset
+        return x
 
     @abstractmethod
     def _forward(self, x: np.ndarray) -> np.ndarray:

@@ -1,9 +1,10 @@
 """Batched tiled inference with seamless blending, streamed to disk.
 
 Tiles of the card's size overlap by the card's overlap on a grid fixed to the image
-(:class:`~shindan.tiling.TileGrid`). Each tile's probabilities are weighted by a window that
-ramps down across the overlap and the weighted sum is normalised, so neighbouring tiles fade
-into each other instead of meeting at a seam.
+(:class:`~shindan.tiling.TileGrid`). Each tile's logits are weighted by a window that ramps
+down across the overlap and the weighted sum is normalised, so neighbouring tiles fade into
+each other instead of meeting at a seam. Blending logits (softmax once per pixel, only where
+probabilities are wanted) costs a fraction of a softmax per tile.
 
 Memory stays flat as slides grow: the image is cut into vertical strips at most
 ``strip_width`` pixels wide, each processed top to bottom with one band of ``tile`` rows held
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import zarr
 
 from shindan.engine.backends import Predictor, _threads
 from shindan.io.slide import ImageSlide, Slide
@@ -29,6 +31,8 @@ from shindan.tiling import TileGrid, TissueMask, read_at_mpp, require_mpp
 from shindan.util.progress import progress_bar
 
 Reader = Callable[[tuple[int, int], tuple[int, int]], np.ndarray]
+# Logit given to the fill class of skipped (glass) tiles: softmax ≈ 1 for it.
+FILL_LOGIT = 30.0
 
 
 def blend_window(size: int, overlap: int) -> np.ndarray:
@@ -50,9 +54,10 @@ class _Band:
 
 
 class Sink:
-    """Receives finished rows ``probs[:, :, :]`` for image rows starting at ``row``, cols x0.."""
+    """Receives finished rows: weighted logit sums ``acc`` (C, rows, cols) and their weights
+    ``wsum`` (rows, cols) for image rows from ``row`` and columns from ``x0``."""
 
-    def put(self, row: int, x0: int, probs: np.ndarray) -> None:
+    def put(self, row: int, x0: int, acc: np.ndarray, wsum: np.ndarray) -> None:
         raise NotImplementedError
 
 
@@ -68,8 +73,12 @@ class ArraySink(Sink):
     def __post_init__(self) -> None:
         self.probs = np.zeros((self.classes, self.height, self.width), np.float32)
 
-    def put(self, row: int, x0: int, probs: np.ndarray) -> None:
-        self.probs[:, row : row + probs.shape[1], x0 : x0 + probs.shape[2]] = probs
+    def put(self, row: int, x0: int, acc: np.ndarray, wsum: np.ndarray) -> None:
+        z = acc / wsum
+        z -= z.max(axis=0, keepdims=True)
+        np.exp(z, out=z)
+        z /= z.sum(axis=0, keepdims=True)
+        self.probs[:, row : row + acc.shape[1], x0 : x0 + acc.shape[2]] = z
 
 
 @dataclass
@@ -87,8 +96,6 @@ class LabelSink(Sink):
     overview: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
-        import zarr
-
         self.labels = zarr.create_array(
             store=str(self.path), shape=(self.height, self.width), dtype="uint8",
             chunks=(self.chunk, self.chunk), fill_value=0, overwrite=True,
@@ -98,8 +105,8 @@ class LabelSink(Sink):
         self.overview = np.zeros((-(-self.height // f), -(-self.width // f)), np.uint8)
         self._pending: dict[int, list[tuple[int, np.ndarray]]] = {}
 
-    def put(self, row: int, x0: int, probs: np.ndarray) -> None:
-        lab = probs.argmax(axis=0).astype(np.uint8)
+    def put(self, row: int, x0: int, acc: np.ndarray, wsum: np.ndarray) -> None:
+        lab = acc.argmax(axis=0).astype(np.uint8)  # weights are positive: no need to divide
         self.counts += np.bincount(lab.ravel(), minlength=self.classes)[: self.classes]
         f = self.overview_factor
         # Overview: label at each coarse pixel's top-left fine pixel (rows aligned to f).
@@ -194,7 +201,7 @@ def _run_strip(
     while queue:
         tiles, futs = queue.popleft()
         submit()
-        probs = iter(predictor.predict(np.stack([f.result() for f in futs]))) if futs else None
+        logits = iter(predictor.logits(np.stack([f.result() for f in futs]))) if futs else None
         ran += len(futs)
         y0 = grid.origin(tiles[0][0], 0)[1]
         if y0 > band.top:  # a new tile row starts: every row above it is final
@@ -211,9 +218,9 @@ def _run_strip(
         for r, c, k in tiles:
             x = grid.origin(r, c)[0] - bx0
             if k:
-                band.acc[:, :, x : x + size] += next(probs) * window
+                band.acc[:, :, x : x + size] += next(logits) * window
             else:  # no tissue: full confidence in the fill class, no model run
-                band.acc[fill_class, :, x : x + size] += window
+                band.acc[fill_class, :, x : x + size] += FILL_LOGIT * window
             band.wsum[:, x : x + size] += window
         advance(len(tiles))
     if emitted < grid.height:
@@ -227,8 +234,7 @@ def _emit(
     """Normalise band rows [a, b) over the strip's columns and hand them to the sink."""
     sx0, sx1 = strip
     c0, c1 = sx0 - bx0, sx1 - bx0
-    w = np.maximum(band.wsum[a:b, c0:c1], 1e-12)
-    sink.put(row, sx0, band.acc[:, a:b, c0:c1] / w)
+    sink.put(row, sx0, band.acc[:, a:b, c0:c1], band.wsum[a:b, c0:c1])
 
 
 def predict_array(
@@ -275,8 +281,6 @@ class SlideSegmentation:
 
     def labels(self):
         """The zarr label array (read regions with slicing, [rows, cols])."""
-        import zarr
-
         return zarr.open_array(str(self.labels_path), mode="r")
 
 

@@ -68,7 +68,7 @@ def tissue_mask_from_rgb(
     return ndi.binary_fill_holes(tissue) if tissue.any() else tissue
 
 
-def detect_tissue(slide: Slide, mpp: float = 8.0, max_size: int = 4096) -> TissueMask:
+def detect_tissue(slide: Slide, mpp: float = 8.0, max_size: int = 2048) -> TissueMask:
     """Tissue mask of a whole slide at ``mpp`` µm/px, coarser when the mask would be wider
     than ``max_size`` px (memory stays bounded for any slide).
 

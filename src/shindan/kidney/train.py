@@ -40,9 +40,7 @@ from shindan.kidney.data import (
     make_compartment_sampler,
     split_columns,
 )
-
-IMAGENET_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_STD = [0.229, 0.224, 0.225]
+from shindan.models.card import unet_card
 
 # Class names users write in QuPath / ImageScope / labelme, mapped to the contract's codes.
 CLASS_NAMES = {
@@ -59,21 +57,12 @@ def compartments_card(target_mpp: float = 1.0, *, size: int = 512, overlap: int 
                       encoder: str = "timm-mobilenetv3_small_100",
                       decoder_channels: Sequence[int] = (96, 64, 32, 16, 16)) -> dict[str, Any]:
     """A model card skeleton for the compartment U-Net (training fields filled in later)."""
-    return {
-        "name": "kidney-compartments",
-        "version": "1.0.0",
-        "task": "segmentation",
-        "summary": "Kidney biopsy compartments (non-tissue, interstitium, glomerulus, tubule, "
-                   "vessel), U-Net on H&E and PAS.",
-        "architecture": {"library": "smp", "name": "Unet",
-                         "kwargs": {"encoder_name": encoder,
-                                    "decoder_channels": list(decoder_channels)}},
-        "classes": list(CLASSES),
-        "input": {"mpp": target_mpp, "size": size, "overlap": overlap,
-                  "mean": IMAGENET_MEAN, "std": IMAGENET_STD},
-        "files": {"weights": "weights.safetensors"},
-        "training": {"data": "", "licence": "", "command": ""},
-        "limits": [
+    return unet_card(
+        "kidney-compartments", list(CLASSES),
+        "Kidney biopsy compartments (non-tissue, interstitium, glomerulus, tubule, vessel), "
+        "U-Net on H&E and PAS.",
+        mpp=target_mpp, size=size, overlap=overlap, encoder=encoder,
+        decoder_channels=tuple(decoder_channels), limits=[
             "Interstitium, tubule, vessel and non-tissue are validated on H&E only (one held-out "
             "AAPI tile, one lab); on PAS only the glomerulus class is validated.",
             "The HuBMAP PAS scale is estimated (≈0.95 µm/px from glomerulus sizes), not read "
@@ -84,7 +73,7 @@ def compartments_card(target_mpp: float = 1.0, *, size: int = 512, overlap: int 
             "edges; lumens of tubules and vessels belong to their structure.",
             "Research use; not a medical device.",
         ],
-    }
+    )
 
 
 # --------------------------------------------------------------------------- evaluation

@@ -13,6 +13,8 @@ import jsonschema
 from shindan.errors import ModelError
 
 SCHEMA_PATH = Path(__file__).with_name("card.schema.json")
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
 @cache
@@ -133,3 +135,26 @@ def load_card(name_or_path: str | Path) -> ModelCard:
     if not card.weights_path.exists():
         raise ModelError(f"{card.weights_path}: weight file missing")
     return card
+
+
+def unet_card(
+    name: str, classes: list[str], summary: str, *, mpp: float, size: int = 512,
+    overlap: int = 64, encoder: str = "timm-mobilenetv3_small_100",
+    decoder_channels: tuple[int, ...] = (96, 64, 32, 16, 16), limits: list[str] | None = None,
+) -> dict[str, Any]:
+    """A card skeleton for an smp U-Net segmenter at ``mpp`` µm/px (training filled in later)."""
+    return {
+        "name": name,
+        "version": "1.0.0",
+        "task": "segmentation",
+        "summary": summary,
+        "architecture": {"library": "smp", "name": "Unet",
+                         "kwargs": {"encoder_name": encoder,
+                                    "decoder_channels": list(decoder_channels)}},
+        "classes": list(classes),
+        "input": {"mpp": mpp, "size": size, "overlap": overlap,
+                  "mean": IMAGENET_MEAN, "std": IMAGENET_STD},
+        "files": {"weights": "weights.safetensors"},
+        "training": {"data": "", "licence": "", "command": ""},
+        "limits": list(limits or []),
+    }

@@ -11,35 +11,24 @@ import numpy as np
 
 from shindan.engine.train_segmenter import TrainConfig, train_segmenter
 from shindan.errors import InputError
+from shindan.models.card import unet_card
 from shindan.nuclei.data import NucleiSample, find_pairs, load_sample, make_sampler
 from shindan.nuclei.metrics import aji, dice
 from shindan.nuclei.postprocess import DEFAULTS
 
 CLASSES = ["background", "interior", "boundary"]
-IMAGENET_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
 def nuclei_card(target_mpp: float, *, size: int = 512, overlap: int = 64,
                 encoder: str = "timm-mobilenetv3_small_100",
                 decoder_channels: Sequence[int] = (96, 64, 32, 16, 16)) -> dict[str, Any]:
     """A model card skeleton for a nuclei U-Net (training fields are filled in later)."""
-    return {
-        "name": "nuclei",
-        "version": "1.0.0",
-        "task": "segmentation",
-        "summary": "Nucleus instance segmentation of H&E tissue: U-Net predicting background, "
-                   "nucleus interior and nucleus boundary, then marker-controlled watershed.",
-        "architecture": {"library": "smp", "name": "Unet",
-                         "kwargs": {"encoder_name": encoder,
-                                    "decoder_channels": list(decoder_channels)}},
-        "classes": list(CLASSES),
-        "input": {"mpp": target_mpp, "size": size, "overlap": overlap,
-                  "mean": IMAGENET_MEAN, "std": IMAGENET_STD},
-        "postprocess": {"watershed": dict(DEFAULTS)},
-        "files": {"weights": "weights.safetensors"},
-        "training": {"data": "", "licence": "", "command": ""},
-        "limits": [
+    card = unet_card(
+        "nuclei", list(CLASSES),
+        "Nucleus instance segmentation of H&E tissue: U-Net predicting background, nucleus "
+        "interior and nucleus boundary, then marker-controlled watershed.",
+        mpp=target_mpp, size=size, overlap=overlap, encoder=encoder,
+        decoder_channels=tuple(decoder_channels), limits=[
             f"Works at {target_mpp} µm/px: inputs are resampled, so outlines are about one "
             "model pixel coarse; very small nuclei (< 3 µm) may be missed.",
             "Trained and validated on H&E only (MoNuSeg, TCGA, 7 organs); PAS or other "
@@ -49,7 +38,9 @@ def nuclei_card(target_mpp: float, *, size: int = 512, overlap: int = 64,
             "the images with instance polygons.",
             "Research use; not a medical device.",
         ],
-    }
+    )
+    card["postprocess"] = {"watershed": dict(DEFAULTS)}
+    return card
 
 
 def evaluate_instances(model: Any, pairs: Sequence[tuple[Path, Path]], mpp: float,

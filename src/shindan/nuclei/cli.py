@@ -9,29 +9,13 @@ from typing import Annotated
 import typer
 
 from shindan.errors import InputError
+from shindan.io.inputs import SLIDE_SUFFIXES, expand_inputs
 
 app = typer.Typer(help="Nucleus instance segmentation.", no_args_is_help=True)
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".svs", ".ndpi", ".scn",
-                  ".mrxs", ".vms", ".vmu", ".svslide", ".bif", ".dcm"}
 # Inputs bigger than this (level-0 pixels) are refused: the label map is held in memory
 # (4 bytes per pixel) and written in one piece.
 MAX_PIXELS = 400_000_000
-
-
-def _expand(inputs: list[Path]) -> list[Path]:
-    files: list[Path] = []
-    for p in inputs:
-        if p.is_dir():
-            files += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES
-                            and not f.name.startswith("."))
-        elif p.exists():
-            files.append(p)
-        else:
-            raise InputError(f"{p}: no such file or folder")
-    if not files:
-        raise InputError("no input images found")
-    return files
 
 
 def _write_tif(labels, path: Path) -> None:
@@ -62,7 +46,7 @@ def segment(
 
     if mpp is not None and mpp <= 0:
         raise InputError(f"--mpp must be positive, got {mpp}")
-    files = _expand(inputs)
+    files = expand_inputs(inputs, SLIDE_SUFFIXES)
     # check every input before writing anything, so a bad file leaves no partial output
     for f in files:
         with open_slide(f, mpp=mpp) as s:

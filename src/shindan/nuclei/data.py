@@ -22,8 +22,8 @@ from shindan.io.annotations import (
     read_annotations,
     read_label_mask,
 )
+from shindan.io.inputs import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 MONUSEG_MPP = 0.2527  # µm/px of the MoNuSeg 40x tiles
 
 

@@ -227,16 +227,9 @@ def pair_files(inputs: Sequence[Path], annotations: Sequence[Path]
                ) -> list[tuple[Path, Path]]:
     """(image, annotation) pairs matched by file stem (an annotation may add ``_mask`` or
     ``_labels`` to the stem)."""
-    from shindan.nuclei.cli import IMAGE_SUFFIXES
+    from shindan.io.inputs import SLIDE_SUFFIXES, expand_inputs
 
-    imgs: list[Path] = []
-    for p in inputs:
-        if p.is_dir():
-            imgs += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-        elif p.exists():
-            imgs.append(p)
-        else:
-            raise InputError(f"{p}: no such file or folder")
+    imgs = expand_inputs(inputs, SLIDE_SUFFIXES)
     anns: dict[str, Path] = {}
     for a in annotations:
         files = sorted(a.iterdir()) if a.is_dir() else [a]

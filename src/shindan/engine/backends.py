@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -32,6 +33,25 @@ def bf16_supported() -> bool:
     )
 
 
+def normaliser(card: ModelCard) -> Callable[[np.ndarray], np.ndarray]:
+    """The card's preprocessing: uint8 (N, H, W, C) → normalised float32 (N, C, H, W)."""
+    c = card.channels
+    # (x / 255 - mean) / std folded into one scale and one offset.
+    std = np.asarray(card.std, np.float32).reshape(1, c, 1, 1)
+    scale = 1.0 / (255.0 * std)
+    offset = np.asarray(card.mean, np.float32).reshape(1, c, 1, 1) / std
+
+    def normalise(batch: np.ndarray) -> np.ndarray:
+        if batch.ndim != 4:
+            raise ModelError(f"expected a batch (N, H, W, C), got shape {batch.shape}")
+        x = batch.transpose(0, 3, 1, 2).astype(np.float32)
+        x *= scale
+        x -= offset
+        return x
+
+    return normalise
+
+
 class Predictor(ABC):
     """A loaded model: ``predict(batch)`` → probabilities. Subclasses override ``_forward``."""
 
@@ -39,24 +59,11 @@ class Predictor(ABC):
 
     def __init__(self, card: ModelCard):
         self.card = card
-        c = card.channels
-        # (x / 255 - mean) / std folded into one scale and one offset.
-        std = np.asarray(card.std, np.float32).reshape(1, c, 1, 1)
-        self._scale = 1.0 / (255.0 * std)
-        self._offset = np.asarray(card.mean, np.float32).reshape(1, c, 1, 1) / std
+        self.preprocess = normaliser(card)
 
     @property
     def classes(self) -> list[str]:
         return self.card.classes
-
-    def preprocess(self, batch: np.ndarray) -> np.ndarray:
-        """uint8 (N, H, W, C) → normalised float32 (N, C, H, W)."""
-        if batch.ndim != 4:
-            raise ModelError(f"expected a batch (N, H, W, C), got shape {batch.shape}")
-        x = batch.transpose(0, 3, 1, 2).astype(np.float32)
-        x *= self._scale
-        x -= self._offset
-        return x
 
     @abstractmethod
     def _forward(self, x: np.ndarray) -> np.ndarray:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from shindan.engine.backends import normaliser
 from shindan.errors import InputError, ModelError
 from shindan.models import ModelCard, load_card, load_network
 
@@ -90,17 +91,14 @@ class Explainer(ABC):
         if "batch_size" in self.cam_class.__init__.__code__.co_varnames:
             kw["batch_size"] = batch_size
         self.cam = self.cam_class(model=self.net, target_layers=[target], **kw)
-        c = self.card.channels
-        self._mean = np.asarray(self.card.mean, np.float32).reshape(1, c, 1, 1)
-        self._std = np.asarray(self.card.std, np.float32).reshape(1, c, 1, 1)
+        self._normalise = normaliser(self.card)
 
     @property
     def classes(self) -> list[str]:
         return self.card.classes
 
     def _tensor(self, batch: np.ndarray) -> torch.Tensor:
-        x = batch.astype(np.float32).transpose(0, 3, 1, 2) / 255.0
-        return torch.from_numpy((x - self._mean) / self._std)
+        return torch.from_numpy(self._normalise(batch))
 
     def __call__(self, batch: np.ndarray, targets: list[int] | None = None
                  ) -> tuple[np.ndarray, np.ndarray]:

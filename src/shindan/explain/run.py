@@ -114,9 +114,10 @@ def explain(model: str | Path, inputs: Sequence[str | Path], out: str | Path, *,
     Returns
     -------
     list of dict
-        One row per image: ``image``, ``label``, ``cam_in_mask``, ``probability``, ``true``,
-        ``correct``. When true labels and masks are both known, ``attention_summary.csv``
-        compares the index between correct and wrong predictions per class.
+        One row per image: ``image``, ``label``, ``cam_in_mask``, ``mask_area_fraction`` (the
+        score a uniform heatmap would get), ``probability``, ``true``, ``correct``. When true
+        labels and masks are both known, ``attention_summary.csv`` compares the index between
+        correct and wrong predictions per class.
     """
     from shindan.engine.train_classifier import _progress
 
@@ -145,21 +146,24 @@ def explain(model: str | Path, inputs: Sequence[str | Path], out: str | Path, *,
                     cam[r0:r1, c0:c1] = upsample(cams[j], (r1 - r0, c1 - c0))
                     Image.fromarray(overlay(image, cam, alpha)).save(tmp / f"{name}_cam.png")
                     k = int(probs[j].argmax())
-                    index = None
+                    index = area = None
                     if p.stem in mask_files:
                         m = read_mask(mask_files[p.stem])
                         if m.shape != image.shape[:2]:
                             m = upsample(m.astype(np.float32), image.shape[:2]) >= 0.5
                         index = cam_in_mask(cam, m)
+                        area = float(m.mean())  # what a uniform heatmap would score
                     truth = true_label(p, classes)
                     rows.append({"image": str(p), "label": classes[k],
                                  "cam_in_mask": None if index is None else round(index, 4),
+                                 "mask_area_fraction": None if area is None else round(area, 4),
                                  "probability": round(float(probs[j, k]), 4),
                                  "true": truth,
                                  "correct": None if truth is None else truth == classes[k]})
                 bar.advance(task, len(chunk))
         _write_csv(tmp / "attention.csv",
-                   ["image", "label", "cam_in_mask", "probability", "true", "correct"], rows)
+                   ["image", "label", "cam_in_mask", "mask_area_fraction", "probability", "true",
+                    "correct"], rows)
         summary = summarise(rows, classes)
         if summary:
             _write_csv(tmp / "attention_summary.csv", list(summary[0]), summary)

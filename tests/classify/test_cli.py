@@ -35,13 +35,27 @@ def test_cli_errors(tiny_model, image_tree, tmp_path):
     assert not out.exists()
     assert_one_line_error(run("classify", "train", tmp_path / "nothing", "--out",
                               tmp_path / "m"))
-    assert_one_line_error(run("classify", "train", image_tree, "--out", tmp_path / "m",
-                              "--arch", "no-such-net"))
     assert_one_line_error(run("classify", "evaluate", tiny_model, image_tree, "--out",
                               tmp_path / "e", "--shift", "sideways"))
-    assert_one_line_error(run("explain", "no-such-model", image_tree, "--out", tmp_path / "x"))
     assert_one_line_error(run("explain", tiny_model, image_tree, "--out", tmp_path / "x",
                               "--masks", tmp_path / "no-masks"))
-    assert_one_line_error(run("explain", tiny_model, image_tree, "--out", tmp_path / "x",
-                              "--method", "magic"))
     assert not (tmp_path / "m").exists() and not (tmp_path / "e").exists()
+
+
+def test_option_errors_in_process(tiny_model, image_tree, tmp_path):
+    """The same checks without a subprocess each: typed errors the CLI turns into exit 2."""
+    import pytest
+
+    from shindan.classify.cli import train
+    from shindan.errors import InputError, ModelError
+    from shindan.explain.run import explain
+
+    with pytest.raises(InputError, match="architecture"):
+        train(image_tree, tmp_path / "m", arch="no-such-net")
+    with pytest.raises(InputError, match="crop"):
+        train(image_tree, tmp_path / "m", crop=0.05)
+    with pytest.raises(ModelError):
+        explain("no-such-model", [image_tree], tmp_path / "x", progress=False)
+    with pytest.raises(InputError, match="method"):
+        explain(tiny_model, [image_tree], tmp_path / "x", method="magic", progress=False)
+    assert not (tmp_path / "m").exists()

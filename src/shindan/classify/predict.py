@@ -50,15 +50,14 @@ def predict_paths(predictor: Predictor, paths: Sequence[Path], batch_size: int =
                   transform: Callable[[np.ndarray], np.ndarray] | None = None,
                   progress: bool = True) -> np.ndarray:
     """Class probabilities (N, classes) for image files, in order."""
-    from shindan.engine.train_classifier import _progress
+    from shindan.util.progress import progress_bar
 
     out = []
-    with _progress(progress) as bar:
-        task = bar.add_task("classifying", total=len(paths), info="")
+    with progress_bar("classifying", len(paths), enabled=progress) as advance:
         for batch in load_batches(paths, predictor.card.size, batch_size, transform,
                                   crop=input_crop(predictor.card)):
             out.append(predictor.predict(batch))
-            bar.advance(task, len(batch))
+            advance(len(batch))
     return np.concatenate(out) if out else np.zeros((0, len(predictor.classes)), np.float32)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import math
 import random
-import sys
 import time
 from typing import Any
 
@@ -22,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from shindan.errors import InputError
 from shindan.models import build_network
+from shindan.util.progress import progress_bar
 
 __all__ = ["dataset_labels", "fit", "predict_dataset", "seed_everything"]
 
@@ -79,24 +79,6 @@ def predict_dataset(
     if not probs:
         return np.zeros((0, 0), np.float32), np.zeros(0, np.int64)
     return np.concatenate(probs), np.concatenate(labels)
-
-
-def _progress(enabled: bool):
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-        console=Console(file=sys.stderr), disable=not enabled, transient=False,
-    )
 
 
 def fit(
@@ -197,8 +179,7 @@ def fit(
             "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "lr", "seconds")}
         best_score, best_epoch, best_state, bad = -math.inf, 0, None, 0
         stopped_early = False
-        with _progress(progress) as bar:
-            task = bar.add_task("training", total=epochs * steps, info="")
+        with progress_bar("training", epochs * steps, enabled=progress) as advance:
             for epoch in range(1, epochs + 1):
                 t0 = time.perf_counter()
                 net.train()
@@ -212,7 +193,7 @@ def fit(
                     sched.step()
                     total += float(loss.detach()) * len(y)
                     count += len(y)
-                    bar.advance(task)
+                    advance(1)
                 hist["train_loss"].append(total / max(count, 1))
                 hist["lr"].append(opt.param_groups[0]["lr"])
                 line = f"epoch {epoch}/{epochs} train_loss {hist['train_loss'][-1]:.4f}"
@@ -238,7 +219,6 @@ def fit(
                 else:
                     best_epoch = epoch
                 hist["seconds"].append(time.perf_counter() - t0)
-                bar.update(task, info=line.split(" ", 2)[-1])
                 if log is not None:
                     log(line + f" ({hist['seconds'][-1]:.0f} s)")
                 if val is not None and bad >= patience:

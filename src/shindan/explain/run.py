@@ -119,7 +119,7 @@ def explain(model: str | Path, inputs: Sequence[str | Path], out: str | Path, *,
         labels and masks are both known, ``attention_summary.csv`` compares the index between
         correct and wrong predictions per class.
     """
-    from shindan.engine.train_classifier import _progress
+    from shindan.util.progress import progress_bar
 
     paths = list_images(inputs)
     mask_files = find_masks(masks) if masks is not None else {}
@@ -133,8 +133,7 @@ def explain(model: str | Path, inputs: Sequence[str | Path], out: str | Path, *,
     tmp = Path(tempfile.mkdtemp(prefix=".explain-", dir=out))
     rows: list[dict[str, Any]] = []
     try:
-        with _progress(progress) as bar:
-            task = bar.add_task(f"explaining ({method})", total=len(paths), info="")
+        with progress_bar(f"explaining ({method})", len(paths), enabled=progress) as advance:
             for i in range(0, len(paths), batch_size):
                 chunk = paths[i:i + batch_size]
                 images = [read_rgb(p) for p in chunk]
@@ -160,7 +159,7 @@ def explain(model: str | Path, inputs: Sequence[str | Path], out: str | Path, *,
                                  "probability": round(float(probs[j, k]), 4),
                                  "true": truth,
                                  "correct": None if truth is None else truth == classes[k]})
-                bar.advance(task, len(chunk))
+                advance(len(chunk))
         _write_csv(tmp / "attention.csv",
                    ["image", "label", "cam_in_mask", "mask_area_fraction", "probability", "true",
                     "correct"], rows)

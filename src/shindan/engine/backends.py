@@ -44,7 +44,8 @@ def normaliser(card: ModelCard) -> Callable[[np.ndarray], np.ndarray]:
     def normalise(batch: np.ndarray) -> np.ndarray:
         if batch.ndim != 4:
             raise ModelError(f"expected a batch (N, H, W, C), got shape {batch.shape}")
-        x = batch.transpose(0, 3, 1, 2).astype(np.float32)
+        # one pass to contiguous float32 NCHW (astype alone keeps the NHWC memory order)
+        x = batch.transpose(0, 3, 1, 2).astype(np.float32, order="C")
         x *= scale
         x -= offset
         return x

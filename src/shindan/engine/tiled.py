@@ -49,16 +49,38 @@ class _Band:
     """Weighted sums for the rows of one tile row of one strip."""
 
     acc: np.ndarray  # (C, size, width) float32
-    wsum: np.ndarray  # (size, width) float32
+    wsum: np.ndarray  # (size, width) float32, or (1, 1) when the sink does not need it
+    live: np.ndarray  # (size, width) bool: reached by a tile that ran the model
     top: int  # image row of band row 0
+
+    def shift(self, rows: int) -> None:
+        """Move the band down by ``rows``: drop finished rows, zero the new ones."""
+        for a in (self.acc, self.wsum, self.live):
+            if a.shape[-2] > 1:  # a (1, 1) wsum placeholder stays as it is
+                a[..., : a.shape[-2] - rows, :] = a[..., rows:, :]
+                a[..., a.shape[-2] - rows :, :] = 0
+        self.top += rows
 
 
 class Sink:
-    """Receives finished rows: weighted logit sums ``acc`` (C, rows, cols) and their weights
-    ``wsum`` (rows, cols) for image rows from ``row`` and columns from ``x0``."""
+    """Receives finished rows of weighted logit sums.
 
-    def put(self, row: int, x0: int, acc: np.ndarray, wsum: np.ndarray) -> None:
+    ``put(row, x0, acc, wsum, live)`` gets ``acc`` (C, rows, cols) and their weights ``wsum``
+    (rows, cols) for image rows from ``row`` and columns from ``x0``. ``live`` lists the
+    ``(start, stop)`` column runs that model output reached; every other column holds only
+    skipped (no tissue) tiles, i.e. the fill class with full confidence. ``close()`` is called
+    once after the last row.
+    """
+
+    #: Whether ``put`` reads ``wsum``; when False the engine does not accumulate it.
+    needs_weights: bool = True
+
+    def put(self, row: int, x0: int, acc: np.ndarray, wsum: np.ndarray,
+            live: list[tuple[int, int]]) -> None:
         raise NotImplementedError
+
+    def close(self) -> None:
+        """Finish writing (after the last ``put``)."""
 
 
 @dataclass
@@ -73,7 +95,8 @@ class ArraySink(Sink):
     def __post_init__(self) -> None:
         self.probs = np.zeros((self.classes, self.height, self.width), np.float32)
 
-    def put(self, row: int, x0: int, acc: np.ndarray, wsum: np.ndarray) -> None:
+    def put(self, row: int, x0: int, acc: np.ndarray, wsum: np.ndarray,
+            live: list[tuple[int, int]]) -> None:
         z = acc / wsum
         z -= z.max(axis=0, keepdims=True)
         np.exp(z, out=z)
@@ -84,7 +107,12 @@ class ArraySink(Sink):
 @dataclass
 class LabelSink(Sink):
     """Argmax labels streamed to a chunked zarr array, with per-class pixel counts and a
-    coarse overview map kept in memory."""
+    coarse overview map kept in memory.
+
+    The argmax runs only over ``live`` columns (the rest is the fill class). Storing happens
+    in a background thread so it overlaps the next batch, and rows are buffered until whole
+    chunk rows are complete, so no chunk is read back and rewritten.
+    """
 
     path: Path
     classes: int
@@ -92,29 +120,83 @@ class LabelSink(Sink):
     width: int
     overview_factor: int = 1
     chunk: int = 512
+    fill_class: int = 0
     counts: np.ndarray = field(init=False)
     overview: np.ndarray = field(init=False)
+    needs_weights = False  # argmax of the weighted sum: the weights are positive
 
     def __post_init__(self) -> None:
+        from zarr.codecs import BloscCodec
+
+        # lz4 without shuffle: label maps still compress ~50x and it is the fastest codec.
         self.labels = zarr.create_array(
             store=str(self.path), shape=(self.height, self.width), dtype="uint8",
-            chunks=(self.chunk, self.chunk), fill_value=0, overwrite=True,
+            chunks=(self.chunk, self.chunk), fill_value=self.fill_class, overwrite=True,
+            compressors=[BloscCodec(cname="lz4", clevel=1, shuffle="noshuffle")],
         )
         self.counts = np.zeros(self.classes, np.int64)
         f = self.overview_factor
         self.overview = np.zeros((-(-self.height // f), -(-self.width // f)), np.uint8)
-        self._pending: dict[int, list[tuple[int, np.ndarray]]] = {}
+        self._buffer: dict[int, tuple[int, list[np.ndarray]]] = {}  # x0 → (first row, rows)
+        self._writer = ThreadPoolExecutor(max_workers=1)
+        self._pending: deque[Future] = deque()
 
-    def put(self, row: int, x0: int, acc: np.ndarray, wsum: np.ndarray) -> None:
-        lab = acc.argmax(axis=0).astype(np.uint8)  # weights are positive: no need to divide
-        self.counts += np.bincount(lab.ravel(), minlength=self.classes)[: self.classes]
+    def put(self, row: int, x0: int, acc: np.ndarray, wsum: np.ndarray,
+            live: list[tuple[int, int]]) -> None:
+        lab = np.full(acc.shape[1:], self.fill_class, np.uint8)
+        for a, b in live:
+            lab[:, a:b] = argmax_first_axis(acc[:, :, a:b])
+        while len(self._pending) >= 2:  # bounded backlog keeps memory flat
+            self._pending.popleft().result()
+        self._pending.append(self._writer.submit(self._store, row, x0, lab, live))
+
+    def close(self) -> None:
+        try:
+            while self._pending:
+                self._pending.popleft().result()
+            for x0, (first, rows) in self._buffer.items():
+                if rows:
+                    block = np.concatenate(rows)
+                    self.labels[first : first + len(block), x0 : x0 + block.shape[1]] = block
+            self._buffer.clear()
+        finally:
+            self._writer.shutdown()
+
+    def _store(self, row: int, x0: int, lab: np.ndarray, live: list[tuple[int, int]]) -> None:
+        n_live = 0
+        for a, b in live:
+            part = lab[:, a:b]
+            self.counts += np.bincount(part.ravel(), minlength=self.classes)[: self.classes]
+            n_live += part.size
+        self.counts[self.fill_class] += lab.size - n_live
         f = self.overview_factor
         # Overview: label at each coarse pixel's top-left fine pixel (rows aligned to f).
         r_first = -(-row // f) * f
         sub = lab[r_first - row :: f, (-(-x0 // f) * f) - x0 :: f]
         self.overview[r_first // f : r_first // f + sub.shape[0],
                       -(-x0 // f) : -(-x0 // f) + sub.shape[1]] = sub
-        self.labels[row : row + lab.shape[0], x0 : x0 + lab.shape[1]] = lab
+        first, rows = self._buffer.get(x0, (row, []))
+        rows.append(lab)
+        n = sum(len(r) for r in rows)
+        whole = n - (first + n) % self.chunk if first + n < self.height else n
+        if whole > 0:
+            block = np.concatenate(rows)
+            self.labels[first : first + whole, x0 : x0 + block.shape[1]] = block[:whole]
+            rows, first = [block[whole:]], first + whole
+        self._buffer[x0] = (first, rows)
+
+
+def argmax_first_axis(x: np.ndarray) -> np.ndarray:
+    """``x.argmax(axis=0)`` as uint8 for (C, H, W) with C ≤ 255; ties go to the lower index.
+
+    One pass per class over contiguous planes, instead of numpy's strided reduction.
+    """
+    best = x[0].copy()
+    lab = np.zeros(best.shape, np.uint8)
+    for c in range(1, x.shape[0]):
+        np.copyto(lab, np.uint8(c), where=x[c] > best)
+        np.maximum(best, x[c], out=best)
+    return lab
 
 
 def _tile_batches(
@@ -165,9 +247,12 @@ def run_tiles(
     with ThreadPoolExecutor(max_workers=max(2, _threads())) as pool, progress_bar(
         description, total, enabled=progress
     ) as advance:
-        for strip in strips:
-            ran += _run_strip(reader, predictor, grid, sink, strip, keep, fill_class,
-                              batch_size, pool, advance)
+        try:
+            for strip in strips:
+                ran += _run_strip(reader, predictor, grid, sink, strip, keep, fill_class,
+                                  batch_size, pool, advance)
+        finally:
+            sink.close()
     return ran
 
 
@@ -179,12 +264,14 @@ def _run_strip(
     """One vertical strip, top to bottom, with one band of tile rows in memory."""
     size = grid.size
     window = blend_window(size, grid.overlap)
+    fill_window = FILL_LOGIT * window
     cols = grid.cols_touching(*strip)
     bx0 = grid.origin(0, cols[0])[0]  # band x origin (image px)
     bw = grid.origin(0, cols[-1])[0] + size - bx0
     n_cls = len(predictor.classes)
-    band = _Band(np.zeros((n_cls, size, bw), np.float32), np.zeros((size, bw), np.float32),
-                 grid.offset)
+    wshape = (size, bw) if sink.needs_weights else (1, 1)
+    band = _Band(np.zeros((n_cls, size, bw), np.float32), np.zeros(wshape, np.float32),
+                 np.zeros((size, bw), bool), grid.offset)
     emitted = 0  # image rows of this strip already handed to the sink
     ran = 0
     batches = _tile_batches(grid, strip, keep, batch_size)
@@ -209,19 +296,18 @@ def _run_strip(
             if done_to > emitted:
                 _emit(sink, band, emitted - band.top, done_to - band.top, emitted, bx0, strip)
                 emitted = done_to
-            shift = y0 - band.top
-            band.acc[:, : size - shift] = band.acc[:, shift:]
-            band.wsum[: size - shift] = band.wsum[shift:]
-            band.acc[:, size - shift :] = 0
-            band.wsum[size - shift :] = 0
-            band.top = y0
+            band.shift(y0 - band.top)
         for r, c, k in tiles:
             x = grid.origin(r, c)[0] - bx0
             if k:
-                band.acc[:, :, x : x + size] += next(logits) * window
+                z = next(logits)
+                z *= window
+                band.acc[:, :, x : x + size] += z
+                band.live[:, x : x + size] = True
             else:  # no tissue: full confidence in the fill class, no model run
-                band.acc[fill_class, :, x : x + size] += FILL_LOGIT * window
-            band.wsum[:, x : x + size] += window
+                band.acc[fill_class, :, x : x + size] += fill_window
+            if sink.needs_weights:
+                band.wsum[:, x : x + size] += window
         advance(len(tiles))
     if emitted < grid.height:
         _emit(sink, band, emitted - band.top, grid.height - band.top, emitted, bx0, strip)
@@ -231,10 +317,14 @@ def _run_strip(
 def _emit(
     sink: Sink, band: _Band, a: int, b: int, row: int, bx0: int, strip: tuple[int, int]
 ) -> None:
-    """Normalise band rows [a, b) over the strip's columns and hand them to the sink."""
+    """Hand band rows [a, b) over the strip's columns to the sink, with their live runs."""
     sx0, sx1 = strip
     c0, c1 = sx0 - bx0, sx1 - bx0
-    sink.put(row, sx0, band.acc[:, a:b, c0:c1], band.wsum[a:b, c0:c1])
+    cols = np.concatenate([[False], band.live[a:b, c0:c1].any(axis=0), [False]])
+    edges = np.flatnonzero(cols[1:] != cols[:-1])
+    live = [(int(i), int(j)) for i, j in zip(edges[::2], edges[1::2], strict=True)]
+    wsum = band.wsum[a:b, c0:c1] if sink.needs_weights else band.wsum
+    sink.put(row, sx0, band.acc[:, a:b, c0:c1], wsum, live)
 
 
 def predict_array(
@@ -311,7 +401,8 @@ def segment_slide(
     out = Path(out)
     tmp = out.with_name(f".{out.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    sink = LabelSink(tmp, len(predictor.classes), height, width, overview_factor=factor)
+    sink = LabelSink(tmp, len(predictor.classes), height, width, overview_factor=factor,
+                     fill_class=fill_class)
 
     def keep(r: int, c: int) -> bool:
         if tissue is None:

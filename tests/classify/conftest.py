@@ -19,5 +19,5 @@ def tiny_model(image_tree, tmp_path_factory):
     from shindan.classify.train import train_model
 
     out = tmp_path_factory.mktemp("model") / "tiny"
-    train_model(image_tree, out, tiny_options(group_pattern=r"^[^-]+"))
+    train_model(image_tree, out, tiny_options(group_pattern=r"^[^-]+", tta=["hflip"]))
     return out

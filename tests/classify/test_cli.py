@@ -35,6 +35,8 @@ def test_cli_errors(tiny_model, image_tree, tmp_path):
     assert not out.exists()
     assert_one_line_error(run("classify", "train", tmp_path / "nothing", "--out",
                               tmp_path / "m"))
+    assert_one_line_error(run("classify", "train", image_tree, "--out", tmp_path / "m",
+                              "--tta", "hflip,spin"))
     assert_one_line_error(run("classify", "evaluate", tiny_model, image_tree, "--out",
                               tmp_path / "e", "--shift", "sideways"))
     assert_one_line_error(run("explain", tiny_model, image_tree, "--out", tmp_path / "x",

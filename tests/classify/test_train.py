@@ -68,6 +68,7 @@ def test_train_model_card(tiny_model):
     card = load_card(tiny_model)
     d = card.data
     assert card.classes == ["disc", "ring", "square"]
+    assert card.tta == ("hflip",)
     assert d["training"]["command"].startswith("shindan classify train")
     split = d["training"]["split"]
     assert split["folds"] == 4 and split["group_pattern"] == "^[^-]+"

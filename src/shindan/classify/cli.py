@@ -82,6 +82,10 @@ def train(
     crop: Annotated[float, typer.Option(
         help="Central fraction of each image side the model sees (1 = whole image; <1 "
              "centres and enlarges a centred object such as a cell).")] = 1.0,
+    tta: Annotated[str | None, typer.Option(
+        help="Test-time views averaged with the plain image, comma-separated: hflip, vflip, "
+             "rot180, transpose. Stored in the card; used for its metrics and predictions."
+    )] = None,
     positive: Annotated[str | None, typer.Option(
         help="Positive class for the two-class headline AUC (default: the first).")] = None,
     data_name: Annotated[str | None, typer.Option(
@@ -95,7 +99,9 @@ def train(
 ) -> None:
     """Train a classifier, evaluate it on a held-out fold (and under domain shifts), save it."""
     from shindan.classify.train import TrainOptions, train_model
+    from shindan.engine.tta import check_views
 
+    views = check_views([v.strip() for v in tta.split(",") if v.strip()] if tta else [])
     if size < 32:
         raise InputError(f"--size must be at least 32, got {size}")
     if not 0.0 <= fade < 1.0:
@@ -110,7 +116,7 @@ def train(
         cv=cv, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
         patience=patience, monitor=monitor, seed=seed,
         arch_kwargs=_arch_kwargs(width, arch_kwargs), colour=colour,
-        scale=(scale_min, scale_max), crop=crop, fade=fade,
+        scale=(scale_min, scale_max), crop=crop, fade=fade, tta=views,
         positive=positive, data=data_name or str(data), licence=licence,
         command=_command_line("train"), limits=list(limit or []), threads=threads,
         workers=workers, progress=not quiet,

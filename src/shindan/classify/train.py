@@ -51,6 +51,7 @@ class TrainOptions:
     fade: float = 0.0
     label_smoothing: float = 0.05
     drop_rate: float = 0.2
+    tta: Sequence[str] = ()
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
     positive: str | None = None
     shifts: Sequence[str] = field(default_factory=lambda: list(SHIFTS))
@@ -75,7 +76,7 @@ def _card(opts: TrainOptions, table: ImageTable) -> dict[str, Any]:
                          "kwargs": {"drop_rate": opts.drop_rate, **dict(opts.arch_kwargs)}},
         "classes": list(table.classes),
         "input": {"size": opts.size, "mean": list(MEAN), "std": list(STD), "channels": 3,
-                  "mpp": None, "crop": opts.crop,
+                  "mpp": None, "crop": opts.crop, "tta": list(opts.tta),
                   "resize": "central crop fraction of each side, resized to size x size"},
         "files": {"weights": "weights.safetensors"},
         "training": {
@@ -97,9 +98,10 @@ def _round_fp16(net: nn.Module) -> None:
 
 def evaluate_net(net: nn.Module, table: ImageTable, size: int,
                  transform: Callable[[np.ndarray], np.ndarray] | None = None,
-                 n_boot: int = 1000, seed: int = 0, crop: float = 1.0
-                 ) -> tuple[dict[str, Any], np.ndarray]:
-    """Metrics of a torch network on ``table`` (central crop resized), optionally shifted first."""
+                 n_boot: int = 1000, seed: int = 0, crop: float = 1.0,
+                 tta: Sequence[str] = ()) -> tuple[dict[str, Any], np.ndarray]:
+    """Metrics of a torch network on ``table`` (central crop resized), optionally shifted
+    first, logits averaged over the test-time views ``tta``."""
     resize = Resize(size, crop)
     if transform is None:
         tf = resize
@@ -107,7 +109,7 @@ def evaluate_net(net: nn.Module, table: ImageTable, size: int,
         def tf(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
             return resize(transform(image))
     ds = ImageDataset(table, tf, MEAN, STD)
-    probs, y = predict_dataset(net, ds, batch_size=64)
+    probs, y = predict_dataset(net, ds, batch_size=64, tta=tta)
     return classification_report(y, probs, table.classes, n_boot=n_boot, seed=seed), probs
 
 
@@ -157,12 +159,12 @@ def _train_one(opts: TrainOptions, table: ImageTable, test_fold: int,
         torch.set_num_threads(opts.threads)
         try:
             report, _ = evaluate_net(net, test, opts.size, n_boot=opts.n_boot, seed=opts.seed,
-                                     crop=opts.crop)
+                                     crop=opts.crop, tta=opts.tta)
             info["test"] = report
             rob = {}
             for name in opts.shifts:
                 r, _ = evaluate_net(net, test, opts.size, get_shift(name), n_boot=0,
-                                    crop=opts.crop)
+                                    crop=opts.crop, tta=opts.tta)
                 rob[name] = {"accuracy": round(r["accuracy"], 4),
                              "macro_f1": round(r["macro_f1"], 4),
                              "macro_auc": None if r["macro_auc"] is None

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from shindan.engine.tta import tta_logits
 from shindan.errors import ModelError
 from shindan.models import ModelCard, load_card, load_network
 
@@ -54,13 +55,18 @@ def normaliser(card: ModelCard) -> Callable[[np.ndarray], np.ndarray]:
 
 
 class Predictor(ABC):
-    """A loaded model: ``predict(batch)`` → probabilities. Subclasses override ``_forward``."""
+    """A loaded model: ``predict(batch)`` → probabilities. Subclasses override ``_forward``.
+
+    Logits are averaged over the card's test-time views (``tta``); set ``tta = ()`` to run
+    the plain input alone.
+    """
 
     backend: str
 
     def __init__(self, card: ModelCard):
         self.card = card
         self.preprocess = normaliser(card)
+        self.tta: tuple[str, ...] = card.tta
 
     @property
     def classes(self) -> list[str]:
@@ -72,7 +78,7 @@ class Predictor(ABC):
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """Raw logits for a uint8 NHWC batch."""
-        return self._forward(self.preprocess(batch))
+        return tta_logits(self._forward, self.preprocess(batch), self.tta)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Softmax probabilities for a uint8 NHWC batch."""

@@ -12,6 +12,7 @@ import copy
 import math
 import random
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from shindan.engine.tta import tta_logits
 from shindan.errors import InputError
 from shindan.models import build_network
 from shindan.util.progress import progress_bar
@@ -67,15 +69,18 @@ def _class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
 
 @torch.no_grad()
 def predict_dataset(
-    net: nn.Module, ds: Dataset, batch_size: int = 64, num_workers: int = 0
+    net: nn.Module, ds: Dataset, batch_size: int = 64, num_workers: int = 0,
+    tta: Sequence[str] = ()
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Softmax probabilities (N, classes) and labels (N,) of a dataset, in dataset order."""
+    """Softmax probabilities (N, classes) and labels (N,) of a dataset, in dataset order,
+    logits averaged over the test-time views ``tta``."""
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     net.eval()
     probs, labels = [], []
-    for x, y in loader:
-        probs.append(torch.softmax(net(x.float()), dim=1).numpy())
-        labels.append(np.asarray(y, dtype=np.int64))
+    with torch.inference_mode():
+        for x, y in loader:
+            probs.append(torch.softmax(tta_logits(net, x.float(), tta), dim=1).numpy())
+            labels.append(np.asarray(y, dtype=np.int64))
     if not probs:
         return np.zeros((0, 0), np.float32), np.zeros(0, np.int64)
     return np.concatenate(probs), np.concatenate(labels)

@@ -70,6 +70,11 @@ class ModelCard:
         return int(self.data["input"].get("overlap", 0))
 
     @property
+    def tta(self) -> tuple[str, ...]:
+        """Test-time views whose logits are averaged with the plain input's (may be empty)."""
+        return tuple(self.data["input"].get("tta", ()))
+
+    @property
     def mean(self) -> tuple[float, ...]:
         return tuple(self.data["input"]["mean"])
 

@@ -26,6 +26,19 @@ def test_instance_targets_rim_and_unknown() -> None:
     assert t[4, 7] == 2 and t[4, 8] == 2  # the touching line is boundary on both sides
 
 
+def test_instance_targets_thick_rim() -> None:
+    inst = np.zeros((20, 20), np.int32)
+    inst[2:12, 2:8] = 1
+    inst[2:12, 8:14] = 2  # touching neighbour
+    t = instance_targets(inst, boundary_px=2)
+    assert t[6, 3] == 2 and t[6, 4] == 1  # two pixels in from the background...
+    assert t[6, 6] == 2 and t[6, 5] == 1  # ...and from the neighbour
+    assert t[6, 8] == 2 and t[6, 9] == 2 and t[6, 10] == 1
+    assert (t[inst == 0] == 0).all()
+    thin = instance_targets(inst)
+    assert (t == 2).sum() > (thin == 2).sum()
+
+
 def test_mask_instances_marks_merged_blobs_unknown() -> None:
     yy, xx = np.mgrid[:60, :100]
     m = ((yy - 20) ** 2 + (xx - 15) ** 2 < 64) | ((yy - 20) ** 2 + (xx - 30) ** 2 < 64)
@@ -103,3 +116,22 @@ def test_chunked_slide_segmentation_matches_whole() -> None:
     assert abs(int(chunked.max()) - int(whole.max())) <= max(2, 0.1 * whole.max())
     fg_w, fg_c = whole > 0, chunked > 0
     assert 2 * (fg_w & fg_c).sum() / (fg_w.sum() + fg_c.sum()) > 0.9
+
+
+def test_train_refuses_overlapping_val_and_holdout(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from shindan.errors import InputError
+    from shindan.nuclei.train import train_nuclei
+
+    (tmp_path / "img").mkdir()
+    (tmp_path / "msk").mkdir()
+    for name in ("a", "b"):
+        Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).save(tmp_path / f"img/{name}.png")
+        Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / f"msk/{name}.png")
+    with pytest.raises(InputError, match="both held out and validation"):
+        train_nuclei(tmp_path / "img", [tmp_path / "msk"], tmp_path / "out", mpp=0.25,
+                     holdout=["a"], val=["a"], progress=False)
+    with pytest.raises(InputError, match="--val names no annotated image"):
+        train_nuclei(tmp_path / "img", [tmp_path / "msk"], tmp_path / "out", mpp=0.25,
+                     val=["zzz"], progress=False)

@@ -42,6 +42,21 @@ def test_watershed_separates_touching_discs() -> None:
         assert len(np.unique(truth[lab == i])) == 1
 
 
+def test_marker_h_splits_a_merged_seed() -> None:
+    truth = _two_touching_discs(centres=((32, 36), (32, 58)))
+    p = np.zeros((3, *truth.shape), np.float32)
+    p[0], p[1] = truth == 0, truth > 0  # no boundary between the two: one seed
+    p = 0.9 * p + 0.1 / 3
+    assert instances_from_probs(p).max() == 1
+    lab = instances_from_probs(p, marker_h=2.0)
+    assert lab.max() == 2 and aji(truth, lab) > 0.8
+    # a lone small seed without an h-maximum of its own is kept
+    p2 = np.zeros((3, 20, 20), np.float32)
+    p2[0] = 1
+    p2[:, 8:12, 8:12] = [[[0.0]], [[1.0]], [[0.0]]]
+    assert instances_from_probs(p2, marker_h=5.0, min_size_px=1).max() == 1
+
+
 def test_watershed_empty_and_bad_shape() -> None:
     p = np.zeros((3, 10, 10), np.float32)
     p[0] = 1

@@ -80,7 +80,11 @@ def train(
     mpp: Annotated[float, typer.Option(help="µm/px of the training images.")],
     target_mpp: Annotated[float, typer.Option(help="µm/px the model works at.")] = 0.4,
     holdout: Annotated[str, typer.Option(
-        help="Comma-separated image stems kept for validation and final scoring.")] = "",
+        help="Comma-separated image stems kept out of training and of every choice, "
+             "scored at the end only.")] = "",
+    val: Annotated[str, typer.Option(
+        help="Comma-separated image stems kept out of training to choose the checkpoint and "
+             "tune the watershed.")] = "",
     init: Annotated[str | None, typer.Option(
         help="Fine-tune from this model (name or folder) instead of training from scratch.")
     ] = None,
@@ -90,6 +94,11 @@ def train(
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 2e-3,
     stain: Annotated[float, typer.Option(
         help="Stain/colour augmentation strength (0 = none, 1 = strong).")] = 1.0,
+    boundary_px: Annotated[int, typer.Option(
+        help="Width of the nucleus-boundary class (pixels at --target-mpp).")] = 1,
+    boundary_weight: Annotated[float, typer.Option(
+        help="Cross-entropy weight of the boundary class (background and interior: 1).")
+    ] = 1.0,
     eval_every: Annotated[int, typer.Option(help="Steps between validations.")] = 200,
     patience: Annotated[int, typer.Option(help="Validations without gain before stopping.")
                         ] = 6,
@@ -112,22 +121,30 @@ def train(
     for a in annotations:
         if not a.exists():
             raise InputError(f"{a}: no such file or folder")
+    if boundary_px < 1 or boundary_weight <= 0:
+        raise InputError("--boundary-px must be >= 1 and --boundary-weight > 0")
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, eval_every=eval_every,
                       patience=patience, seed=seed, max_minutes=minutes,
-                      warmup=min(100, steps // 10 + 1))
+                      warmup=min(100, steps // 10 + 1), dice_classes=[1, 2],
+                      class_weights=None if boundary_weight == 1 else
+                      [1.0, 1.0, boundary_weight])
     q = shlex.quote
     parts = ["shindan nuclei train", q(str(images)), *[f"-a {q(str(a))}" for a in annotations],
              f"--out {q(str(out))}", f"--mpp {mpp}", f"--target-mpp {target_mpp}",
              *([f"--holdout {holdout}"] if holdout else []),
+             *([f"--val {val}"] if val else []),
              *([f"--init {init}"] if init else []),
              f"--steps {steps}", f"--batch-size {batch_size}", f"--tile {tile}", f"--lr {lr}",
-             f"--stain {stain}",
+             f"--stain {stain}", f"--boundary-px {boundary_px}",
+             f"--boundary-weight {boundary_weight}",
              f"--eval-every {eval_every}", f"--patience {patience}",
              *([f"--minutes {minutes}"] if minutes is not None else []), f"--seed {seed}"]
     command = " ".join(parts)
     held = [s for s in holdout.split(",") if s]
+    val_stems = [s for s in val.split(",") if s]
     res = train_nuclei(images, annotations, out, mpp=mpp, target_mpp=target_mpp,
-                       holdout=held, config=cfg, tile=tile, stain=stain, init=init, command=command,
+                       holdout=held, val=val_stems, config=cfg, tile=tile, stain=stain,
+                       boundary_px=boundary_px, init=init, command=command,
                        data_note=data_note, licence=licence, progress=not quiet)
     card = load_card(out)
     data = dict(card.data)

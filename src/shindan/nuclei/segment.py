@@ -90,7 +90,8 @@ def segment_nuclei(
         return instances_from_probs(up, interior_threshold=params["interior_threshold"],
                                     foreground_threshold=params["foreground_threshold"],
                                     min_marker_px=round(params["min_marker_px"] * ratio),
-                                    min_size_px=round(params["min_size_px"] * ratio))
+                                    min_size_px=round(params["min_size_px"] * ratio),
+                                    marker_h=params.get("marker_h", 0.0) * ratio ** 0.5)
     lab = instances_from_probs(probs, **{k: params[k] for k in DEFAULTS})
     return _resize(lab, (h, w), nearest=True).astype(np.int32)
 

@@ -66,20 +66,15 @@ def evaluate_instances(model: Any, pairs: Sequence[tuple[Path, Path]], mpp: floa
             "aji_mean": round(float(np.mean([v["aji"] for v in per.values()])), 4)}
 
 
-def tune_watershed(model: Any, pairs: Sequence[tuple[Path, Path]], mpp: float,
-                   backend: str = "torch") -> dict[str, Any]:
-    """Pick watershed thresholds maximising mean AJI on images with instance polygons.
-
-    Use training images (never the held-out ones). Returns the best parameters and their AJI.
-    """
-    import itertools
-
+def watershed_data(model: Any, pairs: Sequence[tuple[Path, Path]], mpp: float,
+                   backend: str = "torch") -> list[tuple[np.ndarray, np.ndarray, float]]:
+    """(true instances, probabilities enlarged to the image grid, input px per model px) of
+    each image with instance polygons: what :func:`tune_watershed` searches over."""
     import cv2
 
     from shindan.engine import load_predictor
     from shindan.io.annotations import rasterize_instances, read_annotations
     from shindan.nuclei.data import read_rgb
-    from shindan.nuclei.postprocess import instances_from_probs
     from shindan.nuclei.segment import nuclei_probabilities
 
     pred = load_predictor(model, backend)
@@ -92,18 +87,55 @@ def tune_watershed(model: Any, pairs: Sequence[tuple[Path, Path]], mpp: float,
         ratio = (h * w) / (probs.shape[1] * probs.shape[2])
         up = np.stack([cv2.resize(c, (w, h), interpolation=cv2.INTER_LINEAR) for c in probs])
         data.append((truth, up, ratio))
-    best: dict[str, Any] = {"aji": -1.0}
-    for it, fg, mk in itertools.product([0.3, 0.4, 0.5, 0.6, 0.7], [0.4, 0.5, 0.6], [2, 4, 8]):
-        params = {"interior_threshold": it, "foreground_threshold": fg, "min_marker_px": mk,
-                  "min_size_px": DEFAULTS["min_size_px"]}
-        score = float(np.mean([
-            aji(t, instances_from_probs(u, interior_threshold=it, foreground_threshold=fg,
-                                        min_marker_px=round(mk * r),
-                                        min_size_px=round(params["min_size_px"] * r)))
+    return data
+
+
+def search_watershed(data: Sequence[tuple[np.ndarray, np.ndarray, float]]) -> dict[str, Any]:
+    """Watershed parameters (on the model's grid) maximising mean AJI over ``data`` (see
+    :func:`watershed_data`): a grid over the thresholds and marker size, then the seed
+    split ``marker_h`` and the smallest nucleus for the best of them."""
+    import itertools
+
+    from shindan.nuclei.postprocess import instances_from_probs
+
+    def score(params: dict[str, float]) -> float:
+        return float(np.mean([
+            aji(t, instances_from_probs(
+                u, interior_threshold=params["interior_threshold"],
+                foreground_threshold=params["foreground_threshold"],
+                min_marker_px=round(params["min_marker_px"] * r),
+                min_size_px=round(params["min_size_px"] * r),
+                marker_h=params["marker_h"] * r ** 0.5))
             for t, u, r in data]))
-        if score > best["aji"]:
-            best = {"aji": round(score, 4), "params": params}
+
+    best: dict[str, Any] = {"aji": -1.0}
+
+    def consider(params: dict[str, float]) -> None:
+        nonlocal best
+        s = score(params)
+        if s > best["aji"]:
+            best = {"aji": round(s, 4), "params": dict(params)}
+
+    for it, fg, mk in itertools.product([0.3, 0.4, 0.5, 0.6, 0.7], [0.4, 0.5, 0.6], [2, 4, 8]):
+        consider({**DEFAULTS, "interior_threshold": it, "foreground_threshold": fg,
+                  "min_marker_px": mk})
+    base = dict(best["params"])
+    for h in [1.0, 2.0, 3.0, 4.0]:
+        consider({**base, "marker_h": h})
+    base = dict(best["params"])
+    for ms in [6, 24, 40]:
+        consider({**base, "min_size_px": ms})
     return best
+
+
+def tune_watershed(model: Any, pairs: Sequence[tuple[Path, Path]], mpp: float,
+                   backend: str = "torch") -> dict[str, Any]:
+    """Pick watershed parameters maximising mean AJI on images with instance polygons.
+
+    Use training or validation images (never the held-out ones). Returns the best parameters
+    and their AJI.
+    """
+    return search_watershed(watershed_data(model, pairs, mpp, backend))
 
 
 def train_nuclei(
@@ -114,9 +146,11 @@ def train_nuclei(
     mpp: float,
     target_mpp: float = 0.4,
     holdout: Sequence[str] = (),
+    val: Sequence[str] = (),
     config: TrainConfig | None = None,
     tile: int = 256,
     stain: float = 1.0,
+    boundary_px: int = 1,
     init: str | None = None,
     command: str = "",
     data_note: str = "",
@@ -126,8 +160,12 @@ def train_nuclei(
 ) -> dict[str, Any]:
     """Train (or fine-tune from ``init``) on image/annotation pairs and save to ``out``.
 
-    ``holdout`` lists image stems kept out of training: they drive early stopping and are
-    scored at the end (Dice and AJI when they have instance polygons).
+    ``val`` lists image stems kept out of training to choose the checkpoint (pixel Dice of
+    interior and boundary) and tune the watershed (AJI, on those with instance polygons).
+    ``holdout`` lists image stems kept out of training and out of every choice: they are only
+    scored at the end (Dice and AJI when they have instance polygons). Without ``val`` the
+    checkpoint is chosen on training images and the watershed tuned on training polygons.
+    ``boundary_px`` is the width of the boundary class on the model's grid.
     """
     from shindan.models import load_card, load_network, save_model
 
@@ -139,17 +177,25 @@ def train_nuclei(
     pairs = [(p, a) for p, a in pairs if a is not None]
     if not pairs:
         raise InputError(f"{images}: no image with a matching mask or annotation file")
-    unknown = set(holdout) - {p.stem for p, _ in pairs}
-    if unknown:
-        raise InputError(f"--holdout names no annotated image: {', '.join(sorted(unknown))}")
-    train_pairs = [(p, a) for p, a in pairs if p.stem not in holdout]
-    val_pairs = [(p, a) for p, a in pairs if p.stem in holdout]
+    stems = {p.stem for p, _ in pairs}
+    for opt, names in (("--holdout", holdout), ("--val", val)):
+        unknown = set(names) - stems
+        if unknown:
+            raise InputError(f"{opt} names no annotated image: {', '.join(sorted(unknown))}")
+    if set(holdout) & set(val):
+        raise InputError(f"images both held out and validation: "
+                         f"{', '.join(sorted(set(holdout) & set(val)))}")
+    train_pairs = [(p, a) for p, a in pairs if p.stem not in holdout and p.stem not in val]
+    val_pairs = [(p, a) for p, a in pairs if p.stem in val]
+    held_pairs = [(p, a) for p, a in pairs if p.stem in holdout]
     if not train_pairs:
         raise InputError("every image is held out; nothing left to train on")
-    say(f"loading {len(train_pairs)} training and {len(val_pairs)} held-out images "
-        f"at {target_mpp} µm/px")
-    train: list[NucleiSample] = [load_sample(p, a, mpp, target_mpp) for p, a in train_pairs]
-    val: list[NucleiSample] = [load_sample(p, a, mpp, target_mpp) for p, a in val_pairs]
+    say(f"loading {len(train_pairs)} training, {len(val_pairs)} validation and "
+        f"{len(held_pairs)} held-out images at {target_mpp} µm/px")
+    train: list[NucleiSample] = [load_sample(p, a, mpp, target_mpp, boundary_px)
+                                 for p, a in train_pairs]
+    val_samples: list[NucleiSample] = [load_sample(p, a, mpp, target_mpp, boundary_px)
+                                       for p, a in val_pairs]
     cfg = config or TrainConfig()
     if init:
         base = load_card(init)
@@ -167,7 +213,8 @@ def train_nuclei(
     if init:  # reproducing a fine-tuned model means reproducing its starting point first
         base_cmd = base.data["training"].get("command", "")
         card["training"]["command"] = f"{base_cmd} && {command}" if base_cmd else command
-    val_tiles = [(s.image, s.target) for s in val]
+    # the checkpoint is chosen on validation images; without any, on (a few) training images
+    val_tiles = [(s.image, s.target) for s in (val_samples or train[:4])]
 
     def save(net_, res: dict[str, Any]) -> None:
         card["metrics"] = {"val_pixel_dice_per_class": res["per_class_dice"],
@@ -176,25 +223,26 @@ def train_nuclei(
         save_model(net_, card, out)
 
     sampler = make_sampler(train, tile, stain=stain)
-    net, res = train_segmenter(card, sampler, val_tiles, cfg, net=net,
-                               on_best=save if val_tiles else None, log=say, progress=progress)
-    if not val_tiles:
-        save_model(net, card, out)
+    net, res = train_segmenter(card, sampler, val_tiles, cfg, net=net, on_best=save, log=say,
+                               progress=progress)
     result: dict[str, Any] = {"train": {k: v for k, v in res.items() if k != "history"},
                               "history": res["history"]}
     vec = (".geojson", ".json", ".xml")
-    inst_train = [(p, a) for p, a in train_pairs if a.suffix.lower() in vec]
-    if inst_train:
-        say(f"tuning watershed thresholds on {len(inst_train)} training images with polygons")
-        tuned = tune_watershed(out, inst_train, mpp)
+    inst_val = [(p, a) for p, a in val_pairs if a.suffix.lower() in vec]
+    inst_tune = inst_val or [(p, a) for p, a in train_pairs if a.suffix.lower() in vec]
+    if inst_tune:
+        which = "validation" if inst_val else "training"
+        say(f"tuning watershed thresholds on {len(inst_tune)} {which} images with polygons")
+        tuned = tune_watershed(out, inst_tune, mpp)
+        tuned["images"] = sorted(p.stem for p, _ in inst_tune)
         result["watershed_tuning"] = tuned
         c = load_card(out)
         data = {**c.data, "postprocess": {"watershed": tuned["params"]}}
         save_model(load_network(c), data, out)
-        say(f"watershed {tuned['params']} (training-image AJI {tuned['aji']})")
-    inst_val = [(p, a) for p, a in val_pairs if a.suffix.lower() in vec]
-    if inst_val:
+        say(f"watershed {tuned['params']} ({which}-image AJI {tuned['aji']})")
+    inst_held = [(p, a) for p, a in held_pairs if a.suffix.lower() in vec]
+    if inst_held:
         say("scoring held-out images (Dice, AJI) at their own resolution")
-        result["heldout"] = evaluate_instances(out, inst_val, mpp)
+        result["heldout"] = evaluate_instances(out, inst_held, mpp)
         say(f"held-out Dice {result['heldout']['dice_mean']} AJI {result['heldout']['aji_mean']}")
     return result

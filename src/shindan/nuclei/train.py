@@ -29,8 +29,11 @@ def nuclei_card(target_mpp: float, *, size: int = 512, overlap: int = 64,
         "interior and nucleus boundary, then marker-controlled watershed.",
         mpp=target_mpp, size=size, overlap=overlap, encoder=encoder,
         decoder_channels=tuple(decoder_channels), limits=[
-            f"Works at {target_mpp} µm/px: inputs are resampled, so outlines are about one "
-            "model pixel coarse; very small nuclei (< 3 µm) may be missed.",
+            (f"Works at {target_mpp} µm/px: inputs are resampled, so outlines are about one "
+             "model pixel coarse; very small nuclei (< 3 µm) may be missed.")
+            if target_mpp > 0.3 else
+            (f"Works at {target_mpp} µm/px (40x); inputs at other scales are resampled to "
+             "it, and the coarser the input, the more small nuclei are missed."),
             "Trained and validated on H&E only (MoNuSeg, TCGA, 7 organs); PAS or other "
             "stains are not validated.",
             "Images with only a binary mask train on components that look like single nuclei "
@@ -116,14 +119,15 @@ def search_watershed(data: Sequence[tuple[np.ndarray, np.ndarray, float]]) -> di
         if s > best["aji"]:
             best = {"aji": round(s, 4), "params": dict(params)}
 
-    for it, fg, mk in itertools.product([0.3, 0.4, 0.5, 0.6, 0.7], [0.4, 0.5, 0.6], [2, 4, 8]):
+    for it, fg, mk in itertools.product([0.4, 0.5, 0.6, 0.7, 0.8, 0.9], [0.4, 0.5, 0.6, 0.7],
+                                        [2, 4, 8, 16]):
         consider({**DEFAULTS, "interior_threshold": it, "foreground_threshold": fg,
                   "min_marker_px": mk})
     base = dict(best["params"])
     for h in [1.0, 2.0, 3.0, 4.0]:
         consider({**base, "marker_h": h})
     base = dict(best["params"])
-    for ms in [6, 24, 40]:
+    for ms in [6, 24, 40, 64, 96]:
         consider({**base, "min_size_px": ms})
     return best
 

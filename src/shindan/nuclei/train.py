@@ -119,8 +119,8 @@ def search_watershed(data: Sequence[tuple[np.ndarray, np.ndarray, float]]) -> di
         if s > best["aji"]:
             best = {"aji": round(s, 4), "params": dict(params)}
 
-    for it, fg, mk in itertools.product([0.4, 0.5, 0.6, 0.7, 0.8, 0.9], [0.4, 0.5, 0.6, 0.7],
-                                        [2, 4, 8, 16]):
+    for it, fg, mk in itertools.product([0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8],
+                                        [0.3, 0.4, 0.5, 0.6, 0.7], [2, 4, 8, 16]):
         consider({**DEFAULTS, "interior_threshold": it, "foreground_threshold": fg,
                   "min_marker_px": mk})
     base = dict(best["params"])

@@ -222,7 +222,7 @@ def train_nuclei(
 
     def save(net_, res: dict[str, Any]) -> None:
         card["metrics"] = {"val_pixel_dice_per_class": res["per_class_dice"],
-                           "val_mean_dice_3class": round(res["best_dice"], 4),
+                           "val_mean_dice_interior_boundary": round(res["best_dice"], 4),
                            "step": res["step"]}
         save_model(net_, card, out)
 

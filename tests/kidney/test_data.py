@@ -156,3 +156,61 @@ def test_user_annotations_errors(tmp_path: Path) -> None:
         load_annotated(tmp_path / "a.png", tmp_path / "a.geojson", 1.0, 1.0, CLASS_NAMES)
     with pytest.raises(InputError, match="give --mpp"):
         load_annotated(tmp_path / "a.png", tmp_path / "a_mask.png", 1.0, None, CLASS_NAMES)
+
+
+def test_stain_augment_density_and_grey() -> None:
+    from shindan.kidney.augment import hed_jitter, stain_augment
+
+    img = np.full((32, 32, 3), (190, 110, 170), np.uint8)
+    img[:8] = 255  # glass
+    faded = hed_jitter(img, np.random.default_rng(0), sigma=0.0, bias=0.0,
+                       density=(0.4, 0.41))
+    assert faded[8:].mean() > img[8:].mean() + 20  # paler tissue
+    assert faded[:8].min() >= 250  # glass stays white
+    dark = hed_jitter(img, np.random.default_rng(0), sigma=0.0, bias=0.0, density=(1.5, 1.51))
+    assert dark[8:].mean() < img[8:].mean() - 15
+    grey = stain_augment(img, np.random.default_rng(1), grey_prob=1.0)
+    tissue = grey[8:].astype(float)
+    assert np.ptp(tissue.mean((0, 1))) < 0.4 * np.ptp(img[8:].astype(float).mean((0, 1)))
+    assert (img[8:] == (190, 110, 170)).all()  # input untouched
+
+
+def test_composite_uses_harmonised_copy() -> None:
+    c = _cut(GLOMERULUS)
+    c.harmonised = np.full_like(c.image, 77)
+    bg = _bg()
+    img, lab = composite(bg, [c], 64, np.random.default_rng(0), n_paste=(6, 7),
+                         harmonised_prob=1.0)
+    assert (lab == GLOMERULUS).any() and (img[lab == GLOMERULUS] == 77).all()
+    img, lab = composite(bg, [c], 64, np.random.default_rng(0), n_paste=(6, 7),
+                         harmonised_prob=0.0)
+    assert (img[lab == GLOMERULUS] == 120).all()
+
+
+def test_builtin_data_rejects_unknown_test_tile(tmp_path: Path) -> None:
+    from shindan.errors import InputError
+    from shindan.kidney.train import builtin_data
+
+    for bad in ("11000_16000_0", "nope"):  # the first tile always trains
+        with pytest.raises(InputError, match="test tile"):
+            builtin_data(tmp_path, 1.0, test_tile=bad)
+
+
+def test_transfer_stain_recolours_tissue_not_glass() -> None:
+    from shindan.kidney.data import colour_stats, stain_references, transfer_stain
+
+    rng = np.random.default_rng(0)
+    img = np.clip(rng.normal((190, 110, 170), 12, (40, 40, 3)), 0, 255).astype(np.uint8)
+    img[:10] = 245  # glass
+    target = np.clip(rng.normal((150, 90, 190), 12, (500, 3)), 0, 255).astype(np.uint8)
+    out = transfer_stain(img, colour_stats(target))
+    assert (out[:10] == 245).all()
+    assert np.abs(out[10:].reshape(-1, 3).mean(0) - target.mean(0)).max() < 10
+    assert (img[:10] == 245).all() and out is not img
+    assert (transfer_stain(np.full((8, 8, 3), 250, np.uint8), colour_stats(target)) == 250).all()
+    refs = stain_references([_cut(GLOMERULUS)], [_bg(), LabelledImage(
+        "p", img, np.full((40, 40), NOT_GLOMERULUS, np.uint8), "PAS", 1.0)], min_pixels=200)
+    assert set(refs) == {"H&E", "PAS"} and len(refs["H&E"]) == 1  # the cut-out is too small
+    data = CompartmentData([_bg()], [], [], [], stain_refs=refs)
+    s = make_compartment_sampler(data, 32, transfer=1.0)
+    assert s(np.random.default_rng(1))[0].shape == (32, 32, 3)

@@ -70,3 +70,11 @@ def test_kidney_train_bad_input_exit_2(tmp_path: Path) -> None:
     assert not (tmp_path / "m").exists()
     r = _shindan("kidney", "train", "--out", str(tmp_path / "m"))
     assert r.returncode == 2 and "error: " in r.stderr
+
+
+def test_kidney_train_bad_test_tile_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "kidney" / "tiles-aapi-he").mkdir(parents=True)
+    r = _shindan("kidney", "train", "--builtin", str(tmp_path / "kidney"), "--test-tile",
+                 "nope", "--out", str(tmp_path / "m"), "--quiet")
+    assert r.returncode == 2 and r.stderr.strip().startswith("error: --test-tile")
+    assert not (tmp_path / "m").exists()

@@ -26,11 +26,18 @@ def flip_rotate(image: np.ndarray, label: np.ndarray, rng: np.random.Generator
 
 
 def hed_jitter(image: np.ndarray, rng: np.random.Generator, sigma: float = 0.25,
-               bias: float = 0.04) -> np.ndarray:
-    """Scale and shift each stain's optical density by a random factor (1 ± sigma) and bias."""
+               bias: float = 0.04, density: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
+    """Scale and shift each stain's optical density by a random factor (1 ± sigma) and bias.
+
+    ``density`` is the range of one extra factor shared by all stains (drawn log-uniformly):
+    below 1 fades the whole section towards white (a pale, thin or over-differentiated
+    stain), above 1 darkens it, while glass stays white.
+    """
     od = -np.log(np.maximum(image.astype(np.float32), 1.0) / 255.0)
     hed = od.reshape(-1, 3) @ _HED_FROM_RGB.astype(np.float32)
     alpha = rng.uniform(1 - sigma, 1 + sigma, 3).astype(np.float32)
+    if density != (1.0, 1.0):
+        alpha *= np.float32(np.exp(rng.uniform(np.log(density[0]), np.log(density[1]))))
     beta = rng.uniform(-bias, bias, 3).astype(np.float32)
     hed = hed * alpha + beta
     od2 = np.maximum(hed @ _RGB_FROM_HED.astype(np.float32), 0)
@@ -73,12 +80,21 @@ def he_to_pas_like(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def stain_augment(image: np.ndarray, rng: np.random.Generator, strength: float = 1.0,
-                  pas_prob: float = 0.0) -> np.ndarray:
-    """HED jitter, maybe an H&E→PAS-like shift, then colour jitter (``strength`` scales all)."""
+                  pas_prob: float = 0.0, density: tuple[float, float] = (1.0, 1.0),
+                  grey_prob: float = 0.0) -> np.ndarray:
+    """HED jitter, maybe an H&E→PAS-like shift, then colour jitter (``strength`` scales all).
+
+    ``density``: range of a global stain-intensity factor (see :func:`hed_jitter`);
+    ``grey_prob``: chance of a near-grey tile, so that shape, not hue, must carry the class.
+    """
     out = image
     if pas_prob and rng.random() < pas_prob:
         out = he_to_pas_like(out, rng)
-    out = hed_jitter(out, rng, sigma=0.25 * strength, bias=0.04 * strength)
+    out = hed_jitter(out, rng, sigma=0.25 * strength, bias=0.04 * strength, density=density)
+    if grey_prob and rng.random() < grey_prob:
+        grey = out.astype(np.float32).mean(2, keepdims=True)
+        keep = rng.uniform(0.0, 0.4)  # a trace of colour left
+        out = np.clip(grey + keep * (out - grey), 0, 255).astype(np.uint8)
     if rng.random() < 0.2:  # occasional blur: focus varies between scanners
         import cv2
 

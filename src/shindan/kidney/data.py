@@ -248,6 +248,61 @@ def match_colours(pixels: np.ndarray, reference: np.ndarray,
     return cv2.cvtColor(out, cv2.COLOR_LAB2RGB).reshape(-1, 3)
 
 
+def colour_stats(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """CIELAB mean and standard deviation of (N, 3) uint8 RGB pixels."""
+    lab = _lab(pixels)
+    return lab.mean(0), lab.std(0)
+
+
+def transfer_stain(image: np.ndarray, reference: tuple[np.ndarray, np.ndarray],
+                   rng: np.random.Generator | None = None) -> np.ndarray:
+    """Give an RGB tile the CIELAB colour statistics ``reference`` (see :func:`colour_stats`).
+
+    Statistics are taken over the tile's tissue (glass and blacked-out holes excluded) and
+    only tissue pixels change, so glass stays glass. With ``rng`` the reference spread is
+    jittered by ±15%. Tiles with too little tissue come back unchanged.
+    """
+    import cv2
+
+    hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV)
+    tissue = ~(((hsv[..., 2] > 215) & (hsv[..., 1] < 25)) | (hsv[..., 2] < 25))
+    if tissue.sum() < 64:
+        return image
+    lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)
+    px = lab[tissue]
+    mean, std = px.mean(0), px.std(0) + 1e-3
+    r_mean, r_std = reference
+    if rng is not None:
+        r_std = r_std * rng.uniform(0.85, 1.15, 3)
+    out = lab.copy()
+    out[tissue] = (px - mean) / std * r_std + r_mean
+    out = cv2.cvtColor(np.clip(out, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
+    return out
+
+
+def stain_references(cutouts: list[Cutout], images: list[LabelledImage],
+                     min_pixels: int = 2000) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+    """Colour statistics of every training slide, grouped by stain: one per cut-out source
+    slide (pooled over its cut-outs, at least ``min_pixels``) and one per labelled image
+    (its tissue pixels). Training tiles re-coloured to them see the stain variety of all
+    sources (e.g. H&E tubules in the paler HE_00x stain, or in HuBMAP's PAS)."""
+    refs: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    by_source: dict[str, list[Cutout]] = {}
+    for c in cutouts:
+        by_source.setdefault(cutout_source(c.name), []).append(c)
+    for cs in by_source.values():
+        px = np.concatenate([c.image[c.mask] for c in cs])
+        if len(px) >= min_pixels:
+            refs.setdefault("H&E", []).append(colour_stats(px[:: max(1, len(px) // 100_000)]))
+    for img in images:
+        px = img.image[(img.label != NON_TISSUE) & (img.label != IGNORE)]
+        px = px[px.sum(1) > 75]  # blacked-out holes carry no stain
+        if len(px) >= min_pixels:
+            refs.setdefault(img.stain, []).append(
+                colour_stats(px[:: max(1, len(px) // 100_000)]))
+    return refs
+
+
 def cutout_source(name: str) -> str:
     """The slide a cut-out comes from, from its file stem (e.g. 'FFPE PostRep 004', 'HE_002',
     '13600_18000_0')."""
@@ -288,9 +343,14 @@ def harmonise_sources(cutouts: list[Cutout], reference_sources: tuple[str, ...])
 
 
 def composite(background: LabelledImage, cutouts: list[Cutout], size: int,
-              rng: np.random.Generator, n_paste: tuple[int, int] = (6, 16)
+              rng: np.random.Generator, n_paste: tuple[int, int] = (6, 16),
+              harmonised_prob: float = 0.75
               ) -> tuple[np.ndarray, np.ndarray]:
-    """Paste random cut-outs (random dihedral turn, ±15% scale) on a background crop."""
+    """Paste random cut-outs (random dihedral turn, ±15% scale) on a background crop.
+
+    ``harmonised_prob``: chance of pasting a cut-out in the reference stain (see
+    :func:`harmonise_sources`) rather than its own slide's.
+    """
     im, lab = _random_crop(background, size, rng)
     im, lab = im.copy(), lab.copy()
     # weight classes so that glomeruli and vessels are not drowned by tubules
@@ -300,7 +360,8 @@ def composite(background: LabelledImage, cutouts: list[Cutout], size: int,
     for _ in range(int(rng.integers(*n_paste))):
         c = cutouts[int(rng.choice(len(cutouts), p=w))]
         # most of the time, the cut-out in the backgrounds' stain (see harmonise_sources)
-        ci = c.harmonised if c.harmonised is not None and rng.random() < 0.75 else c.image
+        ci = (c.harmonised if c.harmonised is not None and rng.random() < harmonised_prob
+              else c.image)
         cm = c.mask
         z = rng.uniform(0.85, 1.15)
         shape = _scaled_shape(ci.shape, z)
@@ -354,6 +415,8 @@ class CompartmentData:
     cutouts: list[Cutout]
     pas: list[LabelledImage]
     phantoms: list[LabelledImage] = field(default_factory=list)
+    # colour statistics by stain for stain transfer (see stain_references)
+    stain_refs: dict[str, list[tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict)
 
 
 def load_phantoms(n: int, target_mpp: float, side_um: float = 1024.0, seed: int = 0
@@ -382,10 +445,21 @@ def load_phantoms(n: int, target_mpp: float, side_um: float = 1024.0, seed: int 
 
 def make_compartment_sampler(data: CompartmentData, size: int, *,
                              mix: tuple[float, float, float, float] = (0.3, 0.3, 0.25, 0.15),
-                             pas_like: float = 0.4, glass_edge: float = 0.15):
+                             pas_like: float = 0.4, glass_edge: float = 0.15,
+                             zoom: tuple[float, float] = (0.9, 1.1),
+                             harmonised_prob: float = 0.75, stain_strength: float = 1.0,
+                             density: tuple[float, float] = (1.0, 1.0), grey_prob: float = 0.0,
+                             transfer: float = 0.0, transfer_pas: float = 0.4):
     """Sampler of (image, label) tiles: real H&E tiles, H&E composites, PAS images and
     phantoms in the proportions ``mix`` (missing sources are skipped), with stain and
     glass-edge augmentation.
+
+    ``zoom``: scale jitter of real tiles and phantoms (PAS images, whose scale is estimated,
+    get a range 1.2× wider each way); ``harmonised_prob``: see :func:`composite`;
+    ``stain_strength``, ``density``, ``grey_prob``: see
+    :func:`shindan.kidney.augment.stain_augment`; ``transfer``: chance of first re-colouring
+    a tile to a random training slide's colour statistics (``data.stain_refs``; a PAS one
+    with chance ``transfer_pas``), see :func:`transfer_stain`.
     """
     from shindan.kidney.augment import flip_rotate, stain_augment
 
@@ -397,26 +471,33 @@ def make_compartment_sampler(data: CompartmentData, size: int, *,
         raise ValueError("no training data for the compartment sampler")
     probs = np.array([p for p, _ in sources], float)
     probs /= probs.sum()
+    pas_zoom = (zoom[0] / 1.2, zoom[1] * 1.2)
 
     def sample(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         kind = sources[int(rng.choice(len(sources), p=probs))][1]
         if kind == "tile":
             t = data.tiles[int(rng.integers(len(data.tiles)))]
-            im, lab = _random_crop(t, size, rng, (0.9, 1.1))
+            im, lab = _random_crop(t, size, rng, zoom)
         elif kind == "composite":
             bg = data.backgrounds[int(rng.integers(len(data.backgrounds)))]
-            im, lab = composite(bg, data.cutouts, size, rng)
+            im, lab = composite(bg, data.cutouts, size, rng, harmonised_prob=harmonised_prob)
         elif kind == "pas":
             t = data.pas[int(rng.integers(len(data.pas)))]
             # the PAS scale is an estimate: jitter it widely
-            im, lab = _random_crop(t, size, rng, (0.8, 1.25))
+            im, lab = _random_crop(t, size, rng, pas_zoom)
         else:
             t = data.phantoms[int(rng.integers(len(data.phantoms)))]
-            im, lab = _random_crop(t, size, rng, (0.9, 1.1))
+            im, lab = _random_crop(t, size, rng, zoom)
         im, lab = flip_rotate(im, lab, rng)
         if rng.random() < glass_edge:
             im, lab = add_glass_edge(im, lab, rng)
-        im = stain_augment(im, rng, pas_prob=pas_like if kind in ("tile", "composite") else 0.0)
+        if data.stain_refs and rng.random() < transfer:
+            group = "PAS" if "PAS" in data.stain_refs and rng.random() < transfer_pas else "H&E"
+            refs = data.stain_refs.get(group) or next(iter(data.stain_refs.values()))
+            im = transfer_stain(im, refs[int(rng.integers(len(refs)))], rng)
+        im = stain_augment(im, rng, strength=stain_strength,
+                           pas_prob=pas_like if kind in ("tile", "composite") else 0.0,
+                           density=density, grey_prob=grey_prob)
         return im, lab
 
     return sample

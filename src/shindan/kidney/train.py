@@ -39,6 +39,7 @@ from shindan.kidney.data import (
     load_phantoms,
     make_compartment_sampler,
     split_columns,
+    stain_references,
 )
 from shindan.models.card import unet_card
 
@@ -126,38 +127,69 @@ def glomerulus_dice(predictor: Any, images: Sequence[LabelledImage]) -> dict[str
 # --------------------------------------------------------------------------- built-in recipe
 VALIDATED_ON = {"non-tissue": ["H&E"], "interstitium": ["H&E"], "glomerulus": ["H&E", "PAS"],
                 "tubule": ["H&E"], "vessel": ["H&E"]}
-HELDOUT_NOTES = (
-    "H&E: AAPI tile HE_001 (never trained on, nor its named cut-outs), pooled per-class Dice "
-    "over its labelled pixels at 1 µm/px, tiled inference as shipped. PAS: HuBMAP test split "
-    "(10 images, same source as the PAS training images; glomerulus vs rest, 5-px rim around "
-    "outlines not scored) and every 4th AIDPATH crop (another lab, never trained on; crops "
-    "assumed 0.9 µm/px, glomerulus vs rest). Model selection used the right 25% of tile "
-    "13600_18000_0 and the HuBMAP train images named 100-109 (4 exist: 106-109).")
-def builtin_data(root: Path, target_mpp: float, phantoms: int = 0) -> dict[str, Any]:
+# Sampler settings of the built-in recipe: real tiles and composites, strong stain jitter
+# (global fading/darkening, near-grey tiles, H&E→PAS-like shifts) and ±25% scale, because
+# the held-out H&E tile is far paler than the training tiles and PAS comes from other labs.
+RECIPE_SAMPLER = {"mix": (0.35, 0.3, 0.25, 0.1), "pas_like": 0.2, "glass_edge": 0.15,
+                  "zoom": (0.8, 1.25), "harmonised_prob": 1.0, "stain_strength": 1.2,
+                  "density": (0.5, 1.4), "grey_prob": 0.05, "transfer": 0.6,
+                  "transfer_pas": 0.35}
+# CE weights (non-tissue, interstitium, glomerulus, tubule, vessel): tubules cover most
+# labelled pixels, vessels very few.
+RECIPE_CLASS_WEIGHTS = (1.0, 1.5, 1.0, 0.8, 2.0)
+
+
+def heldout_notes(test_tile: str, val_tile: str) -> str:
+    """How the held-out figures of the built-in recipe were measured (for the card)."""
+    return (
+        f"H&E: AAPI tile {test_tile} (never trained on, nor its background or cut-outs named "
+        "after it), pooled per-class Dice over its labelled pixels at the model's µm/px, tiled "
+        "inference as shipped. PAS: HuBMAP test split (10 images, same source as the PAS "
+        "training images; glomerulus vs rest, 5-px rim around outlines not scored) and every "
+        "4th AIDPATH crop (another lab, never trained on; crops assumed 0.9 µm/px, glomerulus "
+        f"vs rest). Model selection used the right 25% of tile {val_tile} (its left 75% is "
+        "trained on) and the HuBMAP train images named 100-109 (4 exist: 106-109).")
+
+
+def builtin_data(root: Path, target_mpp: float, phantoms: int = 0,
+                 test_tile: str = "HE_001", exclude_cutouts: Sequence[str] = ()
+                 ) -> dict[str, Any]:
     """Training, validation and test sets of the real-data recipe (see the module docstring of
     :mod:`shindan.kidney.data`).
 
-    Split: AAPI tiles 11000_16000_0 and the left 75% of 13600_18000_0 train; the right 25% of
-    13600_18000_0 and HuBMAP train images 106-109 validate (early stopping); tile HE_001 (and
-    every cut-out named after it), the HuBMAP test split and the AIDPATH crops are the
-    held-out tests. ``phantoms`` synthetic biopsies (exact labels) are added to training.
+    Split: ``test_tile`` (with its background and every cut-out named after it), the HuBMAP
+    test split and the AIDPATH crops are the held-out tests. Of the two other AAPI tiles,
+    11000_16000_0 trains whole, the other (13600_18000_0, or HE_001 when 13600_18000_0 is
+    the test tile) trains on its left 75% and validates (early stopping, model selection)
+    on its right 25%, with HuBMAP train images 106-109. ``phantoms`` synthetic biopsies
+    (exact labels) are added to training. Cut-outs whose name contains any of
+    ``exclude_cutouts`` are left out (e.g. "HE_00": slides that gave only glomeruli and
+    vessels, whose scanner texture alone would then tell the class).
     """
+    if test_tile not in AAPI_TILES or test_tile == AAPI_TILES[0]:
+        raise InputError(f"test tile must be one of {', '.join(AAPI_TILES[1:])}, "
+                         f"got {test_tile!r}")
+    val_tile = "13600_18000_0" if test_tile != "13600_18000_0" else "HE_001"
     tiles = {n: load_aapi_tile(root, n, target_mpp) for n in AAPI_TILES}
-    left, right = split_columns(tiles["13600_18000_0"], 0.75)
-    bgs = [load_aapi_background(root, n, target_mpp) for n in AAPI_TILES[:2]]
-    bgs[1] = split_columns(bgs[1], 0.75)[0]
-    cutouts = load_aapi_cutouts(root, target_mpp, exclude=("HE_001",))
-    harmonise_sources(cutouts, ("11000_16000_0", "13600_18000_0"))
+    left, right = split_columns(tiles[val_tile], 0.75)
+    bgs = [load_aapi_background(root, AAPI_TILES[0], target_mpp),
+           split_columns(load_aapi_background(root, val_tile, target_mpp), 0.75)[0]]
+    cutouts = load_aapi_cutouts(root, target_mpp, exclude=(test_tile, *exclude_cutouts))
+    harmonise_sources(cutouts, tuple(n for n in AAPI_TILES if n != test_tile))
     val_names = [str(i) for i in range(100, 110)]
     all_train = load_hubmap(root, "train", target_mpp)
     pas_train = [p for p in all_train if p.name.rsplit("-", 1)[-1] not in val_names]
     pas_val = [p for p in all_train if p.name.rsplit("-", 1)[-1] in val_names]
+    train_tiles = [tiles[AAPI_TILES[0]], left]
     return {
-        "train": CompartmentData([tiles["11000_16000_0"], left], bgs, cutouts, pas_train,
-                                 load_phantoms(phantoms, target_mpp) if phantoms else []),
+        "train": CompartmentData(train_tiles, bgs, cutouts, pas_train,
+                                 load_phantoms(phantoms, target_mpp) if phantoms else [],
+                                 stain_references(cutouts, [*train_tiles, *pas_train])),
         "val": [right, *pas_val],
-        "test_he": [tiles["HE_001"]],
+        "test_he": [tiles[test_tile]],
         "test_pas": load_hubmap(root, "test", target_mpp),
+        "test_tile": test_tile,
+        "val_tile": val_tile,
     }
 
 
@@ -261,15 +293,19 @@ def train_compartments(
     init: str | None = None,
     config: TrainConfig | None = None,
     tile: int = 256,
+    test_tile: str = "HE_001",
+    exclude_cutouts: Sequence[str] = (),
     command: str = "",
     log: Callable[[str], None] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train (or fine-tune from ``init``) a compartment model and save it to ``out``.
 
-    With ``builtin`` (the shared ``data/kidney`` folder) the real-data recipe runs and the
-    held-out scores go into the card; otherwise ``inputs`` + ``annotations`` are used, with
-    every fifth image (or, with a single image, its right fifth) kept for validation.
+    With ``builtin`` (the shared ``data/kidney`` folder) the real-data recipe runs (sampler
+    :data:`RECIPE_SAMPLER`, CE weights :data:`RECIPE_CLASS_WEIGHTS` unless ``config`` has
+    some, AAPI tile ``test_tile`` held out) and the held-out scores go into the card;
+    otherwise ``inputs`` + ``annotations`` are used, with every fifth image (or, with a
+    single image, its right fifth) kept for validation.
     """
     from shindan.engine import load_predictor
     from shindan.models import load_card, load_network, save_model
@@ -277,6 +313,8 @@ def train_compartments(
     say = log or (lambda s: print(s, file=sys.stderr))
     cfg = config or TrainConfig()
     cfg.label_sets = {k: list(v) for k, v in LABEL_SETS.items()}
+    if builtin is not None and cfg.class_weights is None:
+        cfg.class_weights = list(RECIPE_CLASS_WEIGHTS)
     if init:  # the starting model fixes the scale the data is read at
         base = load_card(init)
         card = {**base.data, "input": {**base.data["input"]}}
@@ -288,7 +326,7 @@ def train_compartments(
         net = None
     if builtin is not None:
         say(f"loading the built-in real-data recipe from {builtin} at {target_mpp} µm/px")
-        sets = builtin_data(builtin, target_mpp, phantoms)
+        sets = builtin_data(builtin, target_mpp, phantoms, test_tile, exclude_cutouts)
         train_data, val = sets["train"], sets["val"]
         data_note = ("AAPI H&E kidney transplant biopsies (2 rebuilt tiles with full labels, "
                      f"{len(train_data.cutouts)} structure cut-outs pasted onto interstitium "
@@ -315,7 +353,8 @@ def train_compartments(
     if init:  # reproducing a fine-tuned model means reproducing its starting point first
         base_cmd = base.data["training"].get("command", "")
         card["training"]["command"] = f"{base_cmd} && {command}" if base_cmd else command
-    sampler = make_compartment_sampler(train_data, tile)
+    sampler = make_compartment_sampler(train_data, tile,
+                                       **(RECIPE_SAMPLER if builtin is not None else {}))
 
     def save(net_, res: dict[str, Any]) -> None:
         card["metrics"] = {"validation": {"mean_dice": round(res["best_dice"], 4),
@@ -335,17 +374,17 @@ def train_compartments(
         result["test_pas_hubmap"] = glomerulus_dice(pred, sets["test_pas"])
         aid = load_aidpath(builtin, crop_mpp=0.9, mpp=target_mpp)[::4]
         result["test_pas_aidpath"] = glomerulus_dice(pred, aid)
-        say(f"H&E HE_001: {result['test_he']}")
+        say(f"H&E {sets['test_tile']}: {result['test_he']}")
         say(f"PAS HuBMAP test glomerulus: {result['test_pas_hubmap']}")
         say(f"PAS AIDPATH glomerulus: {result['test_pas_aidpath']}")
         c = load_card(out)
         data = dict(c.data)
         data["metrics"] = {**data.get("metrics", {}),
-                           "heldout_he_tile_HE_001": result["test_he"],
+                           f"heldout_he_tile_{sets['test_tile']}": result["test_he"],
                            "heldout_pas_hubmap_test_glomerulus": result["test_pas_hubmap"],
                            "heldout_pas_aidpath_glomerulus": result["test_pas_aidpath"],
                            "validated_on_stain": VALIDATED_ON,
-                           "heldout_notes": HELDOUT_NOTES}
+                           "heldout_notes": heldout_notes(sets["test_tile"], sets["val_tile"])}
         he, hub, aid_r = result["test_he"], result["test_pas_hubmap"], result["test_pas_aidpath"]
         data["headline"] = (f"H&E held-out tile mean Dice {he['mean_dice']:.3f}; glomerulus Dice "
                             f"PAS {hub['dice_pooled']:.3f} (HuBMAP test), "

@@ -62,6 +62,12 @@ def register(app: typer.Typer) -> None:
         minutes: Annotated[float | None, typer.Option(help="Wall-clock budget in minutes.")
                            ] = None,
         seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+        test_tile: Annotated[str, typer.Option(
+            help="With --builtin: the AAPI tile held out for the final H&E test "
+                 "(HE_001 or 13600_18000_0).")] = "HE_001",
+        exclude_cutouts: Annotated[str, typer.Option(
+            help="With --builtin: leave out cut-outs whose name contains any of these "
+                 "comma-separated strings (e.g. 'HE_00').")] = "",
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
     ) -> None:
         """Train or fine-tune the compartment model on your annotations or the built-in data."""
@@ -72,6 +78,9 @@ def register(app: typer.Typer) -> None:
             raise InputError("give INPUTS with --annotations, or --builtin DATA_FOLDER")
         if builtin is not None and not (builtin / "tiles-aapi-he").is_dir():
             raise InputError(f"{builtin}: not the kidney data folder (no tiles-aapi-he/)")
+        if builtin is not None and test_tile not in ("HE_001", "13600_18000_0"):
+            raise InputError(f"--test-tile: test tile must be HE_001 or 13600_18000_0, "
+                             f"got {test_tile!r}")
         if inputs and not annotations:
             raise InputError("--annotations is required with INPUTS")
         if mpp is not None and mpp <= 0:
@@ -87,13 +96,18 @@ def register(app: typer.Typer) -> None:
                  *([f"--init {q(init)}"] if init else []), f"--steps {steps}",
                  f"--batch-size {batch_size}", f"--tile {tile}", f"--lr {lr}",
                  f"--eval-every {eval_every}", f"--patience {patience}",
-                 *([f"--minutes {minutes}"] if minutes is not None else []), f"--seed {seed}"]
+                 *([f"--minutes {minutes}"] if minutes is not None else []), f"--seed {seed}",
+                 *([f"--test-tile {test_tile}"] if builtin and test_tile != "HE_001" else []),
+                 *([f"--exclude-cutouts {q(exclude_cutouts)}"] if exclude_cutouts else [])]
         cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, eval_every=eval_every,
                           patience=patience, seed=seed, max_minutes=minutes,
                           warmup=min(100, steps // 10 + 1))
         res = train_compartments(out, builtin=builtin, phantoms=phantoms, inputs=inputs or [],
                                  annotations=annotations or [], mpp=mpp, target_mpp=target_mpp,
                                  classes=cls, init=init, config=cfg, tile=tile,
+                                 test_tile=test_tile,
+                                 exclude_cutouts=[e.strip() for e in exclude_cutouts.split(",")
+                                                  if e.strip()],
                                  command=" ".join(parts), progress=not quiet)
         (out / "training_log.json").write_text(json.dumps(res, indent=1, default=str) + "\n")
         typer.echo(f"wrote {out}", err=True)

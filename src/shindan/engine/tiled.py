@@ -35,6 +35,20 @@ Reader = Callable[[tuple[int, int], tuple[int, int]], np.ndarray]
 FILL_LOGIT = 30.0
 
 
+def _weight(z: np.ndarray, window: np.ndarray, overlap: int) -> None:
+    """``z *= window`` in place, touching only the ramps (the window is 1 inside)."""
+    o = overlap
+    if o == 0:
+        return
+    if 2 * o >= window.shape[0]:
+        z *= window
+        return
+    z[..., :o, :] *= window[:o]
+    z[..., -o:, :] *= window[-o:]
+    z[..., o:-o, :o] *= window[o:-o, :o]
+    z[..., o:-o, -o:] *= window[o:-o, -o:]
+
+
 def blend_window(size: int, overlap: int) -> np.ndarray:
     """Separable (size, size) float32 weights: 1 inside, ramping to ~0 across ``overlap``."""
     if overlap == 0:
@@ -244,13 +258,14 @@ def run_tiles(
     strips = [(x, min(x + strip_width, grid.width)) for x in range(0, grid.width, strip_width)]
     total = sum(len(grid.cols_touching(*s)) for s in strips) * grid.rows
     ran = 0
-    with ThreadPoolExecutor(max_workers=max(2, _threads())) as pool, progress_bar(
-        description, total, enabled=progress
-    ) as advance:
+    # One thread runs the model so that blending a batch overlaps the next batch's inference.
+    with ThreadPoolExecutor(max_workers=max(2, _threads())) as pool, ThreadPoolExecutor(
+        max_workers=1
+    ) as model, progress_bar(description, total, enabled=progress) as advance:
         try:
             for strip in strips:
                 ran += _run_strip(reader, predictor, grid, sink, strip, keep, fill_class,
-                                  batch_size, pool, advance)
+                                  batch_size, (pool, model), advance)
         finally:
             sink.close()
     return ran
@@ -259,7 +274,8 @@ def run_tiles(
 def _run_strip(
     reader: Reader, predictor: Predictor, grid: TileGrid, sink: Sink, strip: tuple[int, int],
     keep: Callable[[int, int], bool], fill_class: int, batch_size: int,
-    pool: ThreadPoolExecutor, advance: Callable[[int], None], read_ahead: int = 4,
+    pools: tuple[ThreadPoolExecutor, ThreadPoolExecutor], advance: Callable[[int], None],
+    read_ahead: int = 4,
 ) -> int:
     """One vertical strip, top to bottom, with one band of tile rows in memory."""
     size = grid.size
@@ -275,21 +291,26 @@ def _run_strip(
     emitted = 0  # image rows of this strip already handed to the sink
     ran = 0
     batches = _tile_batches(grid, strip, keep, batch_size)
-    queue: deque[tuple[list, list[Future]]] = deque()
+    queue: deque[tuple[list, Future | None]] = deque()
+    read_pool, model_pool = pools
+
+    def infer(reads: list[Future]) -> np.ndarray:
+        return predictor.logits(np.stack([f.result() for f in reads]))
 
     def submit() -> None:
         tiles = next(batches, None)
         if tiles is not None:
-            futs = [pool.submit(reader, grid.origin(r, c), (size, size)) for r, c, k in tiles if k]
-            queue.append((tiles, futs))
+            reads = [read_pool.submit(reader, grid.origin(r, c), (size, size))
+                     for r, c, k in tiles if k]
+            queue.append((tiles, model_pool.submit(infer, reads) if reads else None))
 
     for _ in range(read_ahead):  # reading and decoding overlap with compute
         submit()
     while queue:
-        tiles, futs = queue.popleft()
+        tiles, result = queue.popleft()
         submit()
-        logits = iter(predictor.logits(np.stack([f.result() for f in futs]))) if futs else None
-        ran += len(futs)
+        logits = iter(result.result()) if result else None
+        ran += sum(k for _, _, k in tiles)
         y0 = grid.origin(tiles[0][0], 0)[1]
         if y0 > band.top:  # a new tile row starts: every row above it is final
             done_to = min(y0, grid.height)
@@ -301,7 +322,7 @@ def _run_strip(
             x = grid.origin(r, c)[0] - bx0
             if k:
                 z = next(logits)
-                z *= window
+                _weight(z, window, grid.overlap)
                 band.acc[:, :, x : x + size] += z
                 band.live[:, x : x + size] = True
             else:  # no tissue: full confidence in the fill class, no model run

@@ -58,6 +58,8 @@ def tta_logits(forward: Callable[[T], T], x: T, views: Sequence[str]) -> T:
     True
     """
     out = forward(x)
+    if not views:
+        return out
     for v in check_views(views):
         f = _APPLY[v]
         y = forward(f(x))

@@ -77,13 +77,19 @@ def bench_backends(model: str, tiles: np.ndarray, batch: int) -> list[dict]:
         p = load_predictor(model, backend)
         labels = p.predict(tiles[:batch]).argmax(1)
         ref = labels if ref is None else ref
-        rows.append({"backend": backend, "tiles_per_s": _rate(p, tiles, batch),
-                     "label_agreement_vs_torch_fp32": float((labels == ref).mean())})
+        rows.append(
+            {
+                "backend": backend,
+                "tiles_per_s": _rate(p, tiles, batch),
+                "label_agreement_vs_torch_fp32": float((labels == ref).mean()),
+            }
+        )
     return rows
 
 
-def bench_pipeline(model: str, slide_path: Path, backend: str, batch: int,
-                   repeats: int = 3) -> dict:
+def bench_pipeline(
+    model: str, slide_path: Path, backend: str, batch: int, repeats: int = 3
+) -> dict:
     """End-to-end segment_slide tiles/s ÷ bare-model tiles/s on the very same tiles.
 
     The two are measured alternately ``repeats`` times and the median ratio reported, so a
@@ -104,22 +110,33 @@ def bench_pipeline(model: str, slide_path: Path, backend: str, batch: int,
         for i in range(repeats):
             t = time.perf_counter()
             tm = detect_tissue(s)
-            seg = segment_slide(s, p, Path(tmp) / f"l{i}.zarr", tissue=tm, batch_size=batch,
-                                progress=False)
+            seg = segment_slide(
+                s, p, Path(tmp) / f"l{i}.zarr", tissue=tm, batch_size=batch, progress=False
+            )
             e2e.append(seg.tiles_run / (time.perf_counter() - t))
             if i == 0:
                 grid = TileGrid(seg.width, seg.height, card.size, card.overlap)
-                kept = [grid.origin(r, c) for r in range(grid.rows) for c in range(grid.cols)
-                        if tm.fraction((*grid.origin(r, c), card.size, card.size),
-                                       card.mpp) >= 0.01]
-                tiles = np.stack([read_at_mpp(s, xy, (card.size, card.size), card.mpp)
-                                  for xy in kept])
+                kept = [
+                    grid.origin(r, c)
+                    for r in range(grid.rows)
+                    for c in range(grid.cols)
+                    if tm.fraction((*grid.origin(r, c), card.size, card.size), card.mpp) >= 0.01
+                ]
+                tiles = np.stack(
+                    [read_at_mpp(s, xy, (card.size, card.size), card.mpp) for xy in kept]
+                )
             bare.append(_rate(p, tiles, batch))
     ratios = [a / b for a, b in zip(e2e, bare, strict=True)]
     k = int(np.argsort(ratios)[len(ratios) // 2])
-    return {"slide": slide_path.name, "backend": p.backend, "tiles": seg.tiles_run,
-            "e2e_tiles_per_s": e2e[k], "bare_tiles_per_s": bare[k], "efficiency": ratios[k],
-            "all_efficiencies": " ".join(f"{r:.3f}" for r in ratios)}
+    return {
+        "slide": slide_path.name,
+        "backend": p.backend,
+        "tiles": seg.tiles_run,
+        "e2e_tiles_per_s": e2e[k],
+        "bare_tiles_per_s": bare[k],
+        "efficiency": ratios[k],
+        "all_efficiencies": " ".join(f"{r:.3f}" for r in ratios),
+    }
 
 
 def _peak_memory_child(slide_path: str, model: str) -> None:
@@ -137,14 +154,26 @@ def _peak_memory_child(slide_path: str, model: str) -> None:
         seg = segment_slide(s, p, Path(tmp) / "l.zarr", tissue=detect_tissue(s), progress=False)
         secs = time.perf_counter() - t
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"peak_rss_mb": peak, "tiles": seg.tiles_run, "seconds": secs,
-                      "output_px": [seg.width, seg.height]}))
+    print(
+        json.dumps(
+            {
+                "peak_rss_mb": peak,
+                "tiles": seg.tiles_run,
+                "seconds": secs,
+                "output_px": [seg.width, seg.height],
+            }
+        )
+    )
 
 
 def bench_memory(model: str, side: int) -> dict:
     path = _phantom(side)
-    out = subprocess.run([sys.executable, __file__, "--memory-child", str(path), model],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--memory-child", str(path), model],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return {"side": side, **json.loads(out.stdout.strip().splitlines()[-1])}
 
 
@@ -186,9 +215,14 @@ def bench_classify(model: str, n: int = 512) -> dict:
     predict_paths(p, files[:64], progress=False)  # warm-up
     t = time.perf_counter()
     predict_paths(p, files, progress=False)
-    return {"model": model, "images": f"{n} {what} ({side})", "input": p.card.size,
-            "views": 1 + len(p.tta), "backend": p.backend,
-            "images_per_s": n / (time.perf_counter() - t)}
+    return {
+        "model": model,
+        "images": f"{n} {what} ({side})",
+        "input": p.card.size,
+        "views": 1 + len(p.tta),
+        "backend": p.backend,
+        "images_per_s": n / (time.perf_counter() - t),
+    }
 
 
 def _md_table(rows: list[dict]) -> str:
@@ -222,35 +256,64 @@ def main() -> None:
     tiles = _tiles(_phantom(args.pipeline_side), card, 32)
     backends = bench_backends(args.model, tiles, args.batch)
     best = max(backends, key=lambda r: r["tiles_per_s"])
-    sections.append((f"Backends: shipped `{args.model}` network, {len(tiles)} tiles of "
-                     f"{card.size}² px, batch {args.batch}", _md_table(backends)))
+    sections.append(
+        (
+            f"Backends: shipped `{args.model}` network, {len(tiles)} tiles of "
+            f"{card.size}² px, batch {args.batch}",
+            _md_table(backends),
+        )
+    )
     print("pipeline…", file=sys.stderr)
-    pipe = [bench_pipeline(args.model, _phantom(args.pipeline_side), b, args.batch)
-            for b in ("onnx", "torch-bf16")]
-    sections.append(("Pipeline efficiency (end-to-end ÷ bare model, same tiles; target ≥ 0.85)",
-                     _md_table(pipe)))
+    pipe = [
+        bench_pipeline(args.model, _phantom(args.pipeline_side), b, args.batch)
+        for b in ("onnx", "torch-bf16")
+    ]
+    sections.append(
+        (
+            "Pipeline efficiency (end-to-end ÷ bare model, same tiles; target ≥ 0.85)",
+            _md_table(pipe),
+        )
+    )
     print("memory…", file=sys.stderr)
     mem = [bench_memory(args.model, int(s)) for s in args.sizes.split(",")]
-    sections.append(("Peak memory of whole-slide segmentation (fresh process; target < 2 GB, "
-                     "about equal)", _md_table(mem)))
+    sections.append(
+        (
+            "Peak memory of whole-slide segmentation (fresh process; target < 2 GB, about equal)",
+            _md_table(mem),
+        )
+    )
     cls = [bench_classify(c.name) for c in list_models() if c.task == "classification"]
     if cls:
-        sections.append(("`classify predict` end to end: decode, resize, model with its test-time "
-                         "views (target ≥ 100 images/s)", _md_table(cls)))
+        sections.append(
+            (
+                "`classify predict` end to end: decode, resize, model with its test-time "
+                "views (target ≥ 100 images/s)",
+                _md_table(cls),
+            )
+        )
     tia = ROOT / "bench" / "tiatoolbox_compare.py"
     if tia.exists():
-        res = subprocess.run([sys.executable, str(tia), str(_phantom(args.pipeline_side)),
-                              args.model], capture_output=True, text=True)
+        res = subprocess.run(
+            [sys.executable, str(tia), str(_phantom(args.pipeline_side)), args.model],
+            capture_output=True,
+            text=True,
+        )
         if res.returncode == 0:
-            sections.append(("TIAToolbox SemanticSegmentor vs shindan, same slide and network "
-                             "(target ≥ 5x)", res.stdout.strip()))
+            sections.append(
+                (
+                    "TIAToolbox SemanticSegmentor vs shindan, same slide and network (target ≥ 5x)",
+                    res.stdout.strip(),
+                )
+            )
         else:
             sections.append(("TIAToolbox comparison", f"not run: {res.stderr.strip()[-300:]}"))
-    head = (f"# Benchmarks\n\nMeasured by `make bench` on {time.strftime('%Y-%m-%d')}, "
-            f"shindan {__version__}, {platform.processor() or platform.machine()}, "
-            f"{os.cpu_count()} cores, Python {platform.python_version()}. Fastest backend here: "
-            f"**{best['backend']}**. Ratios compare runs made in this one session; absolute "
-            "rates vary with machine load.\n")
+    head = (
+        f"# Benchmarks\n\nMeasured by `make bench` on {time.strftime('%Y-%m-%d')}, "
+        f"shindan {__version__}, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}. Fastest backend here: "
+        f"**{best['backend']}**. Ratios compare runs made in this one session; absolute "
+        "rates vary with machine load.\n"
+    )
     text = head + "".join(f"\n## {t}\n\n{b}\n" for t, b in sections)
     args.out.write_text(text)
     print(text)

@@ -16,13 +16,22 @@ def seg_card_dict(size: int = 64, overlap: int = 16, classes: int = 3, mpp: floa
         "version": "0.0.1",
         "task": "segmentation",
         "architecture": {
-            "library": "smp", "name": "Unet",
-            "kwargs": {"encoder_name": "resnet18", "encoder_depth": 3,
-                       "decoder_channels": [32, 16, 8]},
+            "library": "smp",
+            "name": "Unet",
+            "kwargs": {
+                "encoder_name": "resnet18",
+                "encoder_depth": 3,
+                "decoder_channels": [32, 16, 8],
+            },
         },
         "classes": [f"c{i}" for i in range(classes)],
-        "input": {"mpp": mpp, "size": size, "overlap": overlap,
-                  "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
+        "input": {
+            "mpp": mpp,
+            "size": size,
+            "overlap": overlap,
+            "mean": [0.5, 0.5, 0.5],
+            "std": [0.25, 0.25, 0.25],
+        },
         "files": {"weights": "weights.safetensors"},
         "training": {"data": "none (random init)", "licence": "n/a", "command": "tests"},
     }

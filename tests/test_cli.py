@@ -11,8 +11,9 @@ SHINDAN = [str(Path(sys.executable).with_name("shindan"))]
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(SHINDAN + list(args), capture_output=True, text=True, cwd=cwd,
-                          timeout=600)
+    return subprocess.run(
+        SHINDAN + list(args), capture_output=True, text=True, cwd=cwd, timeout=600
+    )
 
 
 def assert_one_line_error(p: subprocess.CompletedProcess) -> None:
@@ -25,8 +26,16 @@ def assert_one_line_error(p: subprocess.CompletedProcess) -> None:
 def test_version_and_help():
     p = run("--version")
     assert p.returncode == 0 and p.stdout.startswith("shindan ")
-    for cmd in ([], ["info"], ["models"], ["demo"], ["kidney", "analyze"], ["nuclei", "segment"],
-                ["classify", "predict"], ["explain"]):
+    for cmd in (
+        [],
+        ["info"],
+        ["models"],
+        ["demo"],
+        ["kidney", "analyze"],
+        ["nuclei", "segment"],
+        ["classify", "predict"],
+        ["explain"],
+    ):
         h = run(*cmd, "--help")
         assert h.returncode == 0, (cmd, h.stderr)
         assert "Usage" in h.stdout
@@ -51,11 +60,13 @@ def test_info_errors(tmp_path, shared_data):
 
 def test_bad_options_exit_2(tmp_path):
     assert_one_line_error(run("info"))
-    assert_one_line_error(run("kidney", "analyze", str(tmp_path / "nope.png"), "--out",
-                              str(tmp_path / "o")))
+    assert_one_line_error(
+        run("kidney", "analyze", str(tmp_path / "nope.png"), "--out", str(tmp_path / "o"))
+    )
     assert not (tmp_path / "o").exists()
-    assert_one_line_error(run("kidney", "analyze", "--out", str(tmp_path / "o"), "--mpp", "abc",
-                              str(tmp_path)))
+    assert_one_line_error(
+        run("kidney", "analyze", "--out", str(tmp_path / "o"), "--mpp", "abc", str(tmp_path))
+    )
     assert_one_line_error(run("no-such-command"))
 
 
@@ -65,8 +76,9 @@ def test_unknown_model(tmp_path, model):
     from PIL import Image
 
     Image.new("RGB", (32, 32)).save(img)
-    assert_one_line_error(run("classify", "predict", model, str(img), "--out",
-                              str(tmp_path / "p.csv")))
+    assert_one_line_error(
+        run("classify", "predict", model, str(img), "--out", str(tmp_path / "p.csv"))
+    )
     assert not (tmp_path / "p.csv").exists()
 
 

@@ -28,8 +28,13 @@ def draw(kind: str, rng: np.random.Generator, side: int = 48) -> tuple[np.ndarra
     return np.clip(img, 0, 255).astype(np.uint8), mask
 
 
-def make_tree(root: Path, per_class: int = 16, seed: int = 0, masks: Path | None = None,
-              classes: tuple[str, ...] = CLASSES) -> Path:
+def make_tree(
+    root: Path,
+    per_class: int = 16,
+    seed: int = 0,
+    masks: Path | None = None,
+    classes: tuple[str, ...] = CLASSES,
+) -> Path:
     """``root/<class>/p<k>-<i>.png`` (group = 'p<k>', 4 groups); masks by stem if asked."""
     rng = np.random.default_rng(seed)
     for c in classes:
@@ -48,10 +53,23 @@ def tiny_options(**kw):
     """Train options for a very small, very fast network (seconds on one core)."""
     from shindan.classify.train import TrainOptions
 
-    base = dict(name="tiny", arch="resnet10t", size=32, epochs=4, batch_size=8, lr=3e-3,
-                patience=10, folds=4, val_fraction=0.25, colour=0.3, progress=False,
-                n_boot=50, shifts=["jpeg-15", "zoom-0.65"], licence="test",
-                command="shindan classify train (test)",
-                arch_kwargs={"channels": [8, 16, 32, 64], "stem_width": 8})
+    base = dict(
+        name="tiny",
+        arch="resnet10t",
+        size=32,
+        epochs=4,
+        batch_size=8,
+        lr=3e-3,
+        patience=10,
+        folds=4,
+        val_fraction=0.25,
+        colour=0.3,
+        progress=False,
+        n_boot=50,
+        shifts=["jpeg-15", "zoom-0.65"],
+        licence="test",
+        command="shindan classify train (test)",
+        arch_kwargs={"channels": [8, 16, 32, 64], "stem_width": 8},
+    )
     base.update(kw)
     return TrainOptions(**base)

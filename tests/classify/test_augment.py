@@ -26,9 +26,24 @@ def test_augmenter_shape_determinism_and_no_mutation(image):
 
 
 def test_colour_strength_zero_keeps_colours(image):
-    aug = Augmenter(size=60, scale=(1, 1), shift=0, background_p=0, hed_sigma=0, hed_bias=0,
-                    hue=0, saturation=0, brightness=0, contrast=0, gamma=0, gray_p=0,
-                    blur_p=0, noise_p=0, jpeg_p=0, rotate=False)
+    aug = Augmenter(
+        size=60,
+        scale=(1, 1),
+        shift=0,
+        background_p=0,
+        hed_sigma=0,
+        hed_bias=0,
+        hue=0,
+        saturation=0,
+        brightness=0,
+        contrast=0,
+        gamma=0,
+        gray_p=0,
+        blur_p=0,
+        noise_p=0,
+        jpeg_p=0,
+        rotate=False,
+    )
     out = aug(image, np.random.default_rng(0))
     # Only 90° rotations/flips and tiny white-balance gain remain: same colour histogram mean.
     assert abs(out.mean() - image.mean()) < 0.08 * image.mean()

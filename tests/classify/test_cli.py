@@ -8,8 +8,9 @@ SHINDAN = [str(Path(sys.executable).with_name("shindan"))]
 
 
 def run(*args):
-    return subprocess.run(SHINDAN + [str(a) for a in args], capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run(
+        SHINDAN + [str(a) for a in args], capture_output=True, text=True, timeout=600
+    )
 
 
 def assert_one_line_error(p):
@@ -28,19 +29,38 @@ def test_predict_cli(tiny_model, image_tree, tmp_path):
 
 def test_cli_errors(tiny_model, image_tree, tmp_path):
     out = tmp_path / "p.csv"
-    assert_one_line_error(run("classify", "predict", tiny_model, tmp_path / "missing.jpg",
-                              "--out", out))
-    assert_one_line_error(run("classify", "predict", "no-such-model", image_tree,
-                              "--out", out))
+    assert_one_line_error(
+        run("classify", "predict", tiny_model, tmp_path / "missing.jpg", "--out", out)
+    )
+    assert_one_line_error(run("classify", "predict", "no-such-model", image_tree, "--out", out))
     assert not out.exists()
-    assert_one_line_error(run("classify", "train", tmp_path / "nothing", "--out",
-                              tmp_path / "m"))
-    assert_one_line_error(run("classify", "train", image_tree, "--out", tmp_path / "m",
-                              "--tta", "hflip,spin"))
-    assert_one_line_error(run("classify", "evaluate", tiny_model, image_tree, "--out",
-                              tmp_path / "e", "--shift", "sideways"))
-    assert_one_line_error(run("explain", tiny_model, image_tree, "--out", tmp_path / "x",
-                              "--masks", tmp_path / "no-masks"))
+    assert_one_line_error(run("classify", "train", tmp_path / "nothing", "--out", tmp_path / "m"))
+    assert_one_line_error(
+        run("classify", "train", image_tree, "--out", tmp_path / "m", "--tta", "hflip,spin")
+    )
+    assert_one_line_error(
+        run(
+            "classify",
+            "evaluate",
+            tiny_model,
+            image_tree,
+            "--out",
+            tmp_path / "e",
+            "--shift",
+            "sideways",
+        )
+    )
+    assert_one_line_error(
+        run(
+            "explain",
+            tiny_model,
+            image_tree,
+            "--out",
+            tmp_path / "x",
+            "--masks",
+            tmp_path / "no-masks",
+        )
+    )
     assert not (tmp_path / "m").exists() and not (tmp_path / "e").exists()
 
 

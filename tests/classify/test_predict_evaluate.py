@@ -27,8 +27,9 @@ def test_predict_csv(tiny_model, image_tree, tmp_path):
         p = np.array([float(r[k]) for k in ("p_disc", "p_ring", "p_square")])
         assert p.sum() == pytest.approx(1, abs=1e-4)
         assert r["label"] == ["disc", "ring", "square"][int(p.argmax())]
-    torch_out = predict(tiny_model, [image_tree / "disc"], tmp_path / "t.csv",
-                        backend="torch", progress=False)
+    torch_out = predict(
+        tiny_model, [image_tree / "disc"], tmp_path / "t.csv", backend="torch", progress=False
+    )
     a = [float(r["p_disc"]) for r in _rows(torch_out)]
     b = [float(r["p_disc"]) for r in rows[:16]]
     np.testing.assert_allclose(a, b, atol=1e-4)
@@ -66,13 +67,19 @@ def test_evaluate_held_out_split_and_shift(tiny_model, image_tree, tmp_path):
     from shindan.models import load_card
 
     card = load_card(tiny_model)
-    r = evaluate(tiny_model, image_tree, tmp_path / "e", split="test", n_boot=0,
-                 progress=False)
+    r = evaluate(tiny_model, image_tree, tmp_path / "e", split="test", n_boot=0, progress=False)
     assert r["n"] == card.data["training"]["split"]["test"]
     # The torch-evaluated card metrics and this ONNX run agree on the same held-out images.
     assert r["accuracy"] == pytest.approx(card.data["metrics"]["test"]["accuracy"], abs=0.03)
-    s = evaluate(tiny_model, image_tree, tmp_path / "s", split="test", shift="jpeg-15",
-                 n_boot=0, progress=False)
+    s = evaluate(
+        tiny_model,
+        image_tree,
+        tmp_path / "s",
+        split="test",
+        shift="jpeg-15",
+        n_boot=0,
+        progress=False,
+    )
     assert s["shift"] == "jpeg-15" and s["n"] == r["n"]
     with pytest.raises(InputError, match="split"):
         evaluate(tiny_model, image_tree, tmp_path / "x", split="nope", progress=False)

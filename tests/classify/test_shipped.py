@@ -32,8 +32,16 @@ def test_card_complete(name):
         assert "non-commercial" in d["training"]["licence"].lower()
         assert card.classes == ["GS", "nonGS"]
     else:
-        assert card.classes == ["basophil", "eosinophil", "erythroblast", "ig", "lymphocyte",
-                                "monocyte", "neutrophil", "platelet"]
+        assert card.classes == [
+            "basophil",
+            "eosinophil",
+            "erythroblast",
+            "ig",
+            "lymphocyte",
+            "monocyte",
+            "neutrophil",
+            "platelet",
+        ]
 
 
 @pytest.mark.data
@@ -51,8 +59,11 @@ def test_wbc_on_held_out_sample(shared_data):
 @pytest.mark.data
 def test_glomerulosclerosis_auc_on_unseen_slides(shared_data):
     card = _card("glomerulosclerosis")
-    table = labelled_table(shared_data / SHIPPED["glomerulosclerosis"], card,
-                           card.data["training"]["split"]["group_pattern"])
+    table = labelled_table(
+        shared_data / SHIPPED["glomerulosclerosis"],
+        card,
+        card.data["training"]["split"]["group_pattern"],
+    )
     test = held_out(table, card)
     train_slides = set(table.groups.astype(str)) - set(test.groups.astype(str))
     assert not set(test.groups.astype(str)) & train_slides
@@ -60,4 +71,5 @@ def test_glomerulosclerosis_auc_on_unseen_slides(shared_data):
     r = classification_report(test.labels, probs, card.classes, n_boot=0)
     assert r["per_class"]["GS"]["auc"] >= 0.98
     assert r["per_class"]["GS"]["auc"] == pytest.approx(
-        card.data["metrics"]["test"]["per_class"]["GS"]["auc"], abs=0.005)
+        card.data["metrics"]["test"]["per_class"]["GS"]["auc"], abs=0.005
+    )

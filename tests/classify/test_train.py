@@ -12,11 +12,18 @@ from shindan.engine.train_classifier import _class_weights, dataset_labels, fit
 from shindan.models import load_card
 
 CARD = {
-    "name": "t", "version": "0", "task": "classification",
-    "architecture": {"library": "timm", "name": "resnet10t",
-                     "kwargs": {"channels": [8, 16, 32, 64], "stem_width": 8}},
-    "classes": ["a", "b"], "input": {"size": 32, "mean": [0.5] * 3, "std": [0.25] * 3},
-    "files": {"weights": "w"}, "training": {"data": "x", "licence": "x", "command": "x"},
+    "name": "t",
+    "version": "0",
+    "task": "classification",
+    "architecture": {
+        "library": "timm",
+        "name": "resnet10t",
+        "kwargs": {"channels": [8, 16, 32, 64], "stem_width": 8},
+    },
+    "classes": ["a", "b"],
+    "input": {"size": 32, "mean": [0.5] * 3, "std": [0.25] * 3},
+    "files": {"weights": "w"},
+    "training": {"data": "x", "licence": "x", "command": "x"},
 }
 
 
@@ -30,18 +37,19 @@ def _toy(n=48, seed=1):
 
 def test_fit_learns_and_is_reproducible():
     ds = _toy()
-    net1, h1 = fit(CARD, ds, ds, epochs=4, batch_size=8, lr=3e-3, progress=False, seed=7,
-                     num_threads=1)
-    net2, h2 = fit(CARD, ds, ds, epochs=4, batch_size=8, lr=3e-3, progress=False, seed=7,
-                     num_threads=1)
+    net1, h1 = fit(
+        CARD, ds, ds, epochs=4, batch_size=8, lr=3e-3, progress=False, seed=7, num_threads=1
+    )
+    net2, h2 = fit(
+        CARD, ds, ds, epochs=4, batch_size=8, lr=3e-3, progress=False, seed=7, num_threads=1
+    )
     assert h1["train_loss"] == h2["train_loss"]
     for a, b in zip(net1.state_dict().values(), net2.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     assert max(h1["val_accuracy"]) >= 0.9
     assert h1["best_score"] == max(h1["val_macro_f1"])
     assert not net1.training
-    _, h3 = fit(CARD, ds, ds, epochs=2, batch_size=8, progress=False, seed=8,
-                 num_threads=1)
+    _, h3 = fit(CARD, ds, ds, epochs=2, batch_size=8, progress=False, seed=8, num_threads=1)
     assert h3["train_loss"] != h1["train_loss"][:2]
 
 
@@ -51,8 +59,18 @@ def test_early_stopping_restores_best():
     # Every validation image twice, with both labels: the loss is lowest at p = 0.5, so it can
     # only get worse as the network learns the training set; training stops early.
     val = TensorDataset(torch.cat([x, x]), torch.cat([y, 1 - y]))
-    net, h = fit(CARD, train, val, epochs=12, batch_size=8, lr=3e-3, patience=2,
-                 progress=False, monitor="loss", num_threads=1)
+    net, h = fit(
+        CARD,
+        train,
+        val,
+        epochs=12,
+        batch_size=8,
+        lr=3e-3,
+        patience=2,
+        progress=False,
+        monitor="loss",
+        num_threads=1,
+    )
     assert h["stopped_early"] and h["epochs_run"] < 12
     assert h["best_score"] == min(h["val_loss"])
     assert h["epochs_run"] == h["best_epoch"] + 2

@@ -25,10 +25,14 @@ def _csv(tmp_path, study, rows):
 def test_dataset_items(phantom_study, tmp_path):
     (x0, y0, z0), (x1, y1, z1) = phantom_study.box_mm
     box = f"{x0},{y0},{z0},{x1},{y1},{z1}"
-    p = _csv(tmp_path, phantom_study, [
-        f"a,s,{box},malignant,61,M,,p1\n",
-        f"b,s,{box},benign,55,female,21.5,p1\n",
-    ])
+    p = _csv(
+        tmp_path,
+        phantom_study,
+        [
+            f"a,s,{box},malignant,61,M,,p1\n",
+            f"b,s,{box},benign,55,female,21.5,p1\n",
+        ],
+    )
     cases = read_cases(p)
     assert [c.label for c in cases] == [1, 0] and [c.sex for c in cases] == ["M", "F"]
     assert cases[0].study == tmp_path / "s" and cases[0].group == "p1"
@@ -51,14 +55,17 @@ def test_dataset_items(phantom_study, tmp_path):
     assert ds.images.shape[0] == 2 and aug.images.shape[0] == 1
 
 
-@pytest.mark.parametrize("row, message", [
-    ("a,s,1,2,3,4,5,6,maybe,60,M,,\n", "label must be benign or malignant"),
-    ("a,s,1,2,,4,5,6,benign,60,M,,\n", "needs all of"),
-    ("a,s,1,2,x,4,5,6,benign,60,M,,\n", "z_min must be a number"),
-    ("a,nowhere,1,2,3,4,5,6,benign,60,M,,\n", "study folder .* not found"),
-    ("a,s,1,2,3,4,5,6,benign,60,X,,\n", "sex must be M or F"),
-    ("a,s,1,2,3,4,5,6,,60,M,,\n", "no label"),
-])
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ("a,s,1,2,3,4,5,6,maybe,60,M,,\n", "label must be benign or malignant"),
+        ("a,s,1,2,,4,5,6,benign,60,M,,\n", "needs all of"),
+        ("a,s,1,2,x,4,5,6,benign,60,M,,\n", "z_min must be a number"),
+        ("a,nowhere,1,2,3,4,5,6,benign,60,M,,\n", "study folder .* not found"),
+        ("a,s,1,2,3,4,5,6,benign,60,X,,\n", "sex must be M or F"),
+        ("a,s,1,2,3,4,5,6,,60,M,,\n", "no label"),
+    ],
+)
 def test_bad_case_rows(tmp_path, row, message):
     (tmp_path / "s").mkdir()
     p = _csv(tmp_path, None, [row])

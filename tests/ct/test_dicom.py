@@ -28,9 +28,14 @@ def _write_volume(folder, zs, *, uid=None, shuffle_seed=0, numbers=None, **kw):
     rng = np.random.default_rng(shuffle_seed)
     names = rng.permutation(len(zs))
     for i, z in enumerate(zs):
-        write_slice(folder / f"f{names[i]:03d}.dcm", _hu_plane(z), series_uid=uid,
-                    position=(-20.0, 30.0, z), number=None if numbers is None else numbers[i],
-                    **kw)
+        write_slice(
+            folder / f"f{names[i]:03d}.dcm",
+            _hu_plane(z),
+            series_uid=uid,
+            position=(-20.0, 30.0, z),
+            number=None if numbers is None else numbers[i],
+            **kw,
+        )
     return uid
 
 
@@ -66,8 +71,14 @@ def test_reversed_normal_sorts_along_the_normal(tmp_path):
 def test_instance_number_fallback_without_positions(tmp_path):
     uid = generate_uid()
     for i, n in enumerate([3, 1, 2]):
-        write_slice(tmp_path / f"x{i}.dcm", np.full((4, 4), 100.0 * n), series_uid=uid,
-                    position=None, orientation=None, number=n)
+        write_slice(
+            tmp_path / f"x{i}.dcm",
+            np.full((4, 4), 100.0 * n),
+            series_uid=uid,
+            position=None,
+            orientation=None,
+            number=n,
+        )
     s = load_series(scan_dicom(tmp_path)[0])
     assert not s.has_position
     assert s.hu[:, 0, 0].tolist() == [100.0, 200.0, 300.0]
@@ -94,10 +105,11 @@ def test_roi_reads_only_the_slices_needed(tmp_path):
     assert part.hu.shape[0] < full.hu.shape[0]
     assert part.grid.positions[0] <= 15 and part.grid.positions[-1] >= 19
     k0 = part.first_slice
-    np.testing.assert_array_equal(part.hu, full.hu[k0:k0 + part.hu.shape[0]])
+    np.testing.assert_array_equal(part.hu, full.hu[k0 : k0 + part.hu.shape[0]])
     p = np.array([-18.4, 32.4, 17.0])
-    np.testing.assert_allclose(part.grid.world_to_index(p) + [k0, 0, 0],
-                               full.grid.world_to_index(p))
+    np.testing.assert_allclose(
+        part.grid.world_to_index(p) + [k0, 0, 0], full.grid.world_to_index(p)
+    )
 
 
 def test_pydicom_ct_small():
@@ -131,11 +143,14 @@ def test_real_mr_study_with_dicomdir(shared_data):
         only_ct(headers, study)
 
 
-@pytest.mark.parametrize("make, message", [
-    ("empty", "no DICOM images found"),
-    ("only-dicomdir", r"no DICOM images found \(1 dicomdir"),
-    ("missing", "no such file or folder"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        ("empty", "no DICOM images found"),
+        ("only-dicomdir", r"no DICOM images found \(1 dicomdir"),
+        ("missing", "no such file or folder"),
+    ],
+)
 def test_no_dicom(tmp_path, make, message):
     folder = tmp_path / "study"
     if make != "missing":
@@ -158,8 +173,9 @@ def test_mixed_sizes_in_a_series(tmp_path):
 def test_missing_pixel_data(tmp_path):
     uid = generate_uid()
     write_slice(tmp_path / "a.dcm", np.zeros((4, 4)), series_uid=uid, position=(0, 0, 0))
-    write_slice(tmp_path / "b.dcm", np.zeros((4, 4)), series_uid=uid, position=(0, 0, 1),
-                pixels=False)
+    write_slice(
+        tmp_path / "b.dcm", np.zeros((4, 4)), series_uid=uid, position=(0, 0, 1), pixels=False
+    )
     with pytest.raises(InputError, match=r"b\.dcm: no pixel data"):
         load_series(scan_dicom(tmp_path)[0])
 
@@ -167,12 +183,18 @@ def test_missing_pixel_data(tmp_path):
 def test_duplicate_positions_and_missing_spacing(tmp_path):
     uid = generate_uid()
     for name in ("a", "b"):
-        write_slice(tmp_path / "dup" / f"{name}.dcm", np.zeros((4, 4)), series_uid=uid,
-                    position=(0, 0, 5))
+        write_slice(
+            tmp_path / "dup" / f"{name}.dcm", np.zeros((4, 4)), series_uid=uid, position=(0, 0, 5)
+        )
     with pytest.raises(InputError, match="two slices at the same position"):
         load_series(scan_dicom(tmp_path / "dup")[0])
-    write_slice(tmp_path / "nosp" / "a.dcm", np.zeros((4, 4)), series_uid=generate_uid(),
-                position=(0, 0, 0), spacing=None)
+    write_slice(
+        tmp_path / "nosp" / "a.dcm",
+        np.zeros((4, 4)),
+        series_uid=generate_uid(),
+        position=(0, 0, 0),
+        spacing=None,
+    )
     with pytest.raises(InputError, match="no valid PixelSpacing"):
         load_series(scan_dicom(tmp_path / "nosp")[0])
 
@@ -180,8 +202,9 @@ def test_duplicate_positions_and_missing_spacing(tmp_path):
 def test_gantry_tilt_is_refused(tmp_path):
     uid = generate_uid()
     for k in range(3):  # each slice shifted 1 mm in y per 2 mm in z: a sheared stack
-        write_slice(tmp_path / f"{k}.dcm", np.zeros((4, 4)), series_uid=uid,
-                    position=(0, 1.0 * k, 2.0 * k))
+        write_slice(
+            tmp_path / f"{k}.dcm", np.zeros((4, 4)), series_uid=uid, position=(0, 1.0 * k, 2.0 * k)
+        )
     with pytest.raises(InputError, match="sheared"):
         load_series(scan_dicom(tmp_path)[0])
 
@@ -195,8 +218,9 @@ def test_pydicom_dicomdir_tree():
     brain = load_series(ct["Routine Brain"])
     files = [pydicom.dcmread(i.path) for i in ct["Routine Brain"].instances]
     files.sort(key=lambda ds: float(ds.ImagePositionPatient[2]))
-    want = np.stack([ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
-                     for ds in files])
+    want = np.stack(
+        [ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept) for ds in files]
+    )
     np.testing.assert_array_equal(brain.hu, want)
     assert np.all(np.diff(brain.grid.positions) > 0)
     # A scout whose images lie in different planes, and a radiograph without pixel spacing:

@@ -17,14 +17,25 @@ from shindan.ct.window import apply_window
 from shindan.errors import InputError
 
 
-def _grid(rot_deg=0.0, spacing=(1.0, 1.0), positions=(0.0, 1.0, 2.0), shape_yx=(10, 10),
-          origin=(0.0, 0.0, 0.0)):
+def _grid(
+    rot_deg=0.0,
+    spacing=(1.0, 1.0),
+    positions=(0.0, 1.0, 2.0),
+    shape_yx=(10, 10),
+    origin=(0.0, 0.0, 0.0),
+):
     t = math.radians(rot_deg)
     row = np.array([math.cos(t), math.sin(t), 0.0])
     col = np.array([-math.sin(t), math.cos(t), 0.0])
     pos = np.asarray(positions, dtype=float)
-    return Grid(origin=np.asarray(origin, float) + [0, 0, pos[0]], row_dir=row, col_dir=col,
-                spacing=spacing, positions=pos, shape=(len(pos), *shape_yx))
+    return Grid(
+        origin=np.asarray(origin, float) + [0, 0, pos[0]],
+        row_dir=row,
+        col_dir=col,
+        spacing=spacing,
+        positions=pos,
+        shape=(len(pos), *shape_yx),
+    )
 
 
 def _linear(points):
@@ -45,8 +56,7 @@ def test_resampling_is_exact_for_linear_fields():
     assert inside.mean() > 0.9
     np.testing.assert_allclose(out[inside], want[inside], rtol=1e-5, atol=1e-3)
     # Outside the source: the fill value.
-    far = replace(dst, positions=dst.positions + 100.0,
-                  origin=dst.origin + [0, 0, 100.0])
+    far = replace(dst, positions=dst.positions + 100.0, origin=dst.origin + [0, 0, 100.0])
     assert np.all(resample_array(vol, src, far, cval=-1000.0) == -1000.0)
     assert vol.flags.writeable  # source untouched (and not frozen)
 
@@ -60,10 +70,14 @@ def test_stack_phases_aligns_every_phase(tmp_path):
     from shindan.ct.phantom import phantom_hu, write_study
 
     # Noise-free phantom; the excretory phase also rotated 30° and shifted.
-    scans = {"excretory": PhaseScan(rotation_deg=30.0, offset_mm=(3.0, -2.0, 1.0),
-                                    pixel_mm=1.7, rows=60, cols=60)}
-    t = write_study(tmp_path / "s", "malignant", seed=3, scans=scans, noise_hu=0.0,
-                    variation_hu=0.0)
+    scans = {
+        "excretory": PhaseScan(
+            rotation_deg=30.0, offset_mm=(3.0, -2.0, 1.0), pixel_mm=1.7, rows=60, cols=60
+        )
+    }
+    t = write_study(
+        tmp_path / "s", "malignant", seed=3, scans=scans, noise_hu=0.0, variation_hu=0.0
+    )
     series = _load_phases(t.folder)
     assert len({s.hu.shape for s in series.values()}) == 4  # really different grids
     stack = stack_phases(series)
@@ -76,9 +90,21 @@ def test_stack_phases_aligns_every_phase(tmp_path):
         # Each channel matches the phantom's truth on the common grid better than the truth
         # moved by 1 mm in-plane or 3 mm along the body: the phases are aligned.
         inside = stack.hu[i] > -999
-        err = [float(np.abs(stack.hu[i] - phantom_hu(
-            points + np.array(sh), i, np.array(t.centre_mm), t.radius_mm, t.lesion_hu[ph]
-        ))[inside].mean()) for sh in shifts]
+        err = [
+            float(
+                np.abs(
+                    stack.hu[i]
+                    - phantom_hu(
+                        points + np.array(sh),
+                        i,
+                        np.array(t.centre_mm),
+                        t.radius_mm,
+                        t.lesion_hu[ph],
+                    )
+                )[inside].mean()
+            )
+            for sh in shifts
+        ]
         assert err[0] < min(err[1:5]) - 1.0, (ph, err)
         # Along the body only the lesion (a sphere) changes; in the non-contrast phase it has
         # the kidney's HU, so there a shift along z may tie.
@@ -110,8 +136,7 @@ def test_lesion_input_shape_values_and_box_units(phantom_study):
     vbox = LesionBox(tuple(lo[::-1]), tuple(hi[::-1]), units="voxel", phase="nephrographic")
     li_v = lesion_input(t.folder, vbox, size=32, margin_mm=6.0)
     assert li_v.slice_position == pytest.approx(li.slice_position)
-    np.testing.assert_allclose(li_v.image[:, 12:20, 12:20], li.image[:, 12:20, 12:20],
-                               atol=0.08)
+    np.testing.assert_allclose(li_v.image[:, 12:20, 12:20], li.image[:, 12:20, 12:20], atol=0.08)
 
 
 def test_crop_lesion_from_a_stack_matches_lesion_input(phantom_study):
@@ -121,8 +146,11 @@ def test_crop_lesion_from_a_stack_matches_lesion_input(phantom_study):
     li = lesion_input(t.folder, LesionBox(*t.box_mm), size=32, margin_mm=6.0)
     assert crop.shape == (4, 32, 32)
     # Stacking first interpolates twice; centres agree within noise.
-    np.testing.assert_allclose(crop[:, 12:20, 12:20].mean(axis=(1, 2)),
-                               li.image[:, 12:20, 12:20].mean(axis=(1, 2)), atol=0.03)
+    np.testing.assert_allclose(
+        crop[:, 12:20, 12:20].mean(axis=(1, 2)),
+        li.image[:, 12:20, 12:20].mean(axis=(1, 2)),
+        atol=0.03,
+    )
 
 
 def test_max_area_slice_follows_the_mask(phantom_study):
@@ -144,8 +172,12 @@ def test_max_area_slice_follows_the_mask(phantom_study):
 def test_missing_phase_error_or_blank(tmp_path):
     from shindan.ct.phantom import write_study
 
-    t = write_study(tmp_path / "s", "benign", seed=5,
-                    phases=("non-contrast", "corticomedullary", "nephrographic"))
+    t = write_study(
+        tmp_path / "s",
+        "benign",
+        seed=5,
+        phases=("non-contrast", "corticomedullary", "nephrographic"),
+    )
     with pytest.raises(InputError, match=r"no series for phase\(s\) excretory"):
         lesion_input(t.folder, LesionBox(*t.box_mm), size=16)
     li = lesion_input(t.folder, LesionBox(*t.box_mm), size=16, missing="blank")
@@ -158,8 +190,11 @@ def test_bad_boxes(phantom_study):
         LesionBox((0, 0, 0), (1, 1, 1), units="cm")  # type: ignore[arg-type]
     with pytest.raises(InputError, match="non-finite"):
         LesionBox((0, 0, float("nan")), (1, 1, 1))
-    with pytest.raises(InputError, match=r"box centre \(300.0, 300.0, 0.0 mm\) lies outside "
-                                         "the nephrographic series"):
+    with pytest.raises(
+        InputError,
+        match=r"box centre \(300.0, 300.0, 0.0 mm\) lies outside "
+        "the nephrographic series",
+    ):
         lesion_input(phantom_study.folder, LesionBox((290, 290, -5), (310, 310, 5)))
     with pytest.raises(InputError, match="outside its series"):
         lesion_input(phantom_study.folder, LesionBox((0, 0, 0), (10, 10, 99), units="voxel"))

@@ -41,9 +41,30 @@ def test_train_evaluate_predict(train_cohort, test_cohort, tmp_path, monkeypatch
     threads = torch.get_num_threads()
     model = tmp_path / "model"
     code, _, err = run_cli(
-        monkeypatch, capsys, "ct", "train", str(train_cohort), "--out", str(model),
-        "--arch", "test_resnet", "--size", "32", "--epochs", "12", "--batch-size", "8",
-        "--lr", "3e-3", "--val-fraction", "0.25", "--synthetic", "--threads", "1", "--quiet")
+        monkeypatch,
+        capsys,
+        "ct",
+        "train",
+        str(train_cohort),
+        "--out",
+        str(model),
+        "--arch",
+        "test_resnet",
+        "--size",
+        "32",
+        "--epochs",
+        "12",
+        "--batch-size",
+        "8",
+        "--lr",
+        "3e-3",
+        "--val-fraction",
+        "0.25",
+        "--synthetic",
+        "--threads",
+        "1",
+        "--quiet",
+    )
     assert code == 0, err
     assert torch.get_num_threads() == threads  # restored after training on one thread
     card = json.loads((model / "card.json").read_text())
@@ -56,8 +77,19 @@ def test_train_evaluate_predict(train_cohort, test_cohort, tmp_path, monkeypatch
     assert (model / "weights.safetensors").exists() and (model / "model.onnx").exists()
 
     out = tmp_path / "eval"
-    code, _, err = run_cli(monkeypatch, capsys, "ct", "evaluate", str(model), str(test_cohort),
-                           "--out", str(out), "--n-boot", "200", "--quiet")
+    code, _, err = run_cli(
+        monkeypatch,
+        capsys,
+        "ct",
+        "evaluate",
+        str(model),
+        str(test_cohort),
+        "--out",
+        str(out),
+        "--n-boot",
+        "200",
+        "--quiet",
+    )
     assert code == 0, err
     res = json.loads((out / "evaluation.json").read_text())
     m = res["metrics"]
@@ -71,8 +103,17 @@ def test_train_evaluate_predict(train_cohort, test_cohort, tmp_path, monkeypatch
     np.testing.assert_allclose(pred.p_benign + pred.p_malignant, 1.0, atol=1e-5)
 
     csv = tmp_path / "pred.csv"
-    code, _, err = run_cli(monkeypatch, capsys, "ct", "predict", str(model), str(test_cohort),
-                           "--out", str(csv), "--quiet")
+    code, _, err = run_cli(
+        monkeypatch,
+        capsys,
+        "ct",
+        "predict",
+        str(model),
+        str(test_cohort),
+        "--out",
+        str(csv),
+        "--quiet",
+    )
     assert code == 0, err
     again = pd.read_csv(csv)
     np.testing.assert_allclose(again.p_malignant, pred.p_malignant, atol=1e-6)
@@ -82,16 +123,18 @@ def test_logistic_models_of_scores():
     rng = np.random.default_rng(3)
     n = 300
     y = rng.random(n) < 0.4
-    pred = pd.DataFrame({
-        "label": np.where(y, "malignant", "benign"),
-        "p_malignant": np.clip(0.5 + 0.25 * (y - 0.5) + rng.normal(0, 0.2, n), 0, 1),
-        "age": rng.normal(60, 10, n).round(), "sex": rng.choice(["M", "F"], n),
-        "size_mm": rng.gamma(4, 8, n).round(1),
-    })
+    pred = pd.DataFrame(
+        {
+            "label": np.where(y, "malignant", "benign"),
+            "p_malignant": np.clip(0.5 + 0.25 * (y - 0.5) + rng.normal(0, 0.2, n), 0, 1),
+            "age": rng.normal(60, 10, n).round(),
+            "sex": rng.choice(["M", "F"], n),
+            "size_mm": rng.gamma(4, 8, n).round(1),
+        }
+    )
     res = logistic_models(pred)
     comb = res["combined"]
-    assert [t["name"] for t in comb["terms"]] == ["const", "cnn_score", "age", "sex[M]",
-                                                  "size_mm"]
+    assert [t["name"] for t in comb["terms"]] == ["const", "cnn_score", "age", "sex[M]", "size_mm"]
     score = comb["terms"][1]
     assert score["unit"] == 0.1 and score["odds_ratio"] > 1 and score["p"] < 1e-3
     assert comb["auc"] > res["clinical"]["auc"]
@@ -110,25 +153,38 @@ def test_cli_errors(tmp_path, monkeypatch, capsys, shared_data):
     # A real MR study where CT is required.
     cases = tmp_path / "cases.csv"
     mr = shared_data / "dicom" / "gsps-liver-mr"
-    cases.write_text("case,study,x_min,y_min,z_min,x_max,y_max,z_max,label\n"
-                     f"liver,{mr},0,0,0,10,10,10,benign\nb,{mr},0,0,0,10,10,10,malignant\n")
+    cases.write_text(
+        "case,study,x_min,y_min,z_min,x_max,y_max,z_max,label\n"
+        f"liver,{mr},0,0,0,10,10,10,benign\nb,{mr},0,0,0,10,10,10,malignant\n"
+    )
     model = tmp_path / "m"
-    code, _, err = run_cli(monkeypatch, capsys, "ct", "train", str(cases), "--out", str(model),
-                           "--quiet")
+    code, _, err = run_cli(
+        monkeypatch, capsys, "ct", "train", str(cases), "--out", str(model), "--quiet"
+    )
     assert_one_line_error(code, err, r"case liver: .*no CT series \(found MR: 1 series\)")
     assert not model.exists()  # nothing half-written
-    code, _, err = run_cli(monkeypatch, capsys, "ct", "train", str(cases), "--out", str(model),
-                           "--window", "purple")
+    code, _, err = run_cli(
+        monkeypatch, capsys, "ct", "train", str(cases), "--out", str(model), "--window", "purple"
+    )
     assert_one_line_error(code, err, "unknown window 'purple'")
-    code, _, err = run_cli(monkeypatch, capsys, "ct", "evaluate", str(tmp_path / "no-model"),
-                           str(cases), "--out", str(tmp_path / "e"))
+    code, _, err = run_cli(
+        monkeypatch,
+        capsys,
+        "ct",
+        "evaluate",
+        str(tmp_path / "no-model"),
+        str(cases),
+        "--out",
+        str(tmp_path / "e"),
+    )
     assert_one_line_error(code, err, "no model card|unknown model")
     assert not (tmp_path / "e").exists()
 
 
 def test_console_script_one_line_error(tmp_path):
-    p = subprocess.run([SHINDAN, "ct", "info", str(tmp_path)], capture_output=True, text=True,
-                       timeout=300)
+    p = subprocess.run(
+        [SHINDAN, "ct", "info", str(tmp_path)], capture_output=True, text=True, timeout=300
+    )
     assert p.returncode == 2, p.stderr
     assert p.stderr.strip().startswith("error: ") and len(p.stderr.strip().splitlines()) == 1
     assert "no DICOM images found" in p.stderr

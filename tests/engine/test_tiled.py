@@ -38,8 +38,14 @@ def test_pointwise_model_tiles_exactly(card, size, overlap, strip):
     grid = TileGrid(203, 157, size, overlap)
     sink = ArraySink(3, 157, 203)
     slide = ImageSlide.from_array(image, mpp=1.0)
-    run_tiles(lambda loc, sz: slide.read_region(loc, 0, sz), pred, grid, sink,
-              strip_width=strip, progress=False)
+    run_tiles(
+        lambda loc, sz: slide.read_region(loc, 0, sz),
+        pred,
+        grid,
+        sink,
+        strip_width=strip,
+        progress=False,
+    )
     np.testing.assert_allclose(sink.probs, whole, atol=1e-5)
 
 
@@ -49,8 +55,15 @@ def test_skipped_tiles_filled(card):
     grid = TileGrid(100, 100, 64, 16)
     sink = ArraySink(3, 100, 100)
     slide = ImageSlide.from_array(image, mpp=1.0)
-    ran = run_tiles(lambda loc, sz: slide.read_region(loc, 0, sz), pred, grid, sink,
-                    keep=lambda r, c: False, fill_class=2, progress=False)
+    ran = run_tiles(
+        lambda loc, sz: slide.read_region(loc, 0, sz),
+        pred,
+        grid,
+        sink,
+        keep=lambda r, c: False,
+        fill_class=2,
+        progress=False,
+    )
     assert ran == 0
     assert np.all(sink.probs.argmax(0) == 2)
 
@@ -70,8 +83,10 @@ def test_no_seams_with_blending(card):
 
 def test_backends_agree(card):
     image = smooth_image(128, 128, seed=4)
-    labels = {b: predict_array(load_predictor(card, backend=b), image).argmax(0)
-              for b in ("onnx", "torch", "torch-bf16")}
+    labels = {
+        b: predict_array(load_predictor(card, backend=b), image).argmax(0)
+        for b in ("onnx", "torch", "torch-bf16")
+    }
     assert (labels["onnx"] == labels["torch"]).mean() > 0.999
     assert (labels["torch-bf16"] == labels["torch"]).mean() > 0.95
 
@@ -96,12 +111,11 @@ def test_label_sink_matches_probabilities(card, tmp_path, strip, chunk):
         return (r + 2 * c) % 3 != 0
 
     probs = ArraySink(3, 230, 300)
-    run_tiles(read, pred, grid, probs, keep=keep, fill_class=1, strip_width=strip,
-              progress=False)
-    labels = LabelSink(tmp_path / "l.zarr", 3, 230, 300, overview_factor=4, chunk=chunk,
-                       fill_class=1)
-    run_tiles(read, pred, grid, labels, keep=keep, fill_class=1, strip_width=strip,
-              progress=False)
+    run_tiles(read, pred, grid, probs, keep=keep, fill_class=1, strip_width=strip, progress=False)
+    labels = LabelSink(
+        tmp_path / "l.zarr", 3, 230, 300, overview_factor=4, chunk=chunk, fill_class=1
+    )
+    run_tiles(read, pred, grid, labels, keep=keep, fill_class=1, strip_width=strip, progress=False)
     expected = probs.probs.argmax(0)
     got = zarr.open_array(str(tmp_path / "l.zarr"), mode="r")[:]
     np.testing.assert_array_equal(got, expected)

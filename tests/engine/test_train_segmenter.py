@@ -48,21 +48,32 @@ def test_confusion_and_dice() -> None:
 
 
 def _card() -> dict:
-    return {"name": "tiny", "version": "0", "task": "segmentation",
-            "architecture": {"library": "smp", "name": "Unet",
-                             "kwargs": {"encoder_name": "resnet18", "encoder_depth": 3,
-                                        "decoder_channels": [16, 8, 8]}},
-            "classes": ["bg", "fg"],
-            "input": {"mpp": 1.0, "size": 64, "mean": [0.5] * 3, "std": [0.25] * 3},
-            "files": {"weights": "w"}, "training": {"data": "", "licence": "", "command": ""}}
+    return {
+        "name": "tiny",
+        "version": "0",
+        "task": "segmentation",
+        "architecture": {
+            "library": "smp",
+            "name": "Unet",
+            "kwargs": {
+                "encoder_name": "resnet18",
+                "encoder_depth": 3,
+                "decoder_channels": [16, 8, 8],
+            },
+        },
+        "classes": ["bg", "fg"],
+        "input": {"mpp": 1.0, "size": 64, "mean": [0.5] * 3, "std": [0.25] * 3},
+        "files": {"weights": "w"},
+        "training": {"data": "", "licence": "", "command": ""},
+    }
 
 
 def _sampler(rng: np.random.Generator):
     img = np.full((32, 32, 3), 200, np.uint8)
     lab = np.zeros((32, 32), np.uint8)
     y, x = rng.integers(0, 20, 2)
-    img[y:y + 12, x:x + 12] = 40
-    lab[y:y + 12, x:x + 12] = 1
+    img[y : y + 12, x : x + 12] = 40
+    lab[y : y + 12, x : x + 12] = 1
     lab[:2] = IGNORE
     return img, lab
 
@@ -71,10 +82,15 @@ def test_tiny_training_learns_and_reports() -> None:
     rng = np.random.default_rng(1)
     val = [_sampler(rng) for _ in range(3)]
     saved = []
-    cfg = TrainConfig(steps=30, batch_size=4, lr=5e-3, warmup=3, eval_every=10, patience=5,
-                      seed=0)
-    net, res = train_segmenter(_card(), _sampler, val, cfg, progress=False,
-                               on_best=lambda n, r: saved.append(r["best_dice"]))
+    cfg = TrainConfig(steps=30, batch_size=4, lr=5e-3, warmup=3, eval_every=10, patience=5, seed=0)
+    net, res = train_segmenter(
+        _card(),
+        _sampler,
+        val,
+        cfg,
+        progress=False,
+        on_best=lambda n, r: saved.append(r["best_dice"]),
+    )
     assert torch.get_num_threads() == 1
     assert len(res["history"]) == 3 and saved
     assert res["best_dice"] == pytest.approx(max(h["mean_dice"] for h in res["history"]), abs=1e-4)
@@ -86,7 +102,8 @@ def test_tiny_training_learns_and_reports() -> None:
 def test_early_stopping() -> None:
     rng = np.random.default_rng(2)
     val = [_sampler(rng)]
-    cfg = TrainConfig(steps=100, batch_size=2, lr=0.0, warmup=1, eval_every=2, patience=2,
-                      seed=0)  # lr 0: never improves after the first validation
+    cfg = TrainConfig(
+        steps=100, batch_size=2, lr=0.0, warmup=1, eval_every=2, patience=2, seed=0
+    )  # lr 0: never improves after the first validation
     _, res = train_segmenter(_card(), _sampler, val, cfg, progress=False)
     assert len(res["history"]) == 3

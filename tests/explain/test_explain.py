@@ -78,8 +78,12 @@ def test_explain_without_masks_has_empty_index(model, tree, tmp_path):
 @pytest.mark.parametrize("method", ["gradcam++", "eigencam", "scorecam"])
 def test_other_methods(model, tree, method):
     ex = make_explainer(model, method)
-    batch = np.stack([np.asarray(Image.open(p).resize((32, 32)))
-                      for p in sorted((tree / "images" / "ring").iterdir())[:2]])
+    batch = np.stack(
+        [
+            np.asarray(Image.open(p).resize((32, 32)))
+            for p in sorted((tree / "images" / "ring").iterdir())[:2]
+        ]
+    )
     cams, probs = ex(batch)
     assert cams.shape == (2, 32, 32) and probs.shape == (2, 3)
     assert cams.min() >= 0 and cams.max() <= 1 + 1e-6
@@ -103,7 +107,6 @@ def test_shipped_glomerulosclerosis_on_real_masks(shared_data, tmp_path):
         pytest.skip("glomerulosclerosis model not shipped")
     root = shared_data / "kidney" / "glomerulosclerosis-aidpath"
     images = sorted((root / "GS").iterdir())[:2] + sorted((root / "nonGS").iterdir())[:2]
-    rows = explain("glomerulosclerosis", images, tmp_path, masks=root / "masks",
-                   progress=False)
+    rows = explain("glomerulosclerosis", images, tmp_path, masks=root / "masks", progress=False)
     assert [r["true"] for r in rows] == ["GS", "GS", "nonGS", "nonGS"]
     assert all(0 <= r["cam_in_mask"] <= 1 for r in rows)

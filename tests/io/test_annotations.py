@@ -68,15 +68,32 @@ def test_label_mask_real(shared_data: Path) -> None:
 
 # ------------------------------------------------------------------------- tiny generated files
 def test_geojson_multipolygon_hole_and_classes(tmp_path: Path) -> None:
-    fc = {"type": "FeatureCollection", "features": [
-        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [SQUARE, HOLE]},
-         "properties": {"classification": {"name": "Tubule"}}},
-        {"type": "Feature", "geometry": {"type": "MultiPolygon", "coordinates": [
-            [[[60, 60], [70, 60], [70, 70], [60, 70]]], [[[80, 80], [90, 80], [90, 90]]]]},
-         "properties": {"classification": {"name": "Glomerulus"}}},
-        {"type": "Feature", "geometry": {"type": "Point", "coordinates": [5, 5]},
-         "properties": {}},
-    ]}
+    fc = {
+        "type": "FeatureCollection",
+        "features": [
+            {
+                "type": "Feature",
+                "geometry": {"type": "Polygon", "coordinates": [SQUARE, HOLE]},
+                "properties": {"classification": {"name": "Tubule"}},
+            },
+            {
+                "type": "Feature",
+                "geometry": {
+                    "type": "MultiPolygon",
+                    "coordinates": [
+                        [[[60, 60], [70, 60], [70, 70], [60, 70]]],
+                        [[[80, 80], [90, 80], [90, 90]]],
+                    ],
+                },
+                "properties": {"classification": {"name": "Glomerulus"}},
+            },
+            {
+                "type": "Feature",
+                "geometry": {"type": "Point", "coordinates": [5, 5]},
+                "properties": {},
+            },
+        ],
+    }
     p = tmp_path / "a.geojson"
     p.write_text(json.dumps(fc))
     anns = read_annotations(p)
@@ -91,14 +108,23 @@ def test_geojson_multipolygon_hole_and_classes(tmp_path: Path) -> None:
 def test_imagescope_and_labelme_generated(tmp_path: Path) -> None:
     xml = tmp_path / "a.xml"
     verts = "".join(f'<Vertex X="{x}" Y="{y}"/>' for x, y in SQUARE[:-1])
-    xml.write_text(f'<Annotations><Annotation Name="glom"><Regions><Region Id="1" Text="">'
-                   f"<Vertices>{verts}</Vertices></Region></Regions></Annotation></Annotations>")
+    xml.write_text(
+        f'<Annotations><Annotation Name="glom"><Regions><Region Id="1" Text="">'
+        f"<Vertices>{verts}</Vertices></Region></Regions></Annotation></Annotations>"
+    )
     (a,) = read_annotations(xml)
     assert a.label == "glom" and a.polygon.shape == (4, 2)
     lm = tmp_path / "b.json"
-    lm.write_text(json.dumps({"shapes": [
-        {"label": "tubule", "shape_type": "rectangle", "points": [[0, 0], [10, 20]]},
-        {"label": "x", "shape_type": "point", "points": [[1, 1]]}]}))
+    lm.write_text(
+        json.dumps(
+            {
+                "shapes": [
+                    {"label": "tubule", "shape_type": "rectangle", "points": [[0, 0], [10, 20]]},
+                    {"label": "x", "shape_type": "point", "points": [[1, 1]]},
+                ]
+            }
+        )
+    )
     (r,) = read_annotations(lm)
     assert r.label == "tubule" and (rasterize([r], (30, 30)) > 0).sum() == 200
 
@@ -111,12 +137,18 @@ def test_rasterize_at_mpp() -> None:
     assert (lab == 2).sum() == 100 * 100
 
 
-@pytest.mark.parametrize("content, msg", [
-    ("{not json", "not valid JSON"),
-    ('{"type": "Something"}', "not GeoJSON"),
-    ('{"type": "FeatureCollection", "features": [{"geometry": {"type": "Polygon", '
-     '"coordinates": [[["a", "b"], [1, 2], [3, 4]]]}}]}', "not numbers"),
-])
+@pytest.mark.parametrize(
+    "content, msg",
+    [
+        ("{not json", "not valid JSON"),
+        ('{"type": "Something"}', "not GeoJSON"),
+        (
+            '{"type": "FeatureCollection", "features": [{"geometry": {"type": "Polygon", '
+            '"coordinates": [[["a", "b"], [1, 2], [3, 4]]]}}]}',
+            "not numbers",
+        ),
+    ],
+)
 def test_bad_geojson(tmp_path: Path, content: str, msg: str) -> None:
     p = tmp_path / "bad.geojson"
     p.write_text(content)
@@ -132,8 +164,10 @@ def test_bad_files(tmp_path: Path) -> None:
     x.write_text("<Foo/>")
     with pytest.raises(AnnotationError, match="not an ImageScope file"):
         read_annotations(x)
-    x.write_text('<Annotations><Annotation><Regions><Region Id="3"><Vertices>'
-                 '<Vertex X="a" Y="1"/></Vertices></Region></Regions></Annotation></Annotations>')
+    x.write_text(
+        '<Annotations><Annotation><Regions><Region Id="3"><Vertices>'
+        '<Vertex X="a" Y="1"/></Vertices></Region></Regions></Annotation></Annotations>'
+    )
     with pytest.raises(AnnotationError, match="region 3"):
         read_annotations(x)
     x.write_text("<Annotations><unclosed>")
@@ -144,8 +178,11 @@ def test_bad_files(tmp_path: Path) -> None:
     with pytest.raises(AnnotationError):
         read_labelme(j)
     rgb = tmp_path / "colour.png"
-    Image.fromarray(np.dstack([np.zeros((4, 4), np.uint8), np.ones((4, 4), np.uint8),
-                               np.zeros((4, 4), np.uint8)])).save(rgb)
+    Image.fromarray(
+        np.dstack(
+            [np.zeros((4, 4), np.uint8), np.ones((4, 4), np.uint8), np.zeros((4, 4), np.uint8)]
+        )
+    ).save(rgb)
     with pytest.raises(AnnotationError, match="colour mask"):
         read_label_mask(rgb)
     junk = tmp_path / "junk.png"

@@ -96,11 +96,14 @@ def test_tissue_detection_on_real_slide(shared_data):
     assert 0.2 < tm.mask.mean() < 0.9
 
 
-@pytest.mark.parametrize("stain", [
-    [(190, 120, 170)],  # PAS: magenta
-    [(225, 150, 190), (120, 70, 160)],  # H&E: eosin pink, haematoxylin purple
-    [(200, 60, 70), (110, 150, 205)],  # Masson trichrome: red muscle, blue collagen
-])
+@pytest.mark.parametrize(
+    "stain",
+    [
+        [(190, 120, 170)],  # PAS: magenta
+        [(225, 150, 190), (120, 70, 160)],  # H&E: eosin pink, haematoxylin purple
+        [(200, 60, 70), (110, 150, 205)],  # Masson trichrome: red muscle, blue collagen
+    ],
+)
 def test_tissue_ignores_glass_dust_and_pen(stain):
     from shindan.tiling.tissue import tissue_mask_from_rgb
 

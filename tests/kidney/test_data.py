@@ -111,8 +111,12 @@ def test_real_aapi_tile_and_hubmap(shared_data: Path) -> None:
     assert t.image.shape[:2] == t.label.shape
     assert abs(t.label.shape[0] - 749) <= 1  # 2996 px at 0.25 µm/px → ≈749 at 1 µm/px
     assert {1, 2, 3, 4} <= set(np.unique(t.label).tolist())
-    (h,) = load_hubmap(root, "test", 1.0, names=[sorted(
-        p.stem for p in (root / "glomeruli-hubmap-pas/test").glob("*.json"))[0]])
+    (h,) = load_hubmap(
+        root,
+        "test",
+        1.0,
+        names=[sorted(p.stem for p in (root / "glomeruli-hubmap-pas/test").glob("*.json"))[0]],
+    )
     assert GLOMERULUS in h.label and NOT_GLOMERULUS in h.label
     assert h.stain == "PAS"
 
@@ -124,13 +128,27 @@ def test_user_annotations_partly_annotated(tmp_path: Path) -> None:
 
     img = np.full((400, 600, 3), 200, np.uint8)
     Image.fromarray(img).save(tmp_path / "slide1.png")
-    fc = {"type": "FeatureCollection", "features": [
-        {"type": "Feature", "properties": {"classification": {"name": "Glomerulus"}},
-         "geometry": {"type": "Polygon", "coordinates": [[[100, 100], [200, 100], [200, 200],
-                                                          [100, 200], [100, 100]]]}},
-        {"type": "Feature", "properties": {"classification": {"name": "Tubule"}},
-         "geometry": {"type": "Polygon", "coordinates": [[[300, 100], [340, 100], [340, 140],
-                                                          [300, 140], [300, 100]]]}}]}
+    fc = {
+        "type": "FeatureCollection",
+        "features": [
+            {
+                "type": "Feature",
+                "properties": {"classification": {"name": "Glomerulus"}},
+                "geometry": {
+                    "type": "Polygon",
+                    "coordinates": [[[100, 100], [200, 100], [200, 200], [100, 200], [100, 100]]],
+                },
+            },
+            {
+                "type": "Feature",
+                "properties": {"classification": {"name": "Tubule"}},
+                "geometry": {
+                    "type": "Polygon",
+                    "coordinates": [[[300, 100], [340, 100], [340, 140], [300, 140], [300, 100]]],
+                },
+            },
+        ],
+    }
     (tmp_path / "slide1.geojson").write_text(json.dumps(fc))
     (pair,) = pair_files([tmp_path / "slide1.png"], [tmp_path])
     li = load_annotated(*pair, target_mpp=1.0, mpp=0.5, classes=CLASS_NAMES, margin_um=10)
@@ -149,9 +167,23 @@ def test_user_annotations_errors(tmp_path: Path) -> None:
     Image.fromarray(np.full((10, 10), 9, np.uint8)).save(tmp_path / "a_mask.png")
     with pytest.raises(InputError, match="label codes"):
         load_annotated(tmp_path / "a.png", tmp_path / "a_mask.png", 1.0, 1.0, CLASS_NAMES)
-    (tmp_path / "a.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": [
-        {"type": "Feature", "properties": {"classification": {"name": "Weird"}},
-         "geometry": {"type": "Polygon", "coordinates": [[[1, 1], [5, 1], [5, 5], [1, 1]]]}}]}))
+    (tmp_path / "a.geojson").write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "features": [
+                    {
+                        "type": "Feature",
+                        "properties": {"classification": {"name": "Weird"}},
+                        "geometry": {
+                            "type": "Polygon",
+                            "coordinates": [[[1, 1], [5, 1], [5, 5], [1, 1]]],
+                        },
+                    }
+                ],
+            }
+        )
+    )
     with pytest.raises(InputError, match="no polygon with a known class"):
         load_annotated(tmp_path / "a.png", tmp_path / "a.geojson", 1.0, 1.0, CLASS_NAMES)
     with pytest.raises(InputError, match="give --mpp"):
@@ -163,8 +195,7 @@ def test_stain_augment_density_and_grey() -> None:
 
     img = np.full((32, 32, 3), (190, 110, 170), np.uint8)
     img[:8] = 255  # glass
-    faded = hed_jitter(img, np.random.default_rng(0), sigma=0.0, bias=0.0,
-                       density=(0.4, 0.41))
+    faded = hed_jitter(img, np.random.default_rng(0), sigma=0.0, bias=0.0, density=(0.4, 0.41))
     assert faded[8:].mean() > img[8:].mean() + 20  # paler tissue
     assert faded[:8].min() >= 250  # glass stays white
     dark = hed_jitter(img, np.random.default_rng(0), sigma=0.0, bias=0.0, density=(1.5, 1.51))
@@ -179,11 +210,9 @@ def test_composite_uses_harmonised_copy() -> None:
     c = _cut(GLOMERULUS)
     c.harmonised = np.full_like(c.image, 77)
     bg = _bg()
-    img, lab = composite(bg, [c], 64, np.random.default_rng(0), n_paste=(6, 7),
-                         harmonised_prob=1.0)
+    img, lab = composite(bg, [c], 64, np.random.default_rng(0), n_paste=(6, 7), harmonised_prob=1.0)
     assert (lab == GLOMERULUS).any() and (img[lab == GLOMERULUS] == 77).all()
-    img, lab = composite(bg, [c], 64, np.random.default_rng(0), n_paste=(6, 7),
-                         harmonised_prob=0.0)
+    img, lab = composite(bg, [c], 64, np.random.default_rng(0), n_paste=(6, 7), harmonised_prob=0.0)
     assert (img[lab == GLOMERULUS] == 120).all()
 
 
@@ -208,8 +237,11 @@ def test_transfer_stain_recolours_tissue_not_glass() -> None:
     assert np.abs(out[10:].reshape(-1, 3).mean(0) - target.mean(0)).max() < 10
     assert (img[:10] == 245).all() and out is not img
     assert (transfer_stain(np.full((8, 8, 3), 250, np.uint8), colour_stats(target)) == 250).all()
-    refs = stain_references([_cut(GLOMERULUS)], [_bg(), LabelledImage(
-        "p", img, np.full((40, 40), NOT_GLOMERULUS, np.uint8), "PAS", 1.0)], min_pixels=200)
+    refs = stain_references(
+        [_cut(GLOMERULUS)],
+        [_bg(), LabelledImage("p", img, np.full((40, 40), NOT_GLOMERULUS, np.uint8), "PAS", 1.0)],
+        min_pixels=200,
+    )
     assert set(refs) == {"H&E", "PAS"} and len(refs["H&E"]) == 1  # the cut-out is too small
     data = CompartmentData([_bg()], [], [], [], stain_refs=refs)
     s = make_compartment_sampler(data, 32, transfer=1.0)

@@ -22,8 +22,9 @@ def fake_nuclei(image: np.ndarray, mpp: float) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    card = tiny_seg_model(tmp_path_factory.mktemp("m") / "comp", classes=5, size=64, overlap=16,
-                          mpp=2.0)
+    card = tiny_seg_model(
+        tmp_path_factory.mktemp("m") / "comp", classes=5, size=64, overlap=16, mpp=2.0
+    )
     return KidneyModels(load_predictor(card, "onnx"), None, None)
 
 
@@ -36,12 +37,32 @@ def test_nuclei_counted_only_in_interstitium(tmp_path):
     labels = np.full((100, 100), 3, np.uint8)  # label grid at 1.0 µm/px
     labels[:, :50] = 1  # left half interstitium
     acc = ScoreAccumulator()
-    stats = detect_nuclei(slide, labels, 1.0, fake_nuclei, 0.5, tmp_path / "n.geojson", acc,
-                          block=128, margin=16, progress=False)
+    stats = detect_nuclei(
+        slide,
+        labels,
+        1.0,
+        fake_nuclei,
+        0.5,
+        tmp_path / "n.geojson",
+        acc,
+        block=128,
+        margin=16,
+        progress=False,
+    )
     # Block (x 128..200) has no interstitium: skipped, so its nuclei are not even detected.
     assert stats == {"count": 2, "interstitial_count": 2}
-    stats = detect_nuclei(slide, labels, 1.0, fake_nuclei, 0.5, tmp_path / "n.geojson",
-                          ScoreAccumulator(), block=200, margin=16, progress=False)
+    stats = detect_nuclei(
+        slide,
+        labels,
+        1.0,
+        fake_nuclei,
+        0.5,
+        tmp_path / "n.geojson",
+        ScoreAccumulator(),
+        block=200,
+        margin=16,
+        progress=False,
+    )
     assert stats == {"count": 4, "interstitial_count": 2}
     area = 2 * disk((0, 0), 6)[0].size * 0.25
     assert acc.interstitial_nuclei_um2 == pytest.approx(area)
@@ -58,20 +79,31 @@ def test_analyze_writes_contract_outputs(tmp_path, models):
     Image.fromarray(image).save(tmp_path / "case A.png")
     Image.fromarray(image[:200]).save(tmp_path / "b.jpg")
     out = tmp_path / "out"
-    results = analyze([tmp_path / "case A.png", tmp_path / "b.jpg"], out, mpp=0.5,
-                      progress=False, models=models)
+    results = analyze(
+        [tmp_path / "case A.png", tmp_path / "b.jpg"], out, mpp=0.5, progress=False, models=models
+    )
     assert [r.case for r in results] == ["case A", "b"]
     for r, shape in zip(results, [(300, 420), (200, 420)], strict=True):
         d = out / r.case
-        for f in ("scores.json", "compartments.png", "nuclei.geojson", "overlay.png",
-                  "report.html"):
+        for f in (
+            "scores.json",
+            "compartments.png",
+            "nuclei.geojson",
+            "overlay.png",
+            "report.html",
+        ):
             assert (d / f).exists(), f
         comp = np.asarray(Image.open(d / "compartments.png"))
         assert comp.shape == shape and comp.dtype == np.uint8 and comp.max() <= 4
         s = json.loads((d / "scores.json").read_text())
         assert s["mpp"] == 0.5
-        assert set(s["areas_um2"]) == {"non_tissue", "interstitium", "glomerulus", "tubule",
-                                       "vessel"}
+        assert set(s["areas_um2"]) == {
+            "non_tissue",
+            "interstitium",
+            "glomerulus",
+            "tubule",
+            "vessel",
+        }
         assert sum(s["areas_um2"].values()) == pytest.approx(shape[0] * shape[1] * 0.25, rel=1e-6)
         assert {"count", "sclerosed"} <= set(s["glomeruli"])
         assert "tiny-seg" in s["model"]
@@ -88,8 +120,13 @@ def test_bad_input_fails_before_any_output(tmp_path, models):
     Image.fromarray(smooth_image(64, 64)).save(tmp_path / "ok.png")
     (tmp_path / "bad.png").write_bytes(b"garbage")
     with pytest.raises(InputError, match="bad.png"):
-        analyze([tmp_path / "ok.png", tmp_path / "bad.png"], tmp_path / "out", mpp=0.5,
-                progress=False, models=models)
+        analyze(
+            [tmp_path / "ok.png", tmp_path / "bad.png"],
+            tmp_path / "out",
+            mpp=0.5,
+            progress=False,
+            models=models,
+        )
     assert not (tmp_path / "out").exists()
     with pytest.raises(InputError, match="--mpp"):
         analyze([tmp_path / "ok.png"], tmp_path / "out", progress=False, models=models)

@@ -11,8 +11,13 @@ def test_scores_by_hand():
     # interstitium 4 px, tubule 4 px; nuclei pixels in interstitium: (0,1) and (2,3) = 2 px
     assert s["interstitial_fibrosis"] == pytest.approx(4 / 8)
     assert s["inflammation"] == pytest.approx(2 / 8)
-    assert s["areas_um2"] == {"non_tissue": 0.25, "interstitium": 1.0, "glomerulus": 0.5,
-                              "tubule": 1.0, "vessel": 0.25}
+    assert s["areas_um2"] == {
+        "non_tissue": 0.25,
+        "interstitium": 1.0,
+        "glomerulus": 0.5,
+        "tubule": 1.0,
+        "vessel": 0.25,
+    }
     assert s["interstitial_nuclei_um2"] == pytest.approx(0.5)
 
 

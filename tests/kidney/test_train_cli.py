@@ -14,8 +14,9 @@ from PIL import Image
 
 def _shindan(*args: str) -> subprocess.CompletedProcess:
     code = "import sys; from shindan.cli import main; sys.argv[0] = 'shindan'; main()"
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=600
+    )
 
 
 def _slide(folder: Path, name: str, seed: int) -> None:
@@ -35,24 +36,58 @@ def test_kidney_train_from_scratch_on_mixed_annotations(tmp_path: Path) -> None:
         _slide(data, f"s{i}", i)
     sq = [[40, 40], [120, 40], [120, 120], [40, 120], [40, 40]]
     tub = [[150, 150], [230, 150], [230, 200], [150, 200], [150, 150]]
-    (data / "s0.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": [
-        {"type": "Feature", "properties": {"classification": {"name": "Glomerulus"}},
-         "geometry": {"type": "Polygon", "coordinates": [sq]}},
-        {"type": "Feature", "properties": {"classification": {"name": "Tubule"}},
-         "geometry": {"type": "Polygon", "coordinates": [tub]}}]}))
+    (data / "s0.geojson").write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "features": [
+                    {
+                        "type": "Feature",
+                        "properties": {"classification": {"name": "Glomerulus"}},
+                        "geometry": {"type": "Polygon", "coordinates": [sq]},
+                    },
+                    {
+                        "type": "Feature",
+                        "properties": {"classification": {"name": "Tubule"}},
+                        "geometry": {"type": "Polygon", "coordinates": [tub]},
+                    },
+                ],
+            }
+        )
+    )
     verts = "".join(f'<Vertex X="{x}" Y="{y}"/>' for x, y in sq[:-1])
     (data / "s1.xml").write_text(
         f'<Annotations><Annotation Name="glomerulus"><Regions><Region Id="1" Text="">'
-        f"<Vertices>{verts}</Vertices></Region></Regions></Annotation></Annotations>")
+        f"<Vertices>{verts}</Vertices></Region></Regions></Annotation></Annotations>"
+    )
     mask = np.full((256, 256), 255, np.uint8)
     mask[40:120, 40:120] = 2
     mask[150:200, 150:230] = 3
     mask[0:20] = 1
     Image.fromarray(mask).save(data / "s2_mask.png")
     out = tmp_path / "model"
-    r = _shindan("kidney", "train", str(data), "-a", str(data), "--out", str(out), "--mpp", "1",
-                 "--target-mpp", "2", "--steps", "4", "--batch-size", "2", "--tile", "64",
-                 "--eval-every", "2", "--quiet")
+    r = _shindan(
+        "kidney",
+        "train",
+        str(data),
+        "-a",
+        str(data),
+        "--out",
+        str(out),
+        "--mpp",
+        "1",
+        "--target-mpp",
+        "2",
+        "--steps",
+        "4",
+        "--batch-size",
+        "2",
+        "--tile",
+        "64",
+        "--eval-every",
+        "2",
+        "--quiet",
+    )
     assert r.returncode == 0, r.stderr
     card = json.loads((out / "card.json").read_text())
     assert card["classes"] == ["non-tissue", "interstitium", "glomerulus", "tubule", "vessel"]
@@ -63,8 +98,15 @@ def test_kidney_train_from_scratch_on_mixed_annotations(tmp_path: Path) -> None:
 
 
 def test_kidney_train_bad_input_exit_2(tmp_path: Path) -> None:
-    r = _shindan("kidney", "train", str(tmp_path / "missing"), "-a", str(tmp_path),
-                 "--out", str(tmp_path / "m"))
+    r = _shindan(
+        "kidney",
+        "train",
+        str(tmp_path / "missing"),
+        "-a",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "m"),
+    )
     assert r.returncode == 2
     assert r.stderr.strip().startswith("error: ") and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "m").exists()
@@ -74,7 +116,16 @@ def test_kidney_train_bad_input_exit_2(tmp_path: Path) -> None:
 
 def test_kidney_train_bad_test_tile_exit_2(tmp_path: Path) -> None:
     (tmp_path / "kidney" / "tiles-aapi-he").mkdir(parents=True)
-    r = _shindan("kidney", "train", "--builtin", str(tmp_path / "kidney"), "--test-tile",
-                 "nope", "--out", str(tmp_path / "m"), "--quiet")
+    r = _shindan(
+        "kidney",
+        "train",
+        "--builtin",
+        str(tmp_path / "kidney"),
+        "--test-tile",
+        "nope",
+        "--out",
+        str(tmp_path / "m"),
+        "--quiet",
+    )
     assert r.returncode == 2 and r.stderr.strip().startswith("error: --test-tile")
     assert not (tmp_path / "m").exists()

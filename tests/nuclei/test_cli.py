@@ -13,21 +13,23 @@ from PIL import Image
 
 from shindan.models import ZOO_DIR
 
-pytestmark = pytest.mark.skipif(not (ZOO_DIR / "nuclei" / "card.json").exists(),
-                                reason="nuclei model not shipped")
+pytestmark = pytest.mark.skipif(
+    not (ZOO_DIR / "nuclei" / "card.json").exists(), reason="nuclei model not shipped"
+)
 
 
 def _shindan(*args: str) -> subprocess.CompletedProcess:
     code = "import sys; from shindan.cli import main; sys.argv[0] = 'shindan'; main()"
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def _fake_he(path: Path, shape=(160, 200), seed=0) -> None:
     rng = np.random.default_rng(seed)
     img = np.empty((*shape, 3), np.uint8)
     img[:] = (235, 170, 205)  # eosin pink
-    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
     for _ in range(25):  # dark purple "nuclei", ~7 µm at 0.5 µm/px
         cy, cx = rng.integers(10, shape[0] - 10), rng.integers(10, shape[1] - 10)
         img[(yy - cy) ** 2 + (xx - cx) ** 2 < 49] = (90, 60, 150)
@@ -40,8 +42,16 @@ def test_segment_writes_label_map_and_geojson(tmp_path: Path) -> None:
 
     _fake_he(tmp_path / "tissue.png")
     out = tmp_path / "out"
-    r = _shindan("nuclei", "segment", str(tmp_path / "tissue.png"), "--out", str(out),
-                 "--mpp", "0.5", "--quiet")
+    r = _shindan(
+        "nuclei",
+        "segment",
+        str(tmp_path / "tissue.png"),
+        "--out",
+        str(out),
+        "--mpp",
+        "0.5",
+        "--quiet",
+    )
     assert r.returncode == 0, r.stderr
     lab = tifffile.imread(out / "tissue_nuclei.tif")
     assert lab.shape == (160, 200) and np.issubdtype(lab.dtype, np.integer)
@@ -60,10 +70,12 @@ def test_segment_bad_input_exit_2(tmp_path: Path, case: str) -> None:
     out = tmp_path / "out"
     good = tmp_path / "ok.png"
     _fake_he(good)
-    args = {"missing": [str(tmp_path / "nope.png"), "--mpp", "0.5"],
-            "not-an-image": [str(tmp_path / "junk.png"), "--mpp", "0.5"],
-            "no-mpp": [str(good)],
-            "bad-mpp": [str(good), "--mpp", "-1"]}[case]
+    args = {
+        "missing": [str(tmp_path / "nope.png"), "--mpp", "0.5"],
+        "not-an-image": [str(tmp_path / "junk.png"), "--mpp", "0.5"],
+        "no-mpp": [str(good)],
+        "bad-mpp": [str(good), "--mpp", "-1"],
+    }[case]
     (tmp_path / "junk.png").write_bytes(b"definitely not a png")
     r = _shindan("nuclei", "segment", *args, "--out", str(out))
     assert r.returncode == 2, r.stderr

@@ -58,13 +58,15 @@ def test_real_monuseg_pairs_and_sampler(shared_data: Path) -> None:
     kinds = {a.suffix for _, a in pairs}
     assert kinds == {".geojson", ".xml", ".png"}
     by = dict((p.stem, a) for p, a in pairs)
-    s = load_sample(base / "images/TCGA-B0-5698-01Z-00-DX1.jpg",
-                    by["TCGA-B0-5698-01Z-00-DX1"], 0.2527, 0.5)
+    s = load_sample(
+        base / "images/TCGA-B0-5698-01Z-00-DX1.jpg", by["TCGA-B0-5698-01Z-00-DX1"], 0.2527, 0.5
+    )
     assert s.image.shape == (505, 505, 3) and s.instances is not None
     assert set(np.unique(s.target)) == {0, 1, 2}
     assert s.instances.max() > 300
-    m = load_sample(base / "images/TCGA-18-5592-01Z-00-DX1.jpg",
-                    by["TCGA-18-5592-01Z-00-DX1"], 0.2527, 0.5)
+    m = load_sample(
+        base / "images/TCGA-18-5592-01Z-00-DX1.jpg", by["TCGA-18-5592-01Z-00-DX1"], 0.2527, 0.5
+    )
     assert m.instances is None and IGNORE in m.target
     sampler = make_sampler([s, m], 64)
     rng = np.random.default_rng(0)
@@ -109,8 +111,9 @@ def test_chunked_slide_segmentation_matches_whole() -> None:
         img[(yy - cy) ** 2 + (xx - cx) ** 2 < 36] = (80, 50, 140)
     pred = load_predictor("nuclei", "onnx")
     whole = segment_nuclei(img, 0.5, predictor=pred)
-    chunked = segment_nuclei_slide(ImageSlide.from_array(img, mpp=0.5), predictor=pred,
-                                   chunk=96, margin=32)
+    chunked = segment_nuclei_slide(
+        ImageSlide.from_array(img, mpp=0.5), predictor=pred, chunk=96, margin=32
+    )
     ids = np.unique(chunked)
     assert list(ids) == list(range(len(ids)))
     assert abs(int(chunked.max()) - int(whole.max())) <= max(2, 0.1 * whole.max())
@@ -130,8 +133,21 @@ def test_train_refuses_overlapping_val_and_holdout(tmp_path: Path) -> None:
         Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).save(tmp_path / f"img/{name}.png")
         Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / f"msk/{name}.png")
     with pytest.raises(InputError, match="both held out and validation"):
-        train_nuclei(tmp_path / "img", [tmp_path / "msk"], tmp_path / "out", mpp=0.25,
-                     holdout=["a"], val=["a"], progress=False)
+        train_nuclei(
+            tmp_path / "img",
+            [tmp_path / "msk"],
+            tmp_path / "out",
+            mpp=0.25,
+            holdout=["a"],
+            val=["a"],
+            progress=False,
+        )
     with pytest.raises(InputError, match="--val names no annotated image"):
-        train_nuclei(tmp_path / "img", [tmp_path / "msk"], tmp_path / "out", mpp=0.25,
-                     val=["zzz"], progress=False)
+        train_nuclei(
+            tmp_path / "img",
+            [tmp_path / "msk"],
+            tmp_path / "out",
+            mpp=0.25,
+            val=["zzz"],
+            progress=False,
+        )

@@ -10,7 +10,7 @@ from shindan.nuclei.postprocess import instances_from_probs
 
 
 def _two_touching_discs(shape=(64, 96), r=14, centres=((32, 34), (32, 60))):
-    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
     truth = np.zeros(shape, np.int32)
     for i, (cy, cx) in enumerate(centres, start=1):
         truth[((yy - cy) ** 2 + (xx - cx) ** 2 < r * r) & (truth == 0)] = i

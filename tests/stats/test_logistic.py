@@ -19,8 +19,12 @@ def test_spector_mazzeo_published_values():
     # TUCE 0.095 (0.142), PSI 2.379 (1.065); log-likelihood -12.890.
     data = sm.datasets.spector.load_pandas().data
     res = fit_logistic(data, "GRADE", ["GPA", "TUCE", "PSI"])
-    want = {"const": (-13.021, 4.931), "GPA": (2.826, 1.263), "TUCE": (0.095, 0.142),
-            "PSI": (2.379, 1.065)}
+    want = {
+        "const": (-13.021, 4.931),
+        "GPA": (2.826, 1.263),
+        "TUCE": (0.095, 0.142),
+        "PSI": (2.379, 1.065),
+    }
     for name, (coef, se) in want.items():
         t = res.term(name)
         assert t.coef == pytest.approx(coef, abs=1e-3)
@@ -44,15 +48,21 @@ def test_simulated_effects_are_recovered():
     # 4000 subjects, true log-odds: -1 + 0.8·score + 0.03·age + 0.5·male + 0.02·size.
     rng = np.random.default_rng(7)
     n = 4000
-    df = pd.DataFrame({
-        "score": rng.normal(0, 1, n), "age": rng.normal(60, 10, n),
-        "sex": rng.choice(["F", "M"], n), "size_mm": rng.gamma(4, 8, n),
-    })
-    eta = (-1 - 0.03 * 60 + 0.8 * df.score + 0.03 * df.age + 0.5 * (df.sex == "M")
-           + 0.02 * df.size_mm)
+    df = pd.DataFrame(
+        {
+            "score": rng.normal(0, 1, n),
+            "age": rng.normal(60, 10, n),
+            "sex": rng.choice(["F", "M"], n),
+            "size_mm": rng.gamma(4, 8, n),
+        }
+    )
+    eta = (
+        -1 - 0.03 * 60 + 0.8 * df.score + 0.03 * df.age + 0.5 * (df.sex == "M") + 0.02 * df.size_mm
+    )
     df["y"] = (rng.random(n) < 1 / (1 + np.exp(-eta))).astype(int)
-    res = fit_logistic(df, "y", ["score", "age", "sex", "size_mm"],
-                       units={"age": 10, "size_mm": 10})
+    res = fit_logistic(
+        df, "y", ["score", "age", "sex", "size_mm"], units={"age": 10, "size_mm": 10}
+    )
     truth = {"score": 0.8, "age": 0.03, "sex[M]": 0.5, "size_mm": 0.02}
     for name, beta in truth.items():
         t = res.term(name)
@@ -88,8 +98,14 @@ def test_perfect_separation_is_an_error():
 
 
 def test_too_few_events_and_bad_inputs():
-    df = pd.DataFrame({"y": [1, 1, 0, 0, 0, 0, 0, 0], "a": [1.0, 5, 2, 3, 4, 6, 7, 8],
-                       "b": [3.0, 1, 4, 1, 5, 9, 2, 6], "c": [2.0, 7, 1, 8, 2, 8, 1, 8]})
+    df = pd.DataFrame(
+        {
+            "y": [1, 1, 0, 0, 0, 0, 0, 0],
+            "a": [1.0, 5, 2, 3, 4, 6, 7, 8],
+            "b": [3.0, 1, 4, 1, 5, 9, 2, 6],
+            "c": [2.0, 7, 1, 8, 2, 8, 1, 8],
+        }
+    )
     with pytest.raises(LogisticFitError, match="too few events to fit 4 coefficients: 2 with"):
         fit_logistic(df, "y", ["a", "b", "c"])
     with pytest.raises(LogisticFitError, match="missing column"):

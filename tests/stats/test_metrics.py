@@ -70,7 +70,8 @@ def test_multiclass_report_shapes():
     assert set(r["per_class"]) == {"a", "b", "c"}
     assert 0.5 < r["macro_auc"] <= 1
     assert r["macro_auc_ci"][0] <= r["macro_auc"] <= r["macro_auc_ci"][1]
-    assert r["balanced_accuracy"] == pytest.approx(np.mean([r["per_class"][c]["recall"]
-                                                            for c in "abc"]))
+    assert r["balanced_accuracy"] == pytest.approx(
+        np.mean([r["per_class"][c]["recall"] for c in "abc"])
+    )
     with pytest.raises(ValueError):
         classification_report(y, probs[:, :2], ["a", "b", "c"])

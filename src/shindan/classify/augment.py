@@ -35,12 +35,14 @@ def resize(image: np.ndarray, size: int, crop: float = 1.0) -> np.ndarray:
     if image.shape[0] == size and image.shape[1] == size:
         return image.copy()
     shrink = image.shape[0] > size or image.shape[1] > size
-    return cv2.resize(image, (size, size),
-                      interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return cv2.resize(
+        image, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    )
 
 
-def hed_jitter(image: np.ndarray, rng: np.random.Generator, sigma: float = 0.05,
-               bias: float = 0.05) -> np.ndarray:
+def hed_jitter(
+    image: np.ndarray, rng: np.random.Generator, sigma: float = 0.05, bias: float = 0.05
+) -> np.ndarray:
     """Perturb haematoxylin/eosin/DAB optical densities: ``s' = s·a + b`` per stain channel.
 
     ``a`` ~ U(1-sigma, 1+sigma), ``b`` ~ U(-bias, bias) (Tellez et al. 2018).
@@ -52,9 +54,15 @@ def hed_jitter(image: np.ndarray, rng: np.random.Generator, sigma: float = 0.05,
     return np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
-def hsv_jitter(image: np.ndarray, rng: np.random.Generator, hue: float = 0.05,
-               saturation: float = 0.3, brightness: float = 0.2, contrast: float = 0.2,
-               gamma: float = 0.25) -> np.ndarray:
+def hsv_jitter(
+    image: np.ndarray,
+    rng: np.random.Generator,
+    hue: float = 0.05,
+    saturation: float = 0.3,
+    brightness: float = 0.2,
+    contrast: float = 0.2,
+    gamma: float = 0.25,
+) -> np.ndarray:
     """Random hue shift (fraction of the colour circle), saturation/brightness/contrast scale
     and gamma, in the order a different microscope camera and white balance would apply them."""
     hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV_FULL).astype(np.float32)
@@ -77,9 +85,15 @@ def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
     return cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1].copy() if ok else image.copy()
 
 
-def affine(image: np.ndarray, size: int, scale: float = 1.0, angle: float = 0.0,
-           shift: tuple[float, float] = (0.0, 0.0), flip: bool = False,
-           border: tuple[int, int, int] | None = None) -> np.ndarray:
+def affine(
+    image: np.ndarray,
+    size: int,
+    scale: float = 1.0,
+    angle: float = 0.0,
+    shift: tuple[float, float] = (0.0, 0.0),
+    flip: bool = False,
+    border: tuple[int, int, int] | None = None,
+) -> np.ndarray:
     """Resample ``image`` into a ``size``² output in one step.
 
     ``scale`` 1 maps the whole image onto the output; > 1 zooms in (the object looks bigger,
@@ -96,8 +110,9 @@ def affine(image: np.ndarray, size: int, scale: float = 1.0, angle: float = 0.0,
         m[0, 2] += size
     mode = cv2.BORDER_REFLECT_101 if border is None else cv2.BORDER_CONSTANT
     interp = cv2.INTER_AREA if fit < 0.7 else cv2.INTER_LINEAR
-    return cv2.warpAffine(image, m, (size, size), flags=interp, borderMode=mode,
-                          borderValue=border or (0, 0, 0))
+    return cv2.warpAffine(
+        image, m, (size, size), flags=interp, borderMode=mode, borderValue=border or (0, 0, 0)
+    )
 
 
 @dataclass(frozen=True)
@@ -160,15 +175,29 @@ class Augmenter:
     jpeg_quality: tuple[int, int] = (40, 95)
 
     @classmethod
-    def with_strength(cls, size: int, colour: float = 1.0,
-                      scale: tuple[float, float] = (0.8, 1.25), crop: float = 1.0,
-                      fade: float = 0.0) -> Augmenter:
+    def with_strength(
+        cls,
+        size: int,
+        colour: float = 1.0,
+        scale: tuple[float, float] = (0.8, 1.25),
+        crop: float = 1.0,
+        fade: float = 0.0,
+    ) -> Augmenter:
         """Default augmenter with every colour range multiplied by ``colour`` (0 = none)."""
-        return cls(size=size, scale=scale, crop=crop, fade=fade, hed_sigma=0.08 * colour,
-                   hed_bias=0.025 * colour,
-                   hue=0.04 * colour, saturation=min(0.9, 0.35 * colour),
-                   brightness=min(0.9, 0.2 * colour), contrast=min(0.9, 0.25 * colour),
-                   gamma=0.3 * colour, gray_p=min(1.0, 0.05 * colour))
+        return cls(
+            size=size,
+            scale=scale,
+            crop=crop,
+            fade=fade,
+            hed_sigma=0.08 * colour,
+            hed_bias=0.025 * colour,
+            hue=0.04 * colour,
+            saturation=min(0.9, 0.35 * colour),
+            brightness=min(0.9, 0.2 * colour),
+            contrast=min(0.9, 0.25 * colour),
+            gamma=0.3 * colour,
+            gray_p=min(1.0, 0.05 * colour),
+        )
 
     def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         # Log-uniform zoom: zooming in 1.25x is as likely as zooming out 1/1.25x.
@@ -184,8 +213,9 @@ class Augmenter:
         if rng.random() < 0.8:
             x = hed_jitter(x, rng, self.hed_sigma, self.hed_bias)
         if rng.random() < 0.8:
-            x = hsv_jitter(x, rng, self.hue, self.saturation, self.brightness, self.contrast,
-                           self.gamma)
+            x = hsv_jitter(
+                x, rng, self.hue, self.saturation, self.brightness, self.contrast, self.gamma
+            )
         if self.fade > 0 and rng.random() < self.fade_p:
             f = 1.0 - rng.uniform(0, self.fade)
             x = np.clip(255.0 - f * (255.0 - x.astype(np.float32)) + 0.5, 0, 255).astype(np.uint8)

@@ -11,8 +11,12 @@ import typer
 
 from shindan.errors import InputError
 
-app = typer.Typer(help="Train, evaluate and run image classifiers.", no_args_is_help=True,
-                  add_completion=False, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Train, evaluate and run image classifiers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
 
 
 @app.callback()
@@ -28,7 +32,7 @@ def _command_line(sub: str) -> str:
     """The ``shindan classify <sub> ...`` command as typed (for the model card)."""
     argv = sys.argv
     idx = argv.index(sub) if sub in argv else len(argv)
-    return shlex.join(["shindan", "classify", sub, *argv[idx + 1:]])
+    return shlex.join(["shindan", "classify", sub, *argv[idx + 1 :]])
 
 
 def _split_classes(classes: str | None) -> list[str] | None:
@@ -42,57 +46,87 @@ def _split_classes(classes: str | None) -> list[str] | None:
 
 @app.command()
 def train(
-    data: Annotated[Path, typer.Argument(
-        help="Folder of class folders, or CSV image,label[,group].")],
+    data: Annotated[
+        Path, typer.Argument(help="Folder of class folders, or CSV image,label[,group].")
+    ],
     out: Annotated[Path, typer.Option("--out", help="Model folder to write (card.json, weights).")],
     name: Annotated[str, typer.Option(help="Model name (lower-case, digits, '-').")] = "classifier",
     arch: Annotated[str, typer.Option(help="timm architecture, trained from scratch.")] = (
-        "mobilenetv3_small_100"),
+        "mobilenetv3_small_100"
+    ),
     size: Annotated[int, typer.Option(help="Input side in pixels (whole image resized).")] = 128,
-    classes: Annotated[str | None, typer.Option(
-        help="Comma-separated class folders/labels to use, in this order.")] = None,
-    group_pattern: Annotated[str | None, typer.Option(
-        help="Regex whose first match in the file stem is the group (patient/slide), "
-             "e.g. '^[^-]+'. A CSV 'group' column takes precedence.")] = None,
-    folds: Annotated[int, typer.Option(
-        help="k of the stratified grouped k-fold (0: no test).")] = 5,
+    classes: Annotated[
+        str | None, typer.Option(help="Comma-separated class folders/labels to use, in this order.")
+    ] = None,
+    group_pattern: Annotated[
+        str | None,
+        typer.Option(
+            help="Regex whose first match in the file stem is the group (patient/slide), "
+            "e.g. '^[^-]+'. A CSV 'group' column takes precedence."
+        ),
+    ] = None,
+    folds: Annotated[
+        int, typer.Option(help="k of the stratified grouped k-fold (0: no test).")
+    ] = 5,
     test_fold: Annotated[int, typer.Option(help="Which fold is held out for testing.")] = 0,
-    val_fraction: Annotated[float, typer.Option(
-        help="Share of the rest for early stopping.")] = 0.15,
-    cv: Annotated[bool, typer.Option(
-        "--cv", help="Cross-validate: hold out every fold once.")] = False,
+    val_fraction: Annotated[
+        float, typer.Option(help="Share of the rest for early stopping.")
+    ] = 0.15,
+    cv: Annotated[
+        bool, typer.Option("--cv", help="Cross-validate: hold out every fold once.")
+    ] = False,
     epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = 30,
     batch_size: Annotated[int, typer.Option(help="Images per step.")] = 32,
     lr: Annotated[float, typer.Option(help="Peak learning rate (one-cycle).")] = 2e-3,
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.05,
     patience: Annotated[int, typer.Option(help="Early-stopping patience in epochs.")] = 8,
-    monitor: Annotated[str, typer.Option(
-        help="Validation quantity for early stopping: macro_f1 or loss.")] = "macro_f1",
-    width: Annotated[str | None, typer.Option(
-        help="Stage widths for timm ResNets, comma-separated (e.g. 32,64,128,256).")] = None,
-    arch_kwargs: Annotated[str | None, typer.Option(
-        help='More timm create_model arguments as JSON, e.g. \'{"stem_width": 16}\'.')] = None,
+    monitor: Annotated[
+        str, typer.Option(help="Validation quantity for early stopping: macro_f1 or loss.")
+    ] = "macro_f1",
+    width: Annotated[
+        str | None,
+        typer.Option(help="Stage widths for timm ResNets, comma-separated (e.g. 32,64,128,256)."),
+    ] = None,
+    arch_kwargs: Annotated[
+        str | None,
+        typer.Option(help="More timm create_model arguments as JSON, e.g. '{\"stem_width\": 16}'."),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Random seed (splits, weights, augmentation).")] = 0,
-    colour: Annotated[float, typer.Option(
-        help="Stain/colour augmentation strength (0 = off).")] = 1.0,
+    colour: Annotated[
+        float, typer.Option(help="Stain/colour augmentation strength (0 = off).")
+    ] = 1.0,
     scale_min: Annotated[float, typer.Option(help="Smallest zoom of the scale jitter.")] = 0.8,
     scale_max: Annotated[float, typer.Option(help="Largest zoom of the scale jitter.")] = 1.25,
-    fade: Annotated[float, typer.Option(
-        help="Largest random fade of the stain towards white (0 = off; pale smears).")] = 0.0,
-    crop: Annotated[float, typer.Option(
-        help="Central fraction of each image side the model sees (1 = whole image; <1 "
-             "centres and enlarges a centred object such as a cell).")] = 1.0,
-    tta: Annotated[str | None, typer.Option(
-        help="Test-time views averaged with the plain image, comma-separated: hflip, vflip, "
-             "rot180, transpose. Stored in the card; used for its metrics and predictions."
-    )] = None,
-    positive: Annotated[str | None, typer.Option(
-        help="Positive class for the two-class headline AUC (default: the first).")] = None,
-    data_name: Annotated[str | None, typer.Option(
-        "--data-name", help="Description of the training data for the card.")] = None,
+    fade: Annotated[
+        float,
+        typer.Option(help="Largest random fade of the stain towards white (0 = off; pale smears)."),
+    ] = 0.0,
+    crop: Annotated[
+        float,
+        typer.Option(
+            help="Central fraction of each image side the model sees (1 = whole image; <1 "
+            "centres and enlarges a centred object such as a cell)."
+        ),
+    ] = 1.0,
+    tta: Annotated[
+        str | None,
+        typer.Option(
+            help="Test-time views averaged with the plain image, comma-separated: hflip, vflip, "
+            "rot180, transpose. Stored in the card; used for its metrics and predictions."
+        ),
+    ] = None,
+    positive: Annotated[
+        str | None,
+        typer.Option(help="Positive class for the two-class headline AUC (default: the first)."),
+    ] = None,
+    data_name: Annotated[
+        str | None,
+        typer.Option("--data-name", help="Description of the training data for the card."),
+    ] = None,
     licence: Annotated[str, typer.Option(help="Licence of the training data.")] = "unknown",
-    limit: Annotated[list[str] | None, typer.Option(
-        "--limit", help="A known limit for the card (repeatable).")] = None,
+    limit: Annotated[
+        list[str] | None, typer.Option("--limit", help="A known limit for the card (repeatable).")
+    ] = None,
     threads: Annotated[int, typer.Option(help="torch threads while training.")] = 1,
     workers: Annotated[int, typer.Option(help="Data-loading processes.")] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
@@ -111,15 +145,36 @@ def train(
     if not 0 < scale_min <= scale_max:
         raise InputError("--scale-min must be > 0 and <= --scale-max")
     opts = TrainOptions(
-        name=name, arch=arch, size=size, classes=_split_classes(classes),
-        group_pattern=group_pattern, folds=folds, test_fold=test_fold, val_fraction=val_fraction,
-        cv=cv, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-        patience=patience, monitor=monitor, seed=seed,
-        arch_kwargs=_arch_kwargs(width, arch_kwargs), colour=colour,
-        scale=(scale_min, scale_max), crop=crop, fade=fade, tta=views,
-        positive=positive, data=data_name or str(data), licence=licence,
-        command=_command_line("train"), limits=list(limit or []), threads=threads,
-        workers=workers, progress=not quiet,
+        name=name,
+        arch=arch,
+        size=size,
+        classes=_split_classes(classes),
+        group_pattern=group_pattern,
+        folds=folds,
+        test_fold=test_fold,
+        val_fraction=val_fraction,
+        cv=cv,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        patience=patience,
+        monitor=monitor,
+        seed=seed,
+        arch_kwargs=_arch_kwargs(width, arch_kwargs),
+        colour=colour,
+        scale=(scale_min, scale_max),
+        crop=crop,
+        fade=fade,
+        tta=views,
+        positive=positive,
+        data=data_name or str(data),
+        licence=licence,
+        command=_command_line("train"),
+        limits=list(limit or []),
+        threads=threads,
+        workers=workers,
+        progress=not quiet,
     )
     if monitor not in ("macro_f1", "loss"):
         raise InputError(f"--monitor must be macro_f1 or loss, got {monitor!r}")
@@ -179,14 +234,21 @@ def predict(
 def evaluate(
     model: Annotated[str, typer.Argument(help="Shipped model name or model folder.")],
     data: Annotated[Path, typer.Argument(help="Folder of class folders, or CSV image,label.")],
-    out: Annotated[Path, typer.Option("--out", help="Folder: metrics.json, predictions.csv, "
-                                                    "report.html.")],
-    split: Annotated[str, typer.Option(
-        help="'all' images, or 'test': the held-out fold recorded in the model card.")] = "all",
-    shift: Annotated[str | None, typer.Option(
-        help="Apply a domain shift first (robustness check): stain-basis, stain-strong, "
-             "warm-lamp, washed-out, zoom-0.65, zoom-1.5, white-surround-0.75, blur-2.5, "
-             "jpeg-15.")] = None,
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder: metrics.json, predictions.csv, report.html.")
+    ],
+    split: Annotated[
+        str,
+        typer.Option(help="'all' images, or 'test': the held-out fold recorded in the model card."),
+    ] = "all",
+    shift: Annotated[
+        str | None,
+        typer.Option(
+            help="Apply a domain shift first (robustness check): stain-basis, stain-strong, "
+            "warm-lamp, washed-out, zoom-0.65, zoom-1.5, white-surround-0.75, blur-2.5, "
+            "jpeg-15."
+        ),
+    ] = None,
     positive: Annotated[str | None, typer.Option(help="Two classes: the positive one.")] = None,
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for AUC CIs.")] = 1000,
     backend: Annotated[str, typer.Option(help="auto, onnx, torch or torch-bf16.")] = "auto",
@@ -198,7 +260,19 @@ def evaluate(
 
     if n_boot < 0:
         raise InputError("--n-boot must be >= 0")
-    r = run(model, data, out, split=split, shift=shift, backend=backend, batch_size=batch_size,
-            n_boot=n_boot, positive=positive, progress=not quiet)
-    _err(f"wrote {out}: accuracy {r['accuracy']:.4f}, macro-F1 {r['macro_f1']:.4f}, "
-         f"macro ROC-AUC {r['macro_auc'] if r['macro_auc'] is None else round(r['macro_auc'], 4)}")
+    r = run(
+        model,
+        data,
+        out,
+        split=split,
+        shift=shift,
+        backend=backend,
+        batch_size=batch_size,
+        n_boot=n_boot,
+        positive=positive,
+        progress=not quiet,
+    )
+    _err(
+        f"wrote {out}: accuracy {r['accuracy']:.4f}, macro-F1 {r['macro_f1']:.4f}, "
+        f"macro ROC-AUC {r['macro_auc'] if r['macro_auc'] is None else round(r['macro_auc'], 4)}"
+    )

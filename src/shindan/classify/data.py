@@ -73,8 +73,13 @@ class ImageTable:
     def subset(self, indices: Sequence[int] | np.ndarray) -> ImageTable:
         """The rows ``indices`` (same classes)."""
         idx = np.asarray(indices, dtype=np.int64)
-        return ImageTable(tuple(self.paths[i] for i in idx), self.labels[idx].copy(),
-                          self.groups[idx].copy(), self.classes, self.root)
+        return ImageTable(
+            tuple(self.paths[i] for i in idx),
+            self.labels[idx].copy(),
+            self.groups[idx].copy(),
+            self.classes,
+            self.root,
+        )
 
     def counts(self) -> dict[str, int]:
         """Images per class."""
@@ -106,8 +111,9 @@ def _groups_from_pattern(paths: Sequence[Path], pattern: str | None) -> np.ndarr
     return np.asarray(out, dtype=object)
 
 
-def scan_folder(root: str | Path, classes: Sequence[str] | None = None,
-                group_pattern: str | None = None) -> ImageTable:
+def scan_folder(
+    root: str | Path, classes: Sequence[str] | None = None, group_pattern: str | None = None
+) -> ImageTable:
     """A folder-per-class tree: ``root/<class>/*.jpg``. ``classes`` picks and orders folders.
 
     Without ``classes`` every sub-folder holding images is a class (sorted by name).
@@ -118,8 +124,9 @@ def scan_folder(root: str | Path, classes: Sequence[str] | None = None,
     if not root.is_dir():
         raise InputError(f"{root}: no such folder")
     if classes is None:
-        classes = sorted(d.name for d in root.iterdir()
-                         if d.is_dir() and any(is_image(f) for f in d.iterdir()))
+        classes = sorted(
+            d.name for d in root.iterdir() if d.is_dir() and any(is_image(f) for f in d.iterdir())
+        )
     classes = list(classes)
     if len(classes) < 2:
         raise InputError(f"{root}: need at least two class folders, found {classes}")
@@ -134,12 +141,18 @@ def scan_folder(root: str | Path, classes: Sequence[str] | None = None,
             raise InputError(f"{d}: class folder holds no images")
         paths += files
         labels += [k] * len(files)
-    return ImageTable(tuple(paths), np.asarray(labels, np.int64),
-                      _groups_from_pattern(paths, group_pattern), tuple(classes), root)
+    return ImageTable(
+        tuple(paths),
+        np.asarray(labels, np.int64),
+        _groups_from_pattern(paths, group_pattern),
+        tuple(classes),
+        root,
+    )
 
 
-def read_table_csv(path: str | Path, classes: Sequence[str] | None = None,
-                   group_pattern: str | None = None) -> ImageTable:
+def read_table_csv(
+    path: str | Path, classes: Sequence[str] | None = None, group_pattern: str | None = None
+) -> ImageTable:
     """A CSV with columns ``image,label[,group]``; image paths relative to the CSV's folder."""
     path = Path(path)
     try:
@@ -172,8 +185,9 @@ def read_table_csv(path: str | Path, classes: Sequence[str] | None = None,
     return ImageTable(tuple(paths), np.asarray(labels, np.int64), g, tuple(names), path.parent)
 
 
-def load_table(source: str | Path, classes: Sequence[str] | None = None,
-               group_pattern: str | None = None) -> ImageTable:
+def load_table(
+    source: str | Path, classes: Sequence[str] | None = None, group_pattern: str | None = None
+) -> ImageTable:
     """A folder-per-class tree or a CSV file (by what ``source`` is)."""
     p = Path(source)
     if p.is_dir():
@@ -200,9 +214,13 @@ class ImageDataset(Dataset):
     torch's stream, so augmentation is reproducible under :func:`torch.manual_seed`.
     """
 
-    def __init__(self, table: ImageTable, transform: Callable[[np.ndarray, np.random.Generator],
-                                                              np.ndarray],
-                 mean: Sequence[float], std: Sequence[float]):
+    def __init__(
+        self,
+        table: ImageTable,
+        transform: Callable[[np.ndarray, np.random.Generator], np.ndarray],
+        mean: Sequence[float],
+        std: Sequence[float],
+    ):
         self.table = table
         self.transform = transform
         self.mean = tuple(mean)

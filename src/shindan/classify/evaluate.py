@@ -21,8 +21,9 @@ from shindan.util.atomic import atomic_dir
 SPLITS = ("all", "test")
 
 
-def labelled_table(data: str | Path, card: ModelCard, group_pattern: str | None = None
-                   ) -> ImageTable:
+def labelled_table(
+    data: str | Path, card: ModelCard, group_pattern: str | None = None
+) -> ImageTable:
     """Load ``data`` with labels mapped onto the card's classes (a subset of them may appear).
 
     For a folder tree, only sub-folders named like the card's classes are read.
@@ -31,20 +32,26 @@ def labelled_table(data: str | Path, card: ModelCard, group_pattern: str | None 
     if p.is_dir():
         present = [c for c in card.classes if (p / c).is_dir()]
         if not present:
-            raise InputError(f"{p}: no sub-folder named like a class of {card.name} "
-                             f"({', '.join(card.classes)})")
+            raise InputError(
+                f"{p}: no sub-folder named like a class of {card.name} ({', '.join(card.classes)})"
+            )
         # Scan with the card's order so label indices are the card's indices.
-        table = load_table(p, None if len(present) < 2 else present, group_pattern) \
-            if len(present) >= 2 else _single_class(p, present[0], group_pattern)
+        table = (
+            load_table(p, None if len(present) < 2 else present, group_pattern)
+            if len(present) >= 2
+            else _single_class(p, present[0], group_pattern)
+        )
     else:
         table = load_table(p, None, group_pattern)
     unknown = [c for c in table.classes if c not in card.classes]
     if unknown:
-        raise InputError(f"{p}: labels {unknown} are not classes of {card.name} "
-                         f"({', '.join(card.classes)})")
+        raise InputError(
+            f"{p}: labels {unknown} are not classes of {card.name} ({', '.join(card.classes)})"
+        )
     remap = np.asarray([card.classes.index(c) for c in table.classes], np.int64)
-    return ImageTable(table.paths, remap[table.labels], table.groups, tuple(card.classes),
-                      table.root)
+    return ImageTable(
+        table.paths, remap[table.labels], table.groups, tuple(card.classes), table.root
+    )
 
 
 def _single_class(root: Path, name: str, group_pattern: str | None) -> ImageTable:
@@ -53,8 +60,13 @@ def _single_class(root: Path, name: str, group_pattern: str | None) -> ImageTabl
     files = sorted(f for f in (root / name).rglob("*") if f.is_file() and is_image(f))
     if not files:
         raise InputError(f"{root / name}: class folder holds no images")
-    return ImageTable(tuple(files), np.zeros(len(files), np.int64),
-                      _groups_from_pattern(files, group_pattern), (name,), root)
+    return ImageTable(
+        tuple(files),
+        np.zeros(len(files), np.int64),
+        _groups_from_pattern(files, group_pattern),
+        (name,),
+        root,
+    )
 
 
 def held_out(table: ImageTable, card: ModelCard) -> ImageTable:
@@ -62,15 +74,29 @@ def held_out(table: ImageTable, card: ModelCard) -> ImageTable:
     split = card.data.get("training", {}).get("split")
     if not split or not split.get("folds"):
         raise InputError(f"{card.name}: its card records no held-out split")
-    _, _, test = train_val_test(table, split["folds"], split["test_fold"],
-                                split["val_fraction"], card.data["training"].get("seed", 0))
+    _, _, test = train_val_test(
+        table,
+        split["folds"],
+        split["test_fold"],
+        split["val_fraction"],
+        card.data["training"].get("seed", 0),
+    )
     return table.subset(test)
 
 
-def evaluate(model: str | Path, data: str | Path, out: str | Path, *, split: str = "all",
-             shift: str | None = None, backend: str = "auto", batch_size: int = 64,
-             n_boot: int = 1000, positive: str | None = None, progress: bool = True
-             ) -> dict[str, Any]:
+def evaluate(
+    model: str | Path,
+    data: str | Path,
+    out: str | Path,
+    *,
+    split: str = "all",
+    shift: str | None = None,
+    backend: str = "auto",
+    batch_size: int = 64,
+    n_boot: int = 1000,
+    positive: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Evaluate ``model`` on labelled images and write ``out/`` atomically.
 
     Parameters
@@ -110,8 +136,14 @@ def evaluate(model: str | Path, data: str | Path, out: str | Path, *, split: str
         raise InputError(f"--positive {positive!r} is not a class of {card.name}")
     probs = predict_paths(predictor, table.paths, batch_size, transform, progress)
     report = classification_report(table.labels, probs, card.classes, n_boot=n_boot)
-    report.update(model=card.name, model_version=card.version, data=str(data), split=split,
-                  shift=shift, backend=predictor.backend)
+    report.update(
+        model=card.name,
+        model_version=card.version,
+        data=str(data),
+        split=split,
+        shift=shift,
+        backend=predictor.backend,
+    )
     from shindan.classify.report import render_report
 
     out = Path(out)

@@ -21,14 +21,20 @@ def input_crop(card: ModelCard) -> float:
     return float(card.data["input"].get("crop", 1.0))
 
 
-def load_batches(paths: Sequence[Path], size: int, batch_size: int = 64,
-                 transform: Callable[[np.ndarray], np.ndarray] | None = None,
-                 threads: int = 2, crop: float = 1.0) -> Iterator[np.ndarray]:
+def load_batches(
+    paths: Sequence[Path],
+    size: int,
+    batch_size: int = 64,
+    transform: Callable[[np.ndarray], np.ndarray] | None = None,
+    threads: int = 2,
+    crop: float = 1.0,
+) -> Iterator[np.ndarray]:
     """Yield uint8 (N, size, size, 3) batches of the images, decoded ahead in threads.
 
     ``transform`` (e.g. a domain shift) is applied to each full-resolution image before the
     resize to the model input.
     """
+
     def load(p: Path) -> np.ndarray:
         image = read_rgb(p)
         return resize(transform(image) if transform else image, size, crop)
@@ -46,23 +52,29 @@ def load_batches(paths: Sequence[Path], size: int, batch_size: int = 64,
             yield np.stack(batch)
 
 
-def predict_paths(predictor: Predictor, paths: Sequence[Path], batch_size: int = 64,
-                  transform: Callable[[np.ndarray], np.ndarray] | None = None,
-                  progress: bool = True) -> np.ndarray:
+def predict_paths(
+    predictor: Predictor,
+    paths: Sequence[Path],
+    batch_size: int = 64,
+    transform: Callable[[np.ndarray], np.ndarray] | None = None,
+    progress: bool = True,
+) -> np.ndarray:
     """Class probabilities (N, classes) for image files, in order."""
     from shindan.util.progress import progress_bar
 
     out = []
     with progress_bar("classifying", len(paths), enabled=progress) as advance:
-        for batch in load_batches(paths, predictor.card.size, batch_size, transform,
-                                  crop=input_crop(predictor.card)):
+        for batch in load_batches(
+            paths, predictor.card.size, batch_size, transform, crop=input_crop(predictor.card)
+        ):
             out.append(predictor.predict(batch))
             advance(len(batch))
     return np.concatenate(out) if out else np.zeros((0, len(predictor.classes)), np.float32)
 
 
-def write_predictions(out: str | Path, names: Sequence[str], classes: Sequence[str],
-                      probs: np.ndarray) -> Path:
+def write_predictions(
+    out: str | Path, names: Sequence[str], classes: Sequence[str], probs: np.ndarray
+) -> Path:
     """CSV ``image,label,p_<class>...`` written atomically."""
     out = Path(out)
     with atomic_path(out) as tmp, tmp.open("w", newline="") as f:
@@ -73,8 +85,14 @@ def write_predictions(out: str | Path, names: Sequence[str], classes: Sequence[s
     return out
 
 
-def predict(model: str | Path, inputs: Sequence[str | Path], out: str | Path,
-            backend: str = "auto", batch_size: int = 64, progress: bool = True) -> Path:
+def predict(
+    model: str | Path,
+    inputs: Sequence[str | Path],
+    out: str | Path,
+    backend: str = "auto",
+    batch_size: int = 64,
+    progress: bool = True,
+) -> Path:
     """Classify image files or folders (recursively) and write the predictions CSV.
 
     Parameters

@@ -16,8 +16,10 @@ import numpy as np  # noqa: E402
 from jinja2 import Environment, PackageLoader, select_autoescape  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
-_env = Environment(loader=PackageLoader("shindan.report", "templates"),
-                   autoescape=select_autoescape(["html", "j2"]))
+_env = Environment(
+    loader=PackageLoader("shindan.report", "templates"),
+    autoescape=select_autoescape(["html", "j2"]),
+)
 
 
 def _png(fig: plt.Figure) -> str:
@@ -37,8 +39,15 @@ def confusion_figure(confusion: Sequence[Sequence[int]], classes: Sequence[str])
     ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     for i in range(k):
         for j in range(k):
-            ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=8,
-                    color="white" if share[i, j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                f"{int(cm[i, j])}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if share[i, j] > 0.5 else "black",
+            )
     ax.set_xticks(range(k), classes, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(k), classes, fontsize=8)
     ax.set_xlabel("predicted")
@@ -46,8 +55,9 @@ def confusion_figure(confusion: Sequence[Sequence[int]], classes: Sequence[str])
     return _png(fig)
 
 
-def roc_figure(y_true: np.ndarray, probs: np.ndarray, report: dict[str, Any],
-               order: Sequence[int]) -> str:
+def roc_figure(
+    y_true: np.ndarray, probs: np.ndarray, report: dict[str, Any], order: Sequence[int]
+) -> str:
     """One-vs-rest ROC curves with AUC, its bootstrap 95% CI and the Youden point."""
     classes = report["classes"]
     fig, ax = plt.subplots(figsize=(5.2, 4.6))
@@ -59,7 +69,7 @@ def roc_figure(y_true: np.ndarray, probs: np.ndarray, report: dict[str, Any],
         pc = report["per_class"][classes[c]]
         lo, hi = pc["auc_ci"]
         ci = f" [{lo:.3f}, {hi:.3f}]" if lo is not None else ""
-        line, = ax.plot(fpr, tpr, lw=1.3, label=f"{classes[c]}: {pc['auc']:.3f}{ci}")
+        (line,) = ax.plot(fpr, tpr, lw=1.3, label=f"{classes[c]}: {pc['auc']:.3f}{ci}")
         yd = pc["youden"]
         if yd["sensitivity"] is not None:
             ax.plot(1 - yd["specificity"], yd["sensitivity"], "o", ms=4, color=line.get_color())
@@ -76,24 +86,35 @@ def roc_figure(y_true: np.ndarray, probs: np.ndarray, report: dict[str, Any],
 def calibration_figure(cal: dict[str, Any]) -> str:
     """Reliability diagram of the top-label confidence, with bin counts."""
     bins = [b for b in cal["bins"] if b["count"]]
-    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(4.6, 5.0), sharex=True,
-                                  gridspec_kw={"height_ratios": [3, 1]})
+    fig, (ax, ax2) = plt.subplots(
+        2, 1, figsize=(4.6, 5.0), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
     ax.plot([0, 1], [0, 1], ":", color="grey", lw=0.8)
     ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o-", ms=4)
     ax.set_ylabel("accuracy")
     ax.set_title(f"Calibration: ECE {cal['ece']:.3f}, Brier {cal['brier']:.3f}", fontsize=9)
     ax.set_ylim(-0.01, 1.01)
     width = 1.0 / cal["n_bins"]
-    ax2.bar([b["low"] for b in cal["bins"]], [b["count"] for b in cal["bins"]], width=width,
-            align="edge", color="grey")
+    ax2.bar(
+        [b["low"] for b in cal["bins"]],
+        [b["count"] for b in cal["bins"]],
+        width=width,
+        align="edge",
+        color="grey",
+    )
     ax2.set_xlabel("confidence (top-class probability)")
     ax2.set_ylabel("images")
     ax2.set_xlim(0, 1)
     return _png(fig)
 
 
-def render_report(out: str | Path, report: dict[str, Any], y_true: np.ndarray,
-                  probs: np.ndarray, positive: str | None = None) -> Path:
+def render_report(
+    out: str | Path,
+    report: dict[str, Any],
+    y_true: np.ndarray,
+    probs: np.ndarray,
+    positive: str | None = None,
+) -> Path:
     """Write the self-contained HTML report for a ``classify evaluate`` run."""
     classes = report["classes"]
     order = list(range(len(classes)))

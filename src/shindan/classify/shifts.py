@@ -55,8 +55,10 @@ def _zoom(factor: float, border: tuple[int, int, int] | None = None):
         size = max(image.shape[:2])
         out = affine(image, size, scale=factor, border=border)
         return out[: image.shape[0], : image.shape[1]] if out.shape[:2] != image.shape[:2] else out
+
     f.__doc__ = f"Magnification ×{factor} about the centre" + (
-        ", white surround." if border else ", reflected borders.")
+        ", white surround." if border else ", reflected borders."
+    )
     f.zoom = factor  # type: ignore[attr-defined]
     return f
 
@@ -84,8 +86,7 @@ SHIFTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
-def describe(names: list[str] | tuple[str, ...],
-             scale: tuple[float, float] | None = None) -> str:
+def describe(names: list[str] | tuple[str, ...], scale: tuple[float, float] | None = None) -> str:
     """How the robustness check was done, for model cards.
 
     ``scale`` is the training zoom range: zoom shifts inside it are flagged as such.
@@ -97,10 +98,12 @@ def describe(names: list[str] | tuple[str, ...],
         if z is not None and scale is not None and scale[0] <= z <= scale[1]:
             text += " (this zoom lies inside the training zoom range)"
         parts.append(text)
-    return ("The held-out images were re-evaluated after each fixed, deterministic shift below "
-            "(applied to the full-resolution image before the model's crop and resize). The "
-            "colour, blur and JPEG shifts are stronger than, or of another kind than, anything "
-            "the training augmentation draws. " + "; ".join(parts) + ".")
+    return (
+        "The held-out images were re-evaluated after each fixed, deterministic shift below "
+        "(applied to the full-resolution image before the model's crop and resize). The "
+        "colour, blur and JPEG shifts are stronger than, or of another kind than, anything "
+        "the training augmentation draws. " + "; ".join(parts) + "."
+    )
 
 
 def get_shift(name: str) -> Callable[[np.ndarray], np.ndarray]:

@@ -25,9 +25,9 @@ def kfold(table: ImageTable, folds: int, seed: int = 0) -> list[np.ndarray]:
     return [test for _, test in skf.split(np.zeros(len(table)), table.labels, g)]
 
 
-def train_val_test(table: ImageTable, folds: int = 5, test_fold: int = 0,
-                   val_fraction: float = 0.15, seed: int = 0
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def train_val_test(
+    table: ImageTable, folds: int = 5, test_fold: int = 0, val_fraction: float = 0.15, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Split into (train, val, test) indices, grouped and stratified.
 
     The test set is fold ``test_fold`` of ``folds``; the validation set (early stopping) is

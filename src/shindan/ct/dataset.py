@@ -120,15 +120,20 @@ def read_cases(path: str | Path, *, require_label: bool = True) -> list[Case]:
         units = (row.get("box_units") or "mm").strip().lower()
         phase = (row.get("box_phase") or "").strip() or None
         try:
-            box = LesionBox(tuple(coords[:3]), tuple(coords[3:]), units=units,  # type: ignore[arg-type]
-                            phase=normalise_phase(phase) if phase else None)
+            box = LesionBox(
+                tuple(coords[:3]),
+                tuple(coords[3:]),
+                units=units,  # type: ignore[arg-type]
+                phase=normalise_phase(phase) if phase else None,
+            )
         except InputError as exc:
             raise InputError(f"{where}: {exc}") from None
         raw_label = (row.get("label") or "").strip().lower()
         if raw_label:
             if raw_label not in _LABELS:
-                raise InputError(f"{where}: label must be benign or malignant (or 0/1), "
-                                 f"got {row.get('label')!r}")
+                raise InputError(
+                    f"{where}: label must be benign or malignant (or 0/1), got {row.get('label')!r}"
+                )
             label: int | None = _LABELS[raw_label]
         elif require_label:
             raise InputError(f"{where}: no label")
@@ -136,13 +141,20 @@ def read_cases(path: str | Path, *, require_label: bool = True) -> list[Case]:
             label = None
         mask = (row.get("mask") or "").strip()
         pmap = (row.get("phase_map") or "").strip()
-        cases.append(Case(
-            case=name, study=study, box=box, label=label,
-            age=_float(row.get("age"), "age", where), sex=_sex(row.get("sex"), where),
-            size_mm=_float(row.get("size_mm") or row.get("size"), "size_mm", where),
-            group=(row.get("group") or "").strip() or name,
-            mask=base / mask if mask else None, phase_map=base / pmap if pmap else None,
-        ))
+        cases.append(
+            Case(
+                case=name,
+                study=study,
+                box=box,
+                label=label,
+                age=_float(row.get("age"), "age", where),
+                sex=_sex(row.get("sex"), where),
+                size_mm=_float(row.get("size_mm") or row.get("size"), "size_mm", where),
+                group=(row.get("group") or "").strip() or name,
+                mask=base / mask if mask else None,
+                phase_map=base / pmap if pmap else None,
+            )
+        )
     return cases
 
 
@@ -169,19 +181,26 @@ def input_spec(
     if not names or len(set(names)) != len(names):
         raise InputError(f"phases must be distinct and at least one, got {list(phases)}")
     if reference and normalise_phase(reference) not in names:
-        raise InputError(f"reference phase {normalise_phase(reference)} is not among the "
-                         f"phases ({', '.join(names)})")
+        raise InputError(
+            f"reference phase {normalise_phase(reference)} is not among the "
+            f"phases ({', '.join(names)})"
+        )
     return {
-        "size": int(size), "channels": len(phases), "mpp": None,
+        "size": int(size),
+        "channels": len(phases),
+        "mpp": None,
         "phases": names,
         "window": {"name": window if isinstance(window, str) else None, **win.as_dict()},
-        "margin_mm": float(margin_mm), "slice": slice_mode,
-        "reference": normalise_phase(reference) if reference else None, "missing": missing,
+        "margin_mm": float(margin_mm),
+        "slice": slice_mode,
+        "reference": normalise_phase(reference) if reference else None,
+        "missing": missing,
     }
 
 
-def _case_image(case: Case, spec: Mapping[str, Any],
-                phase_map: Mapping[str, str] | None) -> tuple[np.ndarray, float]:
+def _case_image(
+    case: Case, spec: Mapping[str, Any], phase_map: Mapping[str, str] | None
+) -> tuple[np.ndarray, float]:
     pmap = dict(phase_map or {})
     if case.phase_map is not None:
         pmap.update(read_phase_map(case.phase_map))
@@ -193,10 +212,17 @@ def _case_image(case: Case, spec: Mapping[str, Any],
             raise InputError(f"{case.mask}: unreadable mask ({exc})") from None
     win = spec["window"]
     li = lesion_input(
-        case.study, case.box, phases=spec["phases"], phase_map=pmap,
-        reference=spec.get("reference"), size=int(spec["size"]),
-        margin_mm=float(spec.get("margin_mm", 10.0)), window=(win["width"], win["level"]),
-        slice_mode=spec.get("slice", "center"), mask=mask, missing=spec.get("missing", "error"),
+        case.study,
+        case.box,
+        phases=spec["phases"],
+        phase_map=pmap,
+        reference=spec.get("reference"),
+        size=int(spec["size"]),
+        margin_mm=float(spec.get("margin_mm", 10.0)),
+        window=(win["width"], win["level"]),
+        slice_mode=spec.get("slice", "center"),
+        mask=mask,
+        missing=spec.get("missing", "error"),
     )
     return li.image, li.size_mm
 
@@ -254,13 +280,13 @@ class LesionDataset(Dataset):
                 advance(1)
         c, s = len(self.spec["phases"]), int(self.spec["size"])
         self.images = np.stack(images) if images else np.zeros((0, c, s, s), np.float32)
-        self.labels = np.asarray([-1 if k.label is None else k.label for k in self.cases],
-                                 dtype=np.int64)
+        self.labels = np.asarray(
+            [-1 if k.label is None else k.label for k in self.cases], dtype=np.int64
+        )
         self.sizes_mm = np.asarray(sizes, dtype=np.float64)
         self.set_normalisation(self.spec.get("mean"), self.spec.get("std"))
 
-    def set_normalisation(self, mean: Sequence[float] | None, std: Sequence[float] | None
-                          ) -> None:
+    def set_normalisation(self, mean: Sequence[float] | None, std: Sequence[float] | None) -> None:
         """Per-channel mean/std applied to the windowed inputs (None: 0.5 and 0.25)."""
         c = self.images.shape[1]
         m = np.full(c, 0.5) if mean is None else np.asarray(mean, dtype=np.float64)
@@ -270,8 +296,9 @@ class LesionDataset(Dataset):
         self._mean = m.astype(np.float32).reshape(c, 1, 1)
         self._std = sd.astype(np.float32).reshape(c, 1, 1)
 
-    def subset(self, indices: Sequence[int] | np.ndarray, *, augment: bool = False
-               ) -> LesionDataset:
+    def subset(
+        self, indices: Sequence[int] | np.ndarray, *, augment: bool = False
+    ) -> LesionDataset:
         """The cases at ``indices`` (sharing the built inputs, nothing re-read)."""
         idx = np.asarray(indices, dtype=np.int64)
         out = copy.copy(self)
@@ -306,5 +333,6 @@ class LesionDataset(Dataset):
             t = torch.rot90(t, int(torch.randint(0, 4, ())), dims=(-2, -1))
             # Scanner and contrast-timing differences: a few % gain per phase.
             t = t * (1 + 0.05 * torch.randn(t.shape[0], 1, 1)) + 0.05 * torch.randn(
-                t.shape[0], 1, 1)
+                t.shape[0], 1, 1
+            )
         return t, int(self.labels[i])

@@ -82,12 +82,20 @@ class Grid:
         """Patient coordinates (mm) of fractional voxel indices ``(..., 3)`` as ``(k, r, c)``."""
         idx = np.asarray(index, dtype=np.float64)
         k, r, c = idx[..., 0], idx[..., 1], idx[..., 2]
-        z = _interp_linear(k, np.arange(len(self.positions), dtype=np.float64), self.positions,
-                           1.0 / self.thickness)
+        z = _interp_linear(
+            k,
+            np.arange(len(self.positions), dtype=np.float64),
+            self.positions,
+            1.0 / self.thickness,
+        )
         dz = z - self.positions[0]
         dy, dx = self.spacing
-        return (self.origin + c[..., None] * dx * self.row_dir + r[..., None] * dy * self.col_dir
-                + dz[..., None] * self.normal)
+        return (
+            self.origin
+            + c[..., None] * dx * self.row_dir
+            + r[..., None] * dy * self.col_dir
+            + dz[..., None] * self.normal
+        )
 
     def world_to_index(self, points: np.ndarray) -> np.ndarray:
         """Fractional voxel indices ``(..., 3)`` as ``(k, r, c)`` of patient points in mm."""
@@ -96,13 +104,16 @@ class Grid:
         dy, dx = self.spacing
         c = d @ self.row_dir / dx
         r = d @ self.col_dir / dy
-        k = _interp_linear(p @ self.normal, self.positions,
-                           np.arange(len(self.positions), dtype=np.float64), self.thickness)
+        k = _interp_linear(
+            p @ self.normal,
+            self.positions,
+            np.arange(len(self.positions), dtype=np.float64),
+            self.thickness,
+        )
         return np.stack([k, r, c], axis=-1)
 
 
-def _interp_linear(x: np.ndarray, xp: np.ndarray, fp: np.ndarray, single_step: float
-                   ) -> np.ndarray:
+def _interp_linear(x: np.ndarray, xp: np.ndarray, fp: np.ndarray, single_step: float) -> np.ndarray:
     """``np.interp`` that extrapolates linearly beyond the ends instead of clamping.
 
     With a single point the slope is ``1 / single_step``.
@@ -153,8 +164,13 @@ class SeriesHeader:
     @property
     def is_localizer(self) -> bool:
         """A scout / topogram: not a phase of the study."""
-        return "LOCALIZER" in self.image_type or self.n_slices < 2 and any(
-            w in self.description.lower() for w in ("scout", "topogram", "localizer", "surview"))
+        return (
+            "LOCALIZER" in self.image_type
+            or self.n_slices < 2
+            and any(
+                w in self.description.lower() for w in ("scout", "topogram", "localizer", "surview")
+            )
+        )
 
     @property
     def orientation(self) -> np.ndarray | None:
@@ -241,8 +257,16 @@ def _read_header(path: Path) -> pydicom.Dataset | None:
     """The header of a DICOM file, or None when the file is not DICOM."""
     try:
         return pydicom.dcmread(path, stop_before_pixels=True)
-    except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, KeyError,
-            AttributeError, IndexError):
+    except (
+        InvalidDicomError,
+        EOFError,
+        OSError,
+        ValueError,
+        TypeError,
+        KeyError,
+        AttributeError,
+        IndexError,
+    ):
         return None
 
 
@@ -302,13 +326,17 @@ def _header(uid: str, items: list[tuple[pydicom.Dataset, Path]]) -> SeriesHeader
     instances = []
     for ds, path in items:
         number = ds.get("InstanceNumber")
-        instances.append(Instance(
-            path=path, rows=int(ds.Rows), cols=int(ds.Columns),
-            position=_float_tuple(ds.get("ImagePositionPatient")),  # type: ignore[arg-type]
-            orientation=_float_tuple(ds.get("ImageOrientationPatient")),
-            number=int(number) if number not in (None, "") else None,
-            frames=int(ds.get("NumberOfFrames") or 1),
-        ))
+        instances.append(
+            Instance(
+                path=path,
+                rows=int(ds.Rows),
+                cols=int(ds.Columns),
+                position=_float_tuple(ds.get("ImagePositionPatient")),  # type: ignore[arg-type]
+                orientation=_float_tuple(ds.get("ImageOrientationPatient")),
+                number=int(number) if number not in (None, "") else None,
+                frames=int(ds.get("NumberOfFrames") or 1),
+            )
+        )
     number = first.get("SeriesNumber")
     thick = first.get("SliceThickness")
     header = SeriesHeader(
@@ -335,8 +363,10 @@ def _sorted(header: SeriesHeader) -> SeriesHeader:
     if all(i.position is not None and i.orientation is not None for i in inst):
         o = np.asarray(inst[0].orientation)
         normal = np.cross(o[:3], o[3:])
-        order = sorted(range(len(inst)), key=lambda j: (
-            float(np.dot(inst[j].position, normal)), inst[j].number or 0))
+        order = sorted(
+            range(len(inst)),
+            key=lambda j: (float(np.dot(inst[j].position, normal)), inst[j].number or 0),
+        )
     elif all(i.number is not None for i in inst):
         order = sorted(range(len(inst)), key=lambda j: inst[j].number)  # type: ignore[arg-type,return-value]
     else:
@@ -361,8 +391,9 @@ def header_grid(header: SeriesHeader) -> tuple[Grid, bool]:
     return _geometry(header, header.instances, first_ds.get("PixelSpacing"))
 
 
-def _geometry(header: SeriesHeader, instances: Sequence[Instance], pixel_spacing) -> tuple[
-        Grid, bool]:
+def _geometry(
+    header: SeriesHeader, instances: Sequence[Instance], pixel_spacing
+) -> tuple[Grid, bool]:
     rows, cols = instances[0].rows, instances[0].cols
     if pixel_spacing is None or len(pixel_spacing) != 2 or min(pixel_spacing) <= 0:
         raise InputError(f"{header.label()}: no valid PixelSpacing")
@@ -378,22 +409,29 @@ def _geometry(header: SeriesHeader, instances: Sequence[Instance], pixel_spacing
         pos = np.asarray([i.position for i in instances], dtype=np.float64)
         z = pos @ normal
         if len(z) > 1 and np.min(np.diff(z)) < _SAME_POSITION_MM:
-            raise InputError(f"{header.label()}: two slices at the same position "
-                             "(several acquisitions in one series?)")
+            raise InputError(
+                f"{header.label()}: two slices at the same position "
+                "(several acquisitions in one series?)"
+            )
         # Slices must stack straight along the normal; a tilted gantry shears them.
         inplane = pos - np.outer(z - z[0], normal) - pos[0]
         if np.abs(inplane).max(initial=0.0) > 0.05 * min(spacing):
-            raise InputError(f"{header.label()}: slices are sheared (gantry tilt); "
-                             "not supported")
+            raise InputError(f"{header.label()}: slices are sheared (gantry tilt); not supported")
         origin = pos[0]
     else:
         row_dir, col_dir = np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])
         step = header.slice_thickness or 1.0
         z = np.arange(len(instances), dtype=np.float64) * step
         origin = np.zeros(3)
-    grid = Grid(origin=origin, row_dir=row_dir, col_dir=col_dir, spacing=spacing,
-                positions=z, shape=(len(instances), rows, cols),
-                thickness=header.slice_thickness or 1.0)
+    grid = Grid(
+        origin=origin,
+        row_dir=row_dir,
+        col_dir=col_dir,
+        spacing=spacing,
+        positions=z,
+        shape=(len(instances), rows, cols),
+        thickness=header.slice_thickness or 1.0,
+    )
     return grid, have_pos
 
 
@@ -425,11 +463,14 @@ def load_series(
         inconsistent orientation, duplicate or sheared slice positions.
     """
     if require_ct and header.modality.upper() != "CT":
-        raise InputError(f"{header.label()}: modality is {header.modality or 'unknown'}, "
-                         "CT required")
+        raise InputError(
+            f"{header.label()}: modality is {header.modality or 'unknown'}, CT required"
+        )
     if any(i.frames > 1 for i in header.instances):
-        raise InputError(f"{header.label()}: multi-frame (enhanced) DICOM is not supported; "
-                         "convert to one file per slice")
+        raise InputError(
+            f"{header.label()}: multi-frame (enhanced) DICOM is not supported; "
+            "convert to one file per slice"
+        )
     instances = list(header.instances)
     first = 0
     grid, have_pos = header_grid(header)
@@ -441,12 +482,16 @@ def load_series(
             lo = min(max(lo, 0), len(instances) - 1)
             hi = lo + 1
         first, instances = lo, instances[lo:hi]
-        grid = replace(grid, origin=grid.index_to_world(np.array([lo, 0.0, 0.0])),
-                       positions=grid.positions[lo:hi],
-                       shape=(hi - lo, grid.shape[1], grid.shape[2]))
+        grid = replace(
+            grid,
+            origin=grid.index_to_world(np.array([lo, 0.0, 0.0])),
+            positions=grid.positions[lo:hi],
+            shape=(hi - lo, grid.shape[1], grid.shape[2]),
+        )
     slices = []
-    with progress_bar(f"reading {header.description or header.uid}", len(instances),
-                      enabled=progress) as advance:
+    with progress_bar(
+        f"reading {header.description or header.uid}", len(instances), enabled=progress
+    ) as advance:
         for inst in instances:
             try:
                 ds = pydicom.dcmread(inst.path)
@@ -459,8 +504,7 @@ def load_series(
             except Exception as exc:  # noqa: BLE001 - codec missing or corrupt data
                 raise InputError(f"{inst.path}: cannot decode pixel data ({exc})") from None
             if arr.ndim != 2:
-                raise InputError(f"{inst.path}: expected a greyscale image, got shape "
-                                 f"{arr.shape}")
+                raise InputError(f"{inst.path}: expected a greyscale image, got shape {arr.shape}")
             slices.append(np.asarray(apply_modality_lut(arr, ds), dtype=np.float32))
             advance(1)
     hu = np.stack(slices)

@@ -79,18 +79,26 @@ class LesionBox:
         lo, hi = np.asarray(self.lo), np.asarray(self.hi)
         if self.units == "voxel":
             lo, hi = lo - 0.5, hi + 0.5
-        xyz = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1])
-                        for z in (lo[2], hi[2])], dtype=np.float64)
+        xyz = np.array(
+            [[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])],
+            dtype=np.float64,
+        )
         if self.units == "mm":
             return xyz
         if grid is None:
             raise InputError("a voxel lesion box needs the grid of its series")
         k = xyz[:, 2]
-        if k.min() < -0.5 - 1e-6 or k.max() > grid.shape[0] - 0.5 + 1e-6 or \
-                xyz[:, :2].min() < -0.5 - 1e-6 or xyz[:, 0].max() > grid.shape[2] - 0.5 + 1e-6 \
-                or xyz[:, 1].max() > grid.shape[1] - 0.5 + 1e-6:
-            raise InputError(f"voxel lesion box {self.lo}–{self.hi} lies outside its series "
-                             f"({grid.shape[2]} x {grid.shape[1]} x {grid.shape[0]} voxels)")
+        if (
+            k.min() < -0.5 - 1e-6
+            or k.max() > grid.shape[0] - 0.5 + 1e-6
+            or xyz[:, :2].min() < -0.5 - 1e-6
+            or xyz[:, 0].max() > grid.shape[2] - 0.5 + 1e-6
+            or xyz[:, 1].max() > grid.shape[1] - 0.5 + 1e-6
+        ):
+            raise InputError(
+                f"voxel lesion box {self.lo}–{self.hi} lies outside its series "
+                f"({grid.shape[2]} x {grid.shape[1]} x {grid.shape[0]} voxels)"
+            )
         return grid.index_to_world(xyz[:, [2, 1, 0]])
 
 
@@ -162,16 +170,21 @@ def stack_phases(
     """
     if not series:
         raise InputError("no phases to stack")
-    order = tuple(normalise_phase(p) for p in phases) if phases else tuple(
-        p for p in PHASES if p in series) + tuple(p for p in series if p not in PHASES)
+    order = (
+        tuple(normalise_phase(p) for p in phases)
+        if phases
+        else tuple(p for p in PHASES if p in series) + tuple(p for p in series if p not in PHASES)
+    )
     missing = [p for p in order if p not in series]
     if missing:
         raise InputError(f"no series for phase(s) {', '.join(missing)}")
     if len(series) > 1:
         for ph, s in series.items():
             if not s.has_position:
-                raise InputError(f"{s.header.label()} ({ph}): no ImagePositionPatient, "
-                                 "cannot align it with the other phases")
+                raise InputError(
+                    f"{s.header.label()} ({ph}): no ImagePositionPatient, "
+                    "cannot align it with the other phases"
+                )
     if grid is None:
         ref = _default_reference(series, reference)
         grid = series[ref].grid
@@ -184,8 +197,9 @@ def _default_reference(available: Mapping[str, object], reference: str | None) -
     if reference is not None:
         ref = normalise_phase(reference)
         if ref not in available:
-            raise InputError(f"reference phase {ref} is not among the phases "
-                             f"({', '.join(available)})")
+            raise InputError(
+                f"reference phase {ref} is not among the phases ({', '.join(available)})"
+            )
         return ref
     for ph in ("nephrographic", *PHASES):
         if ph in available:
@@ -225,12 +239,21 @@ def lesion_grid(
         keep = pos[:0]
     if keep.size == 0:  # a box thinner than the slice gap: the nearest slice
         keep = pos[[int(np.argmin(np.abs(pos - wc)))]]
-    origin = (reference.origin + (uc - (n - 1) * pix / 2) * reference.row_dir
-              + (vc - (n - 1) * pix / 2) * reference.col_dir
-              + (keep[0] - reference.origin @ reference.normal) * reference.normal)
-    return Grid(origin=origin, row_dir=reference.row_dir, col_dir=reference.col_dir,
-                spacing=(pix, pix), positions=np.asarray(keep, dtype=np.float64),
-                shape=(len(keep), n, n), thickness=reference.thickness)
+    origin = (
+        reference.origin
+        + (uc - (n - 1) * pix / 2) * reference.row_dir
+        + (vc - (n - 1) * pix / 2) * reference.col_dir
+        + (keep[0] - reference.origin @ reference.normal) * reference.normal
+    )
+    return Grid(
+        origin=origin,
+        row_dir=reference.row_dir,
+        col_dir=reference.col_dir,
+        spacing=(pix, pix),
+        positions=np.asarray(keep, dtype=np.float64),
+        shape=(len(keep), n, n),
+        thickness=reference.thickness,
+    )
 
 
 def _check_inside(grid: Grid, corners: np.ndarray, what: str) -> None:
@@ -239,8 +262,10 @@ def _check_inside(grid: Grid, corners: np.ndarray, what: str) -> None:
     idx = grid.world_to_index(centre)
     if np.any(idx < -0.5) or np.any(idx > np.asarray(grid.shape) - 0.5):
         xyz = ", ".join(f"{v:.1f}" for v in centre)
-        raise InputError(f"the lesion box centre ({xyz} mm) lies outside {what}; check the "
-                         "box coordinates and units")
+        raise InputError(
+            f"the lesion box centre ({xyz} mm) lies outside {what}; check the "
+            "box coordinates and units"
+        )
 
 
 def _pick_slice(
@@ -259,9 +284,7 @@ def _pick_slice(
     raise InputError(f"unknown slice mode {slice_mode!r} (center or max-area)")
 
 
-def _finish(
-    region: np.ndarray, k: int, size: int, window: Window
-) -> np.ndarray:
+def _finish(region: np.ndarray, k: int, size: int, window: Window) -> np.ndarray:
     """Plane ``k`` of a (C, Z, n, n) HU region → (C, size, size) windowed floats.
 
     Channels are resized one by one: a missing (all-NaN) phase must not leak into the others.
@@ -271,8 +294,14 @@ def _finish(
         if np.isnan(plane).all():
             continue
         if plane.shape != (size, size):
-            plane = resize(plane, (size, size), order=1, mode="edge",
-                           anti_aliasing=plane.shape[0] > size, preserve_range=True)
+            plane = resize(
+                plane,
+                (size, size),
+                order=1,
+                mode="edge",
+                anti_aliasing=plane.shape[0] > size,
+                preserve_range=True,
+            )
         out[c] = apply_window(plane, window, np.float32)
     return out
 
@@ -309,11 +338,15 @@ def crop_lesion(
     win = get_window(window)
     corners = box.corners_world(stack.grid)
     _check_inside(stack.grid, corners, "the stacked volume")
-    grid = lesion_grid(corners, stack.grid, margin_mm=margin_mm,
-                       all_slices=slice_mode == "max-area")
+    grid = lesion_grid(
+        corners, stack.grid, margin_mm=margin_mm, all_slices=slice_mode == "max-area"
+    )
     region = np.stack([resample_array(ch, stack.grid, grid) for ch in stack.hu])
-    mask_region = None if mask is None else resample_array(
-        np.asarray(mask, np.float32), stack.grid, grid, order=0, cval=0.0)
+    mask_region = (
+        None
+        if mask is None
+        else resample_array(np.asarray(mask, np.float32), stack.grid, grid, order=0, cval=0.0)
+    )
     k = _pick_slice(grid, corners, slice_mode, mask_region)
     return _finish(region, k, size, win)
 
@@ -358,8 +391,9 @@ def lesion_input(
     headers = list(_scan(study)) if isinstance(study, str | Path) else list(study)
     where = study if isinstance(study, str | Path) else "study"
     wanted = tuple(normalise_phase(p) for p in phases)
-    chosen = assign_phases(only_ct(headers, where), phase_map, phases=wanted,
-                           required=missing == "error", source=where)
+    chosen = assign_phases(
+        only_ct(headers, where), phase_map, phases=wanted, required=missing == "error", source=where
+    )
     if not chosen:
         raise InputError(f"{where}: none of the phases {', '.join(wanted)} found")
     if reference is not None and normalise_phase(reference) not in chosen and missing == "blank":
@@ -373,17 +407,26 @@ def lesion_input(
     corners = box.corners_world(box_grid)
     _check_inside(ref_grid, corners, f"the {ref} series")
     # The centre plane needs one reference slice; max-area needs all that cross the box.
-    grid = lesion_grid(corners, ref_grid, margin_mm=margin_mm,
-                       all_slices=slice_mode == "max-area")
-    roi = grid.index_to_world(np.array(
-        [[k, r, c] for k in (0, grid.shape[0] - 1) for r in (0, grid.shape[1] - 1)
-         for c in (0, grid.shape[2] - 1)], dtype=np.float64))
+    grid = lesion_grid(corners, ref_grid, margin_mm=margin_mm, all_slices=slice_mode == "max-area")
+    roi = grid.index_to_world(
+        np.array(
+            [
+                [k, r, c]
+                for k in (0, grid.shape[0] - 1)
+                for r in (0, grid.shape[1] - 1)
+                for c in (0, grid.shape[2] - 1)
+            ],
+            dtype=np.float64,
+        )
+    )
     loaded = {ph: load_series(h, roi=roi) for ph, h in chosen.items()}
     if len(loaded) > 1:
         for ph, s in loaded.items():
             if not s.has_position:
-                raise InputError(f"{s.header.label()} ({ph}): no ImagePositionPatient, "
-                                 "cannot align it with the other phases")
+                raise InputError(
+                    f"{s.header.label()} ({ph}): no ImagePositionPatient, "
+                    "cannot align it with the other phases"
+                )
     region = np.full((len(wanted), *grid.shape), np.nan, dtype=np.float32)
     for c, ph in enumerate(wanted):
         if ph in loaded:
@@ -392,8 +435,9 @@ def lesion_input(
     if mask is not None:
         m = np.asarray(mask)
         if m.shape != box_grid.shape:
-            raise InputError(f"lesion mask shape {m.shape} differs from its series "
-                             f"{box_grid.shape}")
+            raise InputError(
+                f"lesion mask shape {m.shape} differs from its series {box_grid.shape}"
+            )
         mask_region = resample_array(m.astype(np.float32), box_grid, grid, order=0, cval=0.0)
     k = _pick_slice(grid, corners, slice_mode, mask_region)
     image = _finish(region, k, size, get_window(window))
@@ -401,8 +445,11 @@ def lesion_input(
     size_mm = float(max(np.ptp(rel @ ref_grid.row_dir), np.ptp(rel @ ref_grid.col_dir)))
     sources = {ph: {"uid": h.uid, "description": h.description} for ph, h in chosen.items()}
     return LesionInput(
-        image=image, phases=wanted, size_mm=size_mm,
-        pixel_mm=grid.spacing[0] * grid.shape[1] / size, slice_position=float(grid.positions[k]),
-        sources=sources, missing=tuple(p for p in wanted if p not in chosen),
+        image=image,
+        phases=wanted,
+        size_mm=size_mm,
+        pixel_mm=grid.spacing[0] * grid.shape[1] / size,
+        slice_position=float(grid.positions[k]),
+        sources=sources,
+        missing=tuple(p for p in wanted if p not in chosen),
     )
-

@@ -70,16 +70,41 @@ class PhaseScan:
 
 
 DEFAULT_SCANS: dict[str, PhaseScan] = {
-    "non-contrast": PhaseScan(rows=44, cols=44, pixel_mm=2.2, slice_mm=5.0, n_slices=8,
-                              offset_mm=(1.3, -0.7, 1.0), slope=0.5, intercept=-1000.0,
-                              signed=True),
-    "corticomedullary": PhaseScan(rows=52, cols=52, pixel_mm=1.9, slice_mm=2.5, n_slices=15,
-                                  offset_mm=(-0.9, 0.6, -0.5), slope=1.0, intercept=-1024.0),
-    "nephrographic": PhaseScan(rows=48, cols=48, pixel_mm=2.0, slice_mm=3.0, n_slices=12,
-                               slope=1.0, intercept=-1024.0),
-    "excretory": PhaseScan(rows=48, cols=48, pixel_mm=2.1, slice_mm=4.0, n_slices=10,
-                           offset_mm=(0.5, 1.1, 0.7), rotation_deg=8.0, slope=2.0,
-                           intercept=-2048.0),
+    "non-contrast": PhaseScan(
+        rows=44,
+        cols=44,
+        pixel_mm=2.2,
+        slice_mm=5.0,
+        n_slices=8,
+        offset_mm=(1.3, -0.7, 1.0),
+        slope=0.5,
+        intercept=-1000.0,
+        signed=True,
+    ),
+    "corticomedullary": PhaseScan(
+        rows=52,
+        cols=52,
+        pixel_mm=1.9,
+        slice_mm=2.5,
+        n_slices=15,
+        offset_mm=(-0.9, 0.6, -0.5),
+        slope=1.0,
+        intercept=-1024.0,
+    ),
+    "nephrographic": PhaseScan(
+        rows=48, cols=48, pixel_mm=2.0, slice_mm=3.0, n_slices=12, slope=1.0, intercept=-1024.0
+    ),
+    "excretory": PhaseScan(
+        rows=48,
+        cols=48,
+        pixel_mm=2.1,
+        slice_mm=4.0,
+        n_slices=10,
+        offset_mm=(0.5, 1.1, 0.7),
+        rotation_deg=8.0,
+        slope=2.0,
+        intercept=-2048.0,
+    ),
 }
 
 
@@ -120,7 +145,10 @@ def _ellipsoid(p: np.ndarray, centre: np.ndarray, axes: np.ndarray) -> np.ndarra
 
 
 def phantom_hu(
-    points: np.ndarray, phase_index: int, lesion_centre: np.ndarray, lesion_radius: float,
+    points: np.ndarray,
+    phase_index: int,
+    lesion_centre: np.ndarray,
+    lesion_radius: float,
     lesion_hu: float,
 ) -> np.ndarray:
     """Noise-free HU of the phantom at patient points ``(..., 3)`` mm in one phase."""
@@ -141,9 +169,20 @@ def _uid(*parts: object) -> str:
 
 
 def _write_series(
-    folder: Path, scan: PhaseScan, phase: str, phase_index: int, study_uid: str, series_uid: str,
-    series_number: int, centre: np.ndarray, radius: float, lesion_hu: float,
-    rng: np.random.Generator, noise_hu: float, patient: dict[str, str], names: list[str],
+    folder: Path,
+    scan: PhaseScan,
+    phase: str,
+    phase_index: int,
+    study_uid: str,
+    series_uid: str,
+    series_number: int,
+    centre: np.ndarray,
+    radius: float,
+    lesion_hu: float,
+    rng: np.random.Generator,
+    noise_hu: float,
+    patient: dict[str, str],
+    names: list[str],
 ) -> None:
     theta = math.radians(scan.rotation_deg)
     row_dir = np.array([math.cos(theta), math.sin(theta), 0.0])
@@ -154,10 +193,15 @@ def _write_series(
     rr, cc = np.meshgrid(np.arange(scan.rows), np.arange(scan.cols), indexing="ij")
     numbers = list(range(1, scan.n_slices + 1))[::-1]  # head-first numbering: 1 = top slice
     for k in range(scan.n_slices):
-        ipp = (off - half[0] * row_dir - half[1] * col_dir
-               + np.array([0.0, 0.0, z0 + k * scan.slice_mm]))
-        pts = (ipp + cc[..., None] * scan.pixel_mm * row_dir
-               + rr[..., None] * scan.pixel_mm * col_dir)
+        ipp = (
+            off
+            - half[0] * row_dir
+            - half[1] * col_dir
+            + np.array([0.0, 0.0, z0 + k * scan.slice_mm])
+        )
+        pts = (
+            ipp + cc[..., None] * scan.pixel_mm * row_dir + rr[..., None] * scan.pixel_mm * col_dir
+        )
         hu = phantom_hu(pts, phase_index, centre, radius, lesion_hu)
         hu = hu + rng.normal(0.0, noise_hu, hu.shape)
         stored = np.rint((hu - scan.intercept) / scan.slope)
@@ -243,8 +287,12 @@ def write_study(
     means = ENHANCEMENT[label]
     shift = rng.normal(0.0, variation_hu, 4)
     lesion_hu = {ph: float(means[i] + shift[i]) for i, ph in enumerate(PHASES)}
-    patient = patient or {"name": f"PHANTOM^{seed}", "id": f"PH{seed:05d}", "sex": "O",
-                          "age": "060Y"}
+    patient = patient or {
+        "name": f"PHANTOM^{seed}",
+        "id": f"PH{seed:05d}",
+        "sex": "O",
+        "age": "060Y",
+    }
     study_uid = _uid("study", seed, label)
     out = Path(out_dir)
     series: dict[str, str] = {}
@@ -262,21 +310,61 @@ def write_study(
             descriptions[phase] = scan.description or _DESCRIPTIONS.get(phase, phase)
             sub = tmp / f"s{number}"
             sub.mkdir()
-            _write_series(sub, scan, phase, i, study_uid, uid, number, centre, radius_mm,
-                          lesion_hu[phase], rng, noise_hu, patient, names)
+            _write_series(
+                sub,
+                scan,
+                phase,
+                i,
+                study_uid,
+                uid,
+                number,
+                centre,
+                radius_mm,
+                lesion_hu[phase],
+                rng,
+                noise_hu,
+                patient,
+                names,
+            )
     box = (tuple(float(v) for v in centre - radius_mm), tuple(float(v) for v in centre + radius_mm))
-    return StudyTruth(folder=out, label=label, centre_mm=tuple(float(v) for v in centre),
-                      radius_mm=radius_mm, box_mm=box, lesion_hu=lesion_hu, series=series,
-                      descriptions=descriptions)  # type: ignore[arg-type]
+    return StudyTruth(
+        folder=out,
+        label=label,
+        centre_mm=tuple(float(v) for v in centre),
+        radius_mm=radius_mm,
+        box_mm=box,
+        lesion_hu=lesion_hu,
+        series=series,
+        descriptions=descriptions,
+    )  # type: ignore[arg-type]
 
 
-CASE_COLUMNS = ("case", "study", "x_min", "y_min", "z_min", "x_max", "y_max", "z_max",
-                "box_units", "label", "age", "sex", "size_mm", "group")
+CASE_COLUMNS = (
+    "case",
+    "study",
+    "x_min",
+    "y_min",
+    "z_min",
+    "x_max",
+    "y_max",
+    "z_max",
+    "box_units",
+    "label",
+    "age",
+    "sex",
+    "size_mm",
+    "group",
+)
 
 
 def write_cohort(
-    out_dir: str | Path, n_cases: int, *, seed: int = 0, malignant_fraction: float = 0.5,
-    noise_hu: float = 10.0, variation_hu: float = 15.0,
+    out_dir: str | Path,
+    n_cases: int,
+    *,
+    seed: int = 0,
+    malignant_fraction: float = 0.5,
+    noise_hu: float = 10.0,
+    variation_hu: float = 15.0,
 ) -> Path:
     """Write ``n_cases`` phantom studies and ``cases.csv`` describing them; return the CSV.
 
@@ -299,19 +387,37 @@ def write_cohort(
         centre = (22.0 + rng.normal(0, 1.5), 6.0 + rng.normal(0, 1.5), rng.normal(0, 3.0))
         name = f"case{i:03d}"
         truth = write_study(
-            out / name, str(label), seed=seed * 100_003 + i, radius_mm=radius, centre_mm=centre,
-            noise_hu=noise_hu, variation_hu=variation_hu,
+            out / name,
+            str(label),
+            seed=seed * 100_003 + i,
+            radius_mm=radius,
+            centre_mm=centre,
+            noise_hu=noise_hu,
+            variation_hu=variation_hu,
             patient={"name": f"PHANTOM^{name}", "id": name, "sex": sex, "age": f"{age:03d}Y"},
         )
         (x0, y0, z0), (x1, y1, z1) = truth.box_mm
-        rows.append({"case": name, "study": name, "x_min": f"{x0:.2f}", "y_min": f"{y0:.2f}",
-                     "z_min": f"{z0:.2f}", "x_max": f"{x1:.2f}", "y_max": f"{y1:.2f}",
-                     "z_max": f"{z1:.2f}", "box_units": "mm", "label": label, "age": age,
-                     "sex": sex, "size_mm": f"{2 * radius:.1f}", "group": name})
+        rows.append(
+            {
+                "case": name,
+                "study": name,
+                "x_min": f"{x0:.2f}",
+                "y_min": f"{y0:.2f}",
+                "z_min": f"{z0:.2f}",
+                "x_max": f"{x1:.2f}",
+                "y_max": f"{y1:.2f}",
+                "z_max": f"{z1:.2f}",
+                "box_units": "mm",
+                "label": label,
+                "age": age,
+                "sex": sex,
+                "size_mm": f"{2 * radius:.1f}",
+                "group": name,
+            }
+        )
     csv_path = out / "cases.csv"
     with atomic_path(csv_path) as tmp, tmp.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=CASE_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
     return csv_path
-

@@ -26,21 +26,57 @@ PHASES: tuple[str, ...] = ("non-contrast", "corticomedullary", "nephrographic", 
 # wins ("late arterial" is corticomedullary, "delayed nephrographic" nephrographic).
 _PATTERNS: dict[str, tuple[str, ...]] = {
     "non-contrast": (
-        r"\bnon[-_ ]?contrast", r"\bnon[-_ ]?con\b", r"\bnon[-_ ]?enhanced", r"\bun[-_ ]?enhanced",
-        r"\bpre[-_ ]?contrast", r"\bpre\b", r"\bplain\b", r"\bnative\b", r"\bnc\b", r"\bncct\b",
-        r"\bw/o\b", r"\bwithout\b", r"\bc-(?![\w])", r"単純",
+        r"\bnon[-_ ]?contrast",
+        r"\bnon[-_ ]?con\b",
+        r"\bnon[-_ ]?enhanced",
+        r"\bun[-_ ]?enhanced",
+        r"\bpre[-_ ]?contrast",
+        r"\bpre\b",
+        r"\bplain\b",
+        r"\bnative\b",
+        r"\bnc\b",
+        r"\bncct\b",
+        r"\bw/o\b",
+        r"\bwithout\b",
+        r"\bc-(?![\w])",
+        r"単純",
     ),
     "corticomedullary": (
-        r"\bcortico[-_ ]?medullary", r"\bcortico", r"\bcmp?\b", r"\barterial", r"\bart\b",
-        r"\bearly\b", r"動脈相", r"皮髄相", r"早期相",
+        r"\bcortico[-_ ]?medullary",
+        r"\bcortico",
+        r"\bcmp?\b",
+        r"\barterial",
+        r"\bart\b",
+        r"\bearly\b",
+        r"動脈相",
+        r"皮髄相",
+        r"早期相",
     ),
     "nephrographic": (
-        r"\bnephrographic", r"\bnephro", r"\bneph\b", r"\bnp\b", r"\bportal", r"\bvenous",
-        r"\bpv\b", r"\bparenchymal", r"門脈相", r"腎実質相", r"実質相",
+        r"\bnephrographic",
+        r"\bnephro",
+        r"\bneph\b",
+        r"\bnp\b",
+        r"\bportal",
+        r"\bvenous",
+        r"\bpv\b",
+        r"\bparenchymal",
+        r"門脈相",
+        r"腎実質相",
+        r"実質相",
     ),
     "excretory": (
-        r"\bexcret", r"\bexc\b", r"\bex\b", r"\bdelay", r"\burogra", r"\bpyelo", r"\blate\b",
-        r"\bequilibrium", r"排泄相", r"平衡相", r"遅延相",
+        r"\bexcret",
+        r"\bexc\b",
+        r"\bex\b",
+        r"\bdelay",
+        r"\burogra",
+        r"\bpyelo",
+        r"\blate\b",
+        r"\bequilibrium",
+        r"排泄相",
+        r"平衡相",
+        r"遅延相",
     ),
 }
 _COMPILED = {ph: [re.compile(p, re.IGNORECASE) for p in pats] for ph, pats in _PATTERNS.items()}
@@ -106,9 +142,21 @@ def read_phase_map(path: str | Path) -> dict[str, str]:
     else:
         rows = list(csv.DictReader(text.splitlines()))
         cols = {c.strip().lower(): c for c in (rows[0].keys() if rows else [])}
-        key_col = next((cols[c] for c in ("series", "uid", "description", "series_uid",
-                                          "seriesinstanceuid", "seriesdescription")
-                        if c in cols), None)
+        key_col = next(
+            (
+                cols[c]
+                for c in (
+                    "series",
+                    "uid",
+                    "description",
+                    "series_uid",
+                    "seriesinstanceuid",
+                    "seriesdescription",
+                )
+                if c in cols
+            ),
+            None,
+        )
         if key_col is None or "phase" not in cols:
             raise InputError(f"{p}: phase map needs columns 'series' and 'phase'")
         raw = {str(r[key_col]).strip(): str(r[cols["phase"]] or "") for r in rows}
@@ -175,14 +223,20 @@ def assign_phases(
         seen.append(f"{h.label()} → {phase or '?'}")
         if phase is None:
             continue
-        rank = (mapped is None, not h.is_axial, -h.n_slices,
-                h.number if h.number is not None else 1 << 30)
+        rank = (
+            mapped is None,
+            not h.is_axial,
+            -h.n_slices,
+            h.number if h.number is not None else 1 << 30,
+        )
         candidates.setdefault(phase, []).append((rank, h))
     chosen = {ph: min(c, key=lambda t: t[0])[1] for ph, c in candidates.items() if ph in wanted}
     missing = [ph for ph in wanted if ph not in chosen]
     if missing and required:
         found = "; ".join(seen) or "no image series"
-        raise InputError(f"{source}: no series for phase(s) {', '.join(missing)} "
-                         f"(found {found}); give a phase map (series UID or description → "
-                         "phase)")
+        raise InputError(
+            f"{source}: no series for phase(s) {', '.join(missing)} "
+            f"(found {found}); give a phase map (series UID or description → "
+            "phase)"
+        )
     return {ph: chosen[ph] for ph in wanted if ph in chosen}

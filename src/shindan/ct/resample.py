@@ -12,9 +12,7 @@ __all__ = ["AIR_HU", "resample", "resample_array"]
 AIR_HU = -1000.0  # what lies outside a scanned volume
 
 
-def resample(
-    series: Series, grid: Grid, *, order: int = 1, cval: float = AIR_HU
-) -> np.ndarray:
+def resample(series: Series, grid: Grid, *, order: int = 1, cval: float = AIR_HU) -> np.ndarray:
     """Values of ``series`` (HU) at the voxel centres of ``grid``; see :func:`resample_array`."""
     return resample_array(series.hu, series.grid, grid, order=order, cval=cval)
 
@@ -47,15 +45,15 @@ def resample_array(
     out = np.empty(grid.shape, dtype=np.float32)
     src = np.asarray(volume, dtype=np.float32)
     upper = np.asarray(src.shape, dtype=np.float64) - 1
-    rr, cc = np.meshgrid(np.arange(ny, dtype=np.float64), np.arange(nx, dtype=np.float64),
-                         indexing="ij")
+    rr, cc = np.meshgrid(
+        np.arange(ny, dtype=np.float64), np.arange(nx, dtype=np.float64), indexing="ij"
+    )
     # One target plane at a time keeps the coordinate arrays small for whole volumes.
     for k in range(nz):
         index = np.stack([np.full_like(rr, k), rr, cc], axis=-1)
         src_idx = source.world_to_index(grid.index_to_world(index))  # (Y, X, 3)
         inside = np.all((src_idx >= -0.5) & (src_idx <= upper + 0.5), axis=-1)
         coords = np.clip(src_idx, 0, upper).transpose(2, 0, 1)
-        plane = ndimage.map_coordinates(src, coords, order=order, mode="nearest",
-                                        output=np.float32)
+        plane = ndimage.map_coordinates(src, coords, order=order, mode="nearest", output=np.float32)
         out[k] = np.where(inside, plane, np.float32(cval))
     return out

@@ -75,9 +75,11 @@ def _split(ds: LesionDataset, val_fraction: float, seed: int) -> tuple[np.ndarra
     groups = np.unique([c.group for c in ds.cases], return_inverse=True)[1]
     k = max(2, round(1 / val_fraction))
     if len(np.unique(groups)) < k or np.bincount(ds.labels, minlength=2).min() < k:
-        raise InputError(f"too few cases ({n}, by class {np.bincount(ds.labels).tolist()}) "
-                         f"for a {val_fraction:g} validation split; add cases or use "
-                         "--val-fraction 0")
+        raise InputError(
+            f"too few cases ({n}, by class {np.bincount(ds.labels).tolist()}) "
+            f"for a {val_fraction:g} validation split; add cases or use "
+            "--val-fraction 0"
+        )
     skf = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     train, val = next(iter(skf.split(np.zeros(n), ds.labels, groups)))
     return np.sort(train), np.sort(val)
@@ -98,8 +100,9 @@ def _scores(net: nn.Module, ds: LesionDataset) -> np.ndarray:
     return probs
 
 
-def binary_metrics(labels: np.ndarray, score: np.ndarray, *, n_boot: int = 1000,
-                   seed: int = 0) -> dict[str, Any]:
+def binary_metrics(
+    labels: np.ndarray, score: np.ndarray, *, n_boot: int = 1000, seed: int = 0
+) -> dict[str, Any]:
     """ROC-AUC with bootstrap 95% CI, Youden cut-off with its accuracy, sensitivity and
     specificity, and accuracy at 0.5, for ``score`` = P(malignant)."""
     from shindan.stats.metrics import bootstrap_auc, youden_cutoff
@@ -110,12 +113,17 @@ def binary_metrics(labels: np.ndarray, score: np.ndarray, *, n_boot: int = 1000,
     cut = youden_cutoff(y, s)
     thr = cut["threshold"]
     acc_cut = float(np.mean((s >= thr) == (y == 1))) if np.isfinite(thr) else float("nan")
-    return _json_clean({
-        "n": int(len(y)), "malignant": int(y.sum()), "benign": int((y == 0).sum()),
-        "auc": auc, "auc_ci95": [lo, hi],
-        "youden": {**cut, "accuracy": acc_cut},
-        "accuracy_at_0.5": float(np.mean((s >= 0.5) == (y == 1))) if len(y) else None,
-    })
+    return _json_clean(
+        {
+            "n": int(len(y)),
+            "malignant": int(y.sum()),
+            "benign": int((y == 0).sum()),
+            "auc": auc,
+            "auc_ci95": [lo, hi],
+            "youden": {**cut, "accuracy": acc_cut},
+            "accuracy_at_0.5": float(np.mean((s >= 0.5) == (y == 1))) if len(y) else None,
+        }
+    )
 
 
 def _json_clean(obj: Any) -> Any:
@@ -135,9 +143,11 @@ def _card(opts: TrainOptions, spec: dict[str, Any], cases_csv: Path) -> dict[str
         "name": opts.name,
         "version": "1.0",
         "task": "classification",
-        "summary": ("Renal mass benign vs malignant from multiphase CT "
-                    f"({', '.join(spec['phases'])}), {opts.arch}, {spec['size']} px lesion "
-                    "crops, trained from scratch."),
+        "summary": (
+            "Renal mass benign vs malignant from multiphase CT "
+            f"({', '.join(spec['phases'])}), {opts.arch}, {spec['size']} px lesion "
+            "crops, trained from scratch."
+        ),
         "architecture": {"library": "timm", "name": opts.arch, "kwargs": dict(opts.kwargs)},
         "classes": list(CLASSES),
         "input": spec,
@@ -153,8 +163,12 @@ def _card(opts: TrainOptions, spec: dict[str, Any], cases_csv: Path) -> dict[str
 
 
 def train_ct(
-    cases_csv: str | Path, out: str | Path, opts: TrainOptions | None = None, *,
-    phase_map: Mapping[str, str] | None = None, log: Callable[[str], None] | None = None,
+    cases_csv: str | Path,
+    out: str | Path,
+    opts: TrainOptions | None = None,
+    *,
+    phase_map: Mapping[str, str] | None = None,
+    log: Callable[[str], None] | None = None,
 ):
     """Train the CT classifier on the cases of ``cases_csv`` and save it to ``out``.
 
@@ -175,9 +189,15 @@ def train_ct(
     t0 = time.perf_counter()
     csv_path = Path(cases_csv)
     cases = read_cases(csv_path, require_label=True)
-    spec = input_spec(size=opts.size, phases=opts.phases, window=opts.window,
-                      margin_mm=opts.margin_mm, slice_mode=opts.slice_mode,
-                      reference=opts.reference, missing=opts.missing)
+    spec = input_spec(
+        size=opts.size,
+        phases=opts.phases,
+        window=opts.window,
+        margin_mm=opts.margin_mm,
+        slice_mode=opts.slice_mode,
+        reference=opts.reference,
+        missing=opts.missing,
+    )
     old_threads = torch.get_num_threads()
     torch.set_num_threads(max(1, opts.threads))
     try:
@@ -194,12 +214,25 @@ def train_ct(
             val.set_normalisation(mean, std)
         card = _card(opts, spec, csv_path)
         if log:
-            log(f"{len(ds)} cases ({int(ds.labels.sum())} malignant); train {len(tr_idx)}, "
-                f"validation {len(va_idx)}")
-        net, hist = fit(card, train, val, epochs=opts.epochs, batch_size=opts.batch_size,
-                        lr=opts.lr, weight_decay=opts.weight_decay, patience=opts.patience,
-                        seed=opts.seed, class_weights=True, progress=opts.progress,
-                        num_threads=max(1, opts.threads), log=log)
+            log(
+                f"{len(ds)} cases ({int(ds.labels.sum())} malignant); train {len(tr_idx)}, "
+                f"validation {len(va_idx)}"
+            )
+        net, hist = fit(
+            card,
+            train,
+            val,
+            epochs=opts.epochs,
+            batch_size=opts.batch_size,
+            lr=opts.lr,
+            weight_decay=opts.weight_decay,
+            patience=opts.patience,
+            seed=opts.seed,
+            class_weights=True,
+            progress=opts.progress,
+            num_threads=max(1, opts.threads),
+            log=log,
+        )
         _round_fp16(net)
         metrics: dict[str, Any] = {}
         if val is not None:
@@ -208,19 +241,29 @@ def train_ct(
             m = metrics["validation"]
             card["headline"] = (
                 f"validation AUC {m['auc']:.3f} (n={m['n']}, unseen patients)"
-                if m["auc"] is not None else "")
+                if m["auc"] is not None
+                else ""
+            )
         card["metrics"] = metrics
-        card["training"].update({
-            "cases": len(ds), "train_cases": len(tr_idx), "validation_cases": len(va_idx),
-            "counts": {c: int((ds.labels == i).sum()) for i, c in enumerate(CLASSES)},
-            "split": "StratifiedGroupKFold by group (patient), shuffled with the seed",
-            "epochs": opts.epochs, "batch_size": opts.batch_size, "lr": opts.lr,
-            "augmentation": "flips, quarter turns, ±5% gain and offset per phase",
-            "best_epoch": hist.get("best_epoch"), "epochs_run": hist.get("epochs_run"),
-            "history": {k: hist[k] for k in ("train_loss", "val_loss", "val_accuracy")
-                        if k in hist},
-            "wall_seconds": round(time.perf_counter() - t0, 1),
-        })
+        card["training"].update(
+            {
+                "cases": len(ds),
+                "train_cases": len(tr_idx),
+                "validation_cases": len(va_idx),
+                "counts": {c: int((ds.labels == i).sum()) for i, c in enumerate(CLASSES)},
+                "split": "StratifiedGroupKFold by group (patient), shuffled with the seed",
+                "epochs": opts.epochs,
+                "batch_size": opts.batch_size,
+                "lr": opts.lr,
+                "augmentation": "flips, quarter turns, ±5% gain and offset per phase",
+                "best_epoch": hist.get("best_epoch"),
+                "epochs_run": hist.get("epochs_run"),
+                "history": {
+                    k: hist[k] for k in ("train_loss", "val_loss", "val_accuracy") if k in hist
+                },
+                "wall_seconds": round(time.perf_counter() - t0, 1),
+            }
+        )
         card["limits"] = [
             "Trained on the cases given; performance elsewhere (other scanners, protocols, "
             "populations) is unknown until measured.",
@@ -242,8 +285,12 @@ def _load_ct_model(model: str | Path):
 
 
 def predict_ct(
-    model: str | Path, cases_csv: str | Path, *, phase_map: Mapping[str, str] | None = None,
-    progress: bool = True, threads: int = 1,
+    model: str | Path,
+    cases_csv: str | Path,
+    *,
+    phase_map: Mapping[str, str] | None = None,
+    progress: bool = True,
+    threads: int = 1,
 ) -> pd.DataFrame:
     """P(benign), P(malignant) per case of ``cases_csv`` (labels optional).
 
@@ -259,14 +306,18 @@ def predict_ct(
         probs = _scores(net, ds)
     finally:
         torch.set_num_threads(old)
-    return pd.DataFrame({
-        "case": [c.case for c in cases],
-        "label": [CLASSES[c.label] if c.label is not None else "" for c in cases],
-        "prediction": [CLASSES[i] for i in probs.argmax(1)],
-        "p_benign": probs[:, 0], "p_malignant": probs[:, 1],
-        "age": [c.age for c in cases], "sex": [c.sex for c in cases],
-        "size_mm": ds.sizes_mm,
-    })
+    return pd.DataFrame(
+        {
+            "case": [c.case for c in cases],
+            "label": [CLASSES[c.label] if c.label is not None else "" for c in cases],
+            "prediction": [CLASSES[i] for i in probs.argmax(1)],
+            "p_benign": probs[:, 0],
+            "p_malignant": probs[:, 1],
+            "age": [c.age for c in cases],
+            "sex": [c.sex for c in cases],
+            "size_mm": ds.sizes_mm,
+        }
+    )
 
 
 def logistic_models(pred: pd.DataFrame) -> dict[str, Any]:
@@ -277,16 +328,20 @@ def logistic_models(pred: pd.DataFrame) -> dict[str, Any]:
     """
     from shindan.stats.logistic import LogisticFitError, fit_logistic
 
-    df = pd.DataFrame({
-        "malignant": (pred["label"] == "malignant").astype(int),
-        "cnn_score": pred["p_malignant"].astype(float),
-        "age": pd.to_numeric(pred["age"], errors="coerce"),
-        "sex": pred["sex"].where(pred["sex"].notna(), None),
-        "size_mm": pd.to_numeric(pred["size_mm"], errors="coerce"),
-    })
+    df = pd.DataFrame(
+        {
+            "malignant": (pred["label"] == "malignant").astype(int),
+            "cnn_score": pred["p_malignant"].astype(float),
+            "age": pd.to_numeric(pred["age"], errors="coerce"),
+            "sex": pred["sex"].where(pred["sex"].notna(), None),
+            "size_mm": pd.to_numeric(pred["size_mm"], errors="coerce"),
+        }
+    )
     covariates = [c for c in ("age", "sex", "size_mm") if df[c].notna().any()]
-    out: dict[str, Any] = {"or_units": OR_UNITS, "left_out": [
-        c for c in ("age", "sex", "size_mm") if c not in covariates]}
+    out: dict[str, Any] = {
+        "or_units": OR_UNITS,
+        "left_out": [c for c in ("age", "sex", "size_mm") if c not in covariates],
+    }
     for name, preds in (("combined", ["cnn_score", *covariates]), ("clinical", covariates)):
         if not preds:
             out[name] = {"error": "no covariates"}
@@ -299,9 +354,15 @@ def logistic_models(pred: pd.DataFrame) -> dict[str, Any]:
 
 
 def evaluate_ct(
-    model: str | Path, cases_csv: str | Path, out: str | Path, *,
-    phase_map: Mapping[str, str] | None = None, n_boot: int = 1000, seed: int = 0,
-    progress: bool = True, threads: int = 1,
+    model: str | Path,
+    cases_csv: str | Path,
+    out: str | Path,
+    *,
+    phase_map: Mapping[str, str] | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    progress: bool = True,
+    threads: int = 1,
 ) -> dict[str, Any]:
     """Evaluate a CT model on labelled cases; write ``evaluation.json`` and ``predictions.csv``.
 
@@ -322,8 +383,9 @@ def evaluate_ct(
         "model": {"name": card.name, "version": card.version, "path": str(card.directory)},
         "cases": str(cases_csv),
         "metrics": binary_metrics(y, probs[:, 1], n_boot=n_boot, seed=seed),
-        "report": _json_clean(classification_report(y, probs, list(CLASSES), n_boot=n_boot,
-                                                    seed=seed)),
+        "report": _json_clean(
+            classification_report(y, probs, list(CLASSES), n_boot=n_boot, seed=seed)
+        ),
         "logistic": logistic_models(pred),
     }
     out_dir = Path(out)

@@ -57,8 +57,9 @@ def get_window(window: str | Window | tuple[float, float]) -> Window:
         try:  # "400,40" or "400/40"
             w, lvl = (float(v) for v in key.replace("/", ",").split(","))
         except ValueError:
-            raise InputError(f"unknown window {window!r} (presets: {', '.join(WINDOWS)}; "
-                             "or WIDTH,LEVEL in HU)") from None
+            raise InputError(
+                f"unknown window {window!r} (presets: {', '.join(WINDOWS)}; or WIDTH,LEVEL in HU)"
+            ) from None
         return get_window((w, lvl))
     w, lvl = (float(v) for v in window)
     if not w > 0:
@@ -67,7 +68,8 @@ def get_window(window: str | Window | tuple[float, float]) -> Window:
 
 
 def apply_window(
-    hu: np.ndarray, window: str | Window | tuple[float, float] = "abdomen",
+    hu: np.ndarray,
+    window: str | Window | tuple[float, float] = "abdomen",
     dtype: type | str = np.float32,
 ) -> np.ndarray:
     """Clip ``hu`` to the window and scale it: [0, 1] floats, or 0–255 with ``dtype=uint8``.

@@ -99,8 +99,9 @@ class TorchPredictor(Predictor):
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
         t = torch.from_numpy(x).to(self.device)
-        with torch.inference_mode(), torch.autocast(
-            self.device.type, dtype=torch.bfloat16, enabled=self.bf16
+        with (
+            torch.inference_mode(),
+            torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16),
         ):
             out = self.net(t)
         return out.float().cpu().numpy()
@@ -121,8 +122,11 @@ class OnnxPredictor(Predictor):
         # Idle ORT threads sleep instead of spinning, leaving the cores to tile reading and
         # blending between runs.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
-                     if p in ort.get_available_providers()]
+        providers = [
+            p
+            for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
+            if p in ort.get_available_providers()
+        ]
         self.session = ort.InferenceSession(str(card.onnx_path), opts, providers=providers)
 
     def _forward(self, x: np.ndarray) -> np.ndarray:

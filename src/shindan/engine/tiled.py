@@ -89,8 +89,9 @@ class Sink:
     #: Whether ``put`` reads ``wsum``; when False the engine does not accumulate it.
     needs_weights: bool = True
 
-    def put(self, row: int, x0: int, acc: np.ndarray, wsum: np.ndarray,
-            live: list[tuple[int, int]]) -> None:
+    def put(
+        self, row: int, x0: int, acc: np.ndarray, wsum: np.ndarray, live: list[tuple[int, int]]
+    ) -> None:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -109,8 +110,9 @@ class ArraySink(Sink):
     def __post_init__(self) -> None:
         self.probs = np.zeros((self.classes, self.height, self.width), np.float32)
 
-    def put(self, row: int, x0: int, acc: np.ndarray, wsum: np.ndarray,
-            live: list[tuple[int, int]]) -> None:
+    def put(
+        self, row: int, x0: int, acc: np.ndarray, wsum: np.ndarray, live: list[tuple[int, int]]
+    ) -> None:
         z = acc / wsum
         z -= z.max(axis=0, keepdims=True)
         np.exp(z, out=z)
@@ -144,8 +146,12 @@ class LabelSink(Sink):
 
         # lz4 without shuffle: label maps still compress ~50x and it is the fastest codec.
         self.labels = zarr.create_array(
-            store=str(self.path), shape=(self.height, self.width), dtype="uint8",
-            chunks=(self.chunk, self.chunk), fill_value=self.fill_class, overwrite=True,
+            store=str(self.path),
+            shape=(self.height, self.width),
+            dtype="uint8",
+            chunks=(self.chunk, self.chunk),
+            fill_value=self.fill_class,
+            overwrite=True,
             compressors=[BloscCodec(cname="lz4", clevel=1, shuffle="noshuffle")],
         )
         self.counts = np.zeros(self.classes, np.int64)
@@ -155,8 +161,9 @@ class LabelSink(Sink):
         self._writer = ThreadPoolExecutor(max_workers=1)
         self._pending: deque[Future] = deque()
 
-    def put(self, row: int, x0: int, acc: np.ndarray, wsum: np.ndarray,
-            live: list[tuple[int, int]]) -> None:
+    def put(
+        self, row: int, x0: int, acc: np.ndarray, wsum: np.ndarray, live: list[tuple[int, int]]
+    ) -> None:
         lab = np.full(acc.shape[1:], self.fill_class, np.uint8)
         for a, b in live:
             lab[:, a:b] = argmax_first_axis(acc[:, :, a:b])
@@ -187,8 +194,9 @@ class LabelSink(Sink):
         # Overview: label at each coarse pixel's top-left fine pixel (rows aligned to f).
         r_first = -(-row // f) * f
         sub = lab[r_first - row :: f, (-(-x0 // f) * f) - x0 :: f]
-        self.overview[r_first // f : r_first // f + sub.shape[0],
-                      -(-x0 // f) : -(-x0 // f) + sub.shape[1]] = sub
+        self.overview[
+            r_first // f : r_first // f + sub.shape[0], -(-x0 // f) : -(-x0 // f) + sub.shape[1]
+        ] = sub
         first, rows = self._buffer.get(x0, (row, []))
         rows.append(lab)
         n = sum(len(r) for r in rows)
@@ -259,22 +267,41 @@ def run_tiles(
     total = sum(len(grid.cols_touching(*s)) for s in strips) * grid.rows
     ran = 0
     # One thread runs the model so that blending a batch overlaps the next batch's inference.
-    with ThreadPoolExecutor(max_workers=max(2, _threads())) as pool, ThreadPoolExecutor(
-        max_workers=1
-    ) as model, progress_bar(description, total, enabled=progress) as advance:
+    with (
+        ThreadPoolExecutor(max_workers=max(2, _threads())) as pool,
+        ThreadPoolExecutor(max_workers=1) as model,
+        progress_bar(description, total, enabled=progress) as advance,
+    ):
         try:
             for strip in strips:
-                ran += _run_strip(reader, predictor, grid, sink, strip, keep, fill_class,
-                                  batch_size, (pool, model), advance)
+                ran += _run_strip(
+                    reader,
+                    predictor,
+                    grid,
+                    sink,
+                    strip,
+                    keep,
+                    fill_class,
+                    batch_size,
+                    (pool, model),
+                    advance,
+                )
         finally:
             sink.close()
     return ran
 
 
 def _run_strip(
-    reader: Reader, predictor: Predictor, grid: TileGrid, sink: Sink, strip: tuple[int, int],
-    keep: Callable[[int, int], bool], fill_class: int, batch_size: int,
-    pools: tuple[ThreadPoolExecutor, ThreadPoolExecutor], advance: Callable[[int], None],
+    reader: Reader,
+    predictor: Predictor,
+    grid: TileGrid,
+    sink: Sink,
+    strip: tuple[int, int],
+    keep: Callable[[int, int], bool],
+    fill_class: int,
+    batch_size: int,
+    pools: tuple[ThreadPoolExecutor, ThreadPoolExecutor],
+    advance: Callable[[int], None],
     read_ahead: int = 4,
 ) -> int:
     """One vertical strip, top to bottom, with one band of tile rows in memory."""
@@ -286,8 +313,12 @@ def _run_strip(
     bw = grid.origin(0, cols[-1])[0] + size - bx0
     n_cls = len(predictor.classes)
     wshape = (size, bw) if sink.needs_weights else (1, 1)
-    band = _Band(np.zeros((n_cls, size, bw), np.float32), np.zeros(wshape, np.float32),
-                 np.zeros((size, bw), bool), grid.offset)
+    band = _Band(
+        np.zeros((n_cls, size, bw), np.float32),
+        np.zeros(wshape, np.float32),
+        np.zeros((size, bw), bool),
+        grid.offset,
+    )
     emitted = 0  # image rows of this strip already handed to the sink
     ran = 0
     batches = _tile_batches(grid, strip, keep, batch_size)
@@ -300,8 +331,9 @@ def _run_strip(
     def submit() -> None:
         tiles = next(batches, None)
         if tiles is not None:
-            reads = [read_pool.submit(reader, grid.origin(r, c), (size, size))
-                     for r, c, k in tiles if k]
+            reads = [
+                read_pool.submit(reader, grid.origin(r, c), (size, size)) for r, c, k in tiles if k
+            ]
             queue.append((tiles, model_pool.submit(infer, reads) if reads else None))
 
     for _ in range(read_ahead):  # reading and decoding overlap with compute
@@ -422,8 +454,9 @@ def segment_slide(
     out = Path(out)
     tmp = out.with_name(f".{out.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    sink = LabelSink(tmp, len(predictor.classes), height, width, overview_factor=factor,
-                     fill_class=fill_class)
+    sink = LabelSink(
+        tmp, len(predictor.classes), height, width, overview_factor=factor, fill_class=fill_class
+    )
 
     def keep(r: int, c: int) -> bool:
         if tissue is None:
@@ -435,14 +468,24 @@ def segment_slide(
         return read_at_mpp(slide, loc, size, mpp)
 
     try:
-        ran = run_tiles(reader, predictor, grid, sink, keep=keep, fill_class=fill_class,
-                        batch_size=batch_size, strip_width=strip_width, progress=progress,
-                        description=f"{predictor.card.name} {slide.path.name}")
+        ran = run_tiles(
+            reader,
+            predictor,
+            grid,
+            sink,
+            keep=keep,
+            fill_class=fill_class,
+            batch_size=batch_size,
+            strip_width=strip_width,
+            progress=progress,
+            description=f"{predictor.card.name} {slide.path.name}",
+        )
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return SlideSegmentation(out, mpp, width, height, predictor.classes, sink.counts,
-                             sink.overview, mpp * factor, ran)
+    return SlideSegmentation(
+        out, mpp, width, height, predictor.classes, sink.counts, sink.overview, mpp * factor, ran
+    )

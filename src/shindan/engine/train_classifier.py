@@ -69,8 +69,7 @@ def _class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
 
 @torch.no_grad()
 def predict_dataset(
-    net: nn.Module, ds: Dataset, batch_size: int = 64, num_workers: int = 0,
-    tta: Sequence[str] = ()
+    net: nn.Module, ds: Dataset, batch_size: int = 64, num_workers: int = 0, tta: Sequence[str] = ()
 ) -> tuple[np.ndarray, np.ndarray]:
     """Softmax probabilities (N, classes) and labels (N,) of a dataset, in dataset order,
     logits averaged over the test-time views ``tta``."""
@@ -170,18 +169,28 @@ def fit(
         # drop_last avoids a batch of one, which BatchNorm cannot normalise.
         drop_last = len(train) > batch_size  # type: ignore[arg-type]
         loader = DataLoader(
-            train, batch_size=batch_size, shuffle=True, generator=gen, drop_last=drop_last,
-            num_workers=num_workers, worker_init_fn=_worker_init if num_workers else None,
+            train,
+            batch_size=batch_size,
+            shuffle=True,
+            generator=gen,
+            drop_last=drop_last,
+            num_workers=num_workers,
+            worker_init_fn=_worker_init if num_workers else None,
             persistent_workers=num_workers > 0,
         )
         steps = max(1, len(loader))
         opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
         sched = torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=lr, total_steps=epochs * steps, pct_start=min(0.3, 2 / max(epochs, 1)),
+            opt,
+            max_lr=lr,
+            total_steps=epochs * steps,
+            pct_start=min(0.3, 2 / max(epochs, 1)),
             anneal_strategy="cos",
         )
-        hist: dict[str, Any] = {k: [] for k in (
-            "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "lr", "seconds")}
+        hist: dict[str, Any] = {
+            k: []
+            for k in ("train_loss", "val_loss", "val_accuracy", "val_macro_f1", "lr", "seconds")
+        }
         best_score, best_epoch, best_state, bad = -math.inf, 0, None, 0
         stopped_early = False
         with progress_bar("training", epochs * steps, enabled=progress) as advance:
@@ -204,12 +213,19 @@ def fit(
                 line = f"epoch {epoch}/{epochs} train_loss {hist['train_loss'][-1]:.4f}"
                 if val is not None and len(val) > 0:  # type: ignore[arg-type]
                     probs, y_val = predict_dataset(net, val, batch_size=max(batch_size, 64))
-                    v_loss = float(eval_loss_fn(torch.log(torch.as_tensor(probs).clamp_min(1e-12)),
-                                                torch.as_tensor(y_val)))
+                    v_loss = float(
+                        eval_loss_fn(
+                            torch.log(torch.as_tensor(probs).clamp_min(1e-12)),
+                            torch.as_tensor(y_val),
+                        )
+                    )
                     pred = probs.argmax(1)
                     acc = float(accuracy_score(y_val, pred))
-                    f1 = float(f1_score(y_val, pred, average="macro",
-                                        labels=np.unique(y_val), zero_division=0))
+                    f1 = float(
+                        f1_score(
+                            y_val, pred, average="macro", labels=np.unique(y_val), zero_division=0
+                        )
+                    )
                     hist["val_loss"].append(v_loss)
                     hist["val_accuracy"].append(acc)
                     hist["val_macro_f1"].append(f1)
@@ -231,12 +247,18 @@ def fit(
                     break
         if best_state is not None:
             net.load_state_dict(best_state)
-        hist.update(best_epoch=best_epoch, epochs_run=len(hist["train_loss"]),
-                    stopped_early=stopped_early,
-                    best_score=None if best_state is None else (
-                        hist["val_macro_f1"][best_epoch - 1] if monitor == "macro_f1"
-                        else hist["val_loss"][best_epoch - 1]))
+        hist.update(
+            best_epoch=best_epoch,
+            epochs_run=len(hist["train_loss"]),
+            stopped_early=stopped_early,
+            best_score=None
+            if best_state is None
+            else (
+                hist["val_macro_f1"][best_epoch - 1]
+                if monitor == "macro_f1"
+                else hist["val_loss"][best_epoch - 1]
+            ),
+        )
         return net.eval(), hist
     finally:
         torch.set_num_threads(old_threads)
-

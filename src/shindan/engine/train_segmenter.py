@@ -33,13 +33,13 @@ Sampler = Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray]]
 class TrainConfig:
     """Settings of :func:`train_segmenter` (all have small, CPU-friendly defaults)."""
 
-    steps: int = 2000              # maximum optimiser steps
+    steps: int = 2000  # maximum optimiser steps
     batch_size: int = 8
     lr: float = 2e-3
     weight_decay: float = 1e-4
-    warmup: int = 100              # steps of linear warm-up
-    eval_every: int = 200          # steps between validations
-    patience: int = 5              # validations without improvement before stopping
+    warmup: int = 100  # steps of linear warm-up
+    eval_every: int = 200  # steps between validations
+    patience: int = 5  # validations without improvement before stopping
     seed: int = 0
     threads: int = 1
     max_minutes: float | None = None  # wall-clock budget; stops at the next validation
@@ -66,9 +66,14 @@ def to_tensor(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -
     return (x - m) / s
 
 
-def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, *, dice_weight: float = 1.0,
-                 class_weights: torch.Tensor | None = None,
-                 label_sets: dict[int, Sequence[int]] | None = None) -> torch.Tensor:
+def dice_ce_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    dice_weight: float = 1.0,
+    class_weights: torch.Tensor | None = None,
+    label_sets: dict[int, Sequence[int]] | None = None,
+) -> torch.Tensor:
     """Cross-entropy + (1 - soft Dice) over labelled pixels (target 255 is skipped).
 
     ``label_sets`` maps extra target codes to sets of classes for partly known pixels (e.g.
@@ -122,8 +127,13 @@ def dice_from_confusion(cm: np.ndarray) -> list[float | None]:
 
 
 @torch.no_grad()
-def predict_tiles(net: nn.Module, images: Sequence[np.ndarray], mean: Sequence[float],
-                  std: Sequence[float], batch_size: int = 4) -> list[np.ndarray]:
+def predict_tiles(
+    net: nn.Module,
+    images: Sequence[np.ndarray],
+    mean: Sequence[float],
+    std: Sequence[float],
+    batch_size: int = 4,
+) -> list[np.ndarray]:
     """Argmax label maps of whole tiles (sides padded to a multiple of 32 by reflection)."""
     net.eval()
     out = []
@@ -137,8 +147,13 @@ def predict_tiles(net: nn.Module, images: Sequence[np.ndarray], mean: Sequence[f
     return out
 
 
-def evaluate(net: nn.Module, val: Sequence[tuple[np.ndarray, np.ndarray]], n_classes: int,
-             mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+def evaluate(
+    net: nn.Module,
+    val: Sequence[tuple[np.ndarray, np.ndarray]],
+    n_classes: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> np.ndarray:
     """Confusion matrix of the network over validation (image, label) tiles."""
     cm = np.zeros((n_classes, n_classes), np.int64)
     preds = predict_tiles(net, [v[0] for v in val], mean, std)
@@ -159,9 +174,16 @@ def _progress(disable: bool):
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    return Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
-                    console=Console(file=sys.stderr), disable=disable, transient=False)
+    return Progress(
+        TextColumn("[bold]train"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=Console(file=sys.stderr),
+        disable=disable,
+        transient=False,
+    )
 
 
 def train_segmenter(
@@ -227,8 +249,9 @@ def train_segmenter(
             tiles = [sampler(rng) for _ in range(cfg.batch_size)]
             x = to_tensor(np.stack([t[0] for t in tiles]), mean, std)
             y = torch.from_numpy(np.stack([t[1] for t in tiles]).astype(np.int64))
-            loss = dice_ce_loss(net(x), y, dice_weight=cfg.dice_weight, class_weights=cw,
-                                label_sets=cfg.label_sets)
+            loss = dice_ce_loss(
+                net(x), y, dice_weight=cfg.dice_weight, class_weights=cw, label_sets=cfg.label_sets
+            )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -242,16 +265,27 @@ def train_segmenter(
             scored = [dices[c] for c in dice_classes if dices[c] is not None]
             mdice = float(np.mean(scored)) if scored else 0.0
             minutes = (time.monotonic() - start) / 60
-            rec = {"step": step + 1, "loss": round(running, 4), "mean_dice": round(mdice, 4),
-                   "per_class_dice": {classes[i]: (None if d is None else round(d, 4))
-                                      for i, d in enumerate(dices)},
-                   "minutes": round(minutes, 1)}
+            rec = {
+                "step": step + 1,
+                "loss": round(running, 4),
+                "mean_dice": round(mdice, 4),
+                "per_class_dice": {
+                    classes[i]: (None if d is None else round(d, 4)) for i, d in enumerate(dices)
+                },
+                "minutes": round(minutes, 1),
+            }
             history.append(rec)
-            say(f"step {step + 1} loss {running:.4f} val mean Dice {mdice:.4f} "
-                f"{rec['per_class_dice']} ({minutes:.1f} min)")
+            say(
+                f"step {step + 1} loss {running:.4f} val mean Dice {mdice:.4f} "
+                f"{rec['per_class_dice']} ({minutes:.1f} min)"
+            )
             if mdice > best["best_dice"]:
-                best = {"best_dice": mdice, "step": step + 1,
-                        "per_class_dice": rec["per_class_dice"], "confusion": cm.tolist()}
+                best = {
+                    "best_dice": mdice,
+                    "step": step + 1,
+                    "per_class_dice": rec["per_class_dice"],
+                    "confusion": cm.tolist(),
+                }
                 best_state = copy.deepcopy(net.state_dict())
                 bad_evals = 0
                 if on_best is not None:

@@ -76,8 +76,9 @@ class Explainer(ABC):
     def __init__(self, model: Any, layer: str | None = None, batch_size: int = 16):
         self.card: ModelCard = model if isinstance(model, ModelCard) else load_card(str(model))
         if self.card.task != "classification":
-            raise ModelError(f"{self.card.name} is a {self.card.task} model; explain needs a "
-                             "classifier")
+            raise ModelError(
+                f"{self.card.name} is a {self.card.task} model; explain needs a classifier"
+            )
         self.net = load_network(self.card)
         for p in self.net.parameters():
             p.requires_grad_(True)
@@ -100,8 +101,9 @@ class Explainer(ABC):
     def _tensor(self, batch: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(self._normalise(batch))
 
-    def __call__(self, batch: np.ndarray, targets: list[int] | None = None
-                 ) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(
+        self, batch: np.ndarray, targets: list[int] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Heatmaps and probabilities for a uint8 (N, size, size, 3) batch.
 
         Returns ``cams`` (N, size, size) in [0, 1] for the predicted class (or ``targets``)
@@ -125,26 +127,41 @@ class Explainer(ABC):
 def _subclass(name: str, cls_name: str, doc: str, **kwargs: Any) -> type[Explainer]:
     import pytorch_grad_cam
 
-    return type(cls_name + "Explainer", (Explainer,), {
-        "name": name, "cam_class": getattr(pytorch_grad_cam, cls_name),
-        "cam_kwargs": kwargs, "__doc__": doc})
+    return type(
+        cls_name + "Explainer",
+        (Explainer,),
+        {
+            "name": name,
+            "cam_class": getattr(pytorch_grad_cam, cls_name),
+            "cam_kwargs": kwargs,
+            "__doc__": doc,
+        },
+    )
 
 
 METHODS: dict[str, type[Explainer]] = {
     "gradcam": _subclass("gradcam", "GradCAM", "Grad-CAM (Selvaraju et al. 2017)."),
     "gradcam++": _subclass("gradcam++", "GradCAMPlusPlus", "Grad-CAM++ (Chattopadhay 2018)."),
-    "scorecam": _subclass("scorecam", "ScoreCAM",
-                          "Score-CAM (Wang et al. 2020): gradient-free, one forward per channel."),
-    "eigencam": _subclass("eigencam", "EigenCAM",
-                          "Eigen-CAM (Muhammad & Yeasin 2020): gradient-free, first principal "
-                          "component of the activations (not class-specific)."),
-    "ablationcam": _subclass("ablationcam", "AblationCAM",
-                             "Ablation-CAM (Desai & Ramaswamy 2020): gradient-free."),
+    "scorecam": _subclass(
+        "scorecam",
+        "ScoreCAM",
+        "Score-CAM (Wang et al. 2020): gradient-free, one forward per channel.",
+    ),
+    "eigencam": _subclass(
+        "eigencam",
+        "EigenCAM",
+        "Eigen-CAM (Muhammad & Yeasin 2020): gradient-free, first principal "
+        "component of the activations (not class-specific).",
+    ),
+    "ablationcam": _subclass(
+        "ablationcam", "AblationCAM", "Ablation-CAM (Desai & Ramaswamy 2020): gradient-free."
+    ),
 }
 
 
-def make_explainer(model: Any, method: str = "gradcam", layer: str | None = None,
-                   batch_size: int = 16) -> Explainer:
+def make_explainer(
+    model: Any, method: str = "gradcam", layer: str | None = None, batch_size: int = 16
+) -> Explainer:
     """An explainer by method name (see :data:`METHODS`)."""
     try:
         cls = METHODS[method.lower()]

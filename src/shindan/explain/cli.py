@@ -13,15 +13,23 @@ from shindan.errors import InputError
 
 def explain(
     model: Annotated[str, typer.Argument(help="Classification model name or model folder.")],
-    inputs: Annotated[list[Path], typer.Argument(help="Image files and/or folders "
-                                                      "(class-named folders give true labels).")],
-    out: Annotated[Path, typer.Option("--out", help="Folder for <image>_cam.png and "
-                                                    "attention.csv.")],
-    masks: Annotated[Path | None, typer.Option(
-        help="Folder of object masks with the same file stems: adds cam_in_mask, the share "
-             "of the heatmap inside the mask.")] = None,
-    method: Annotated[str, typer.Option(
-        help="gradcam, gradcam++, scorecam, eigencam or ablationcam.")] = "gradcam",
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(help="Image files and/or folders (class-named folders give true labels)."),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder for <image>_cam.png and attention.csv.")
+    ],
+    masks: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder of object masks with the same file stems: adds cam_in_mask, the share "
+            "of the heatmap inside the mask."
+        ),
+    ] = None,
+    method: Annotated[
+        str, typer.Option(help="gradcam, gradcam++, scorecam, eigencam or ablationcam.")
+    ] = "gradcam",
     layer: Annotated[str | None, typer.Option(help="Target layer (dotted module name).")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 16,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
@@ -31,8 +39,16 @@ def explain(
 
     if batch_size < 1:
         raise InputError("--batch-size must be at least 1")
-    rows = run(model, inputs, out, masks=masks, method=method, layer=layer,
-               batch_size=batch_size, progress=not quiet)
+    rows = run(
+        model,
+        inputs,
+        out,
+        masks=masks,
+        method=method,
+        layer=layer,
+        batch_size=batch_size,
+        progress=not quiet,
+    )
     print(f"wrote {len(rows)} heatmaps and attention.csv to {out}", file=sys.stderr)
 
 

@@ -53,28 +53,50 @@ def summarise(rows: list[dict[str, Any]], classes: Sequence[str]) -> list[dict[s
 
     out = []
     for cls in [*classes, "all"]:
-        sel = [r for r in rows if r["true"] is not None and r["cam_in_mask"] is not None
-               and not np.isnan(r["cam_in_mask"]) and (cls == "all" or r["true"] == cls)]
+        sel = [
+            r
+            for r in rows
+            if r["true"] is not None
+            and r["cam_in_mask"] is not None
+            and not np.isnan(r["cam_in_mask"])
+            and (cls == "all" or r["true"] == cls)
+        ]
         if not sel:
             continue
         right = np.asarray([r["cam_in_mask"] for r in sel if r["correct"]])
         wrong = np.asarray([r["cam_in_mask"] for r in sel if not r["correct"]])
-        p = (float(mannwhitneyu(right, wrong, alternative="two-sided").pvalue)
-             if len(right) and len(wrong) else None)
+        p = (
+            float(mannwhitneyu(right, wrong, alternative="two-sided").pvalue)
+            if len(right) and len(wrong)
+            else None
+        )
 
         def stats(a: np.ndarray) -> tuple[Any, Any, Any]:
             if not len(a):
                 return None, None, None
-            return (round(float(a.mean()), 4), round(float(np.median(a)), 4),
-                    round(float(a.std(ddof=1)), 4) if len(a) > 1 else None)
+            return (
+                round(float(a.mean()), 4),
+                round(float(np.median(a)), 4),
+                round(float(a.std(ddof=1)), 4) if len(a) > 1 else None,
+            )
 
         mr, medr, sdr = stats(right)
         mw, medw, sdw = stats(wrong)
-        out.append({"class": cls, "n_correct": len(right), "mean_correct": mr,
-                    "median_correct": medr, "sd_correct": sdr, "n_wrong": len(wrong),
-                    "mean_wrong": mw, "median_wrong": medw, "sd_wrong": sdw,
-                    "difference": None if mr is None or mw is None else round(mr - mw, 4),
-                    "mannwhitney_p": p})
+        out.append(
+            {
+                "class": cls,
+                "n_correct": len(right),
+                "mean_correct": mr,
+                "median_correct": medr,
+                "sd_correct": sdr,
+                "n_wrong": len(wrong),
+                "mean_wrong": mw,
+                "median_wrong": medw,
+                "sd_wrong": sdw,
+                "difference": None if mr is None or mw is None else round(mr - mw, 4),
+                "mannwhitney_p": p,
+            }
+        )
     return out
 
 
@@ -83,15 +105,30 @@ def _write_csv(path: Path, header: list[str], rows: list[dict[str, Any]]) -> Non
         w = csv.DictWriter(f, fieldnames=header, extrasaction="ignore")
         w.writeheader()
         for r in rows:
-            w.writerow({k: ("" if r.get(k) is None or (isinstance(r.get(k), float)
-                                                        and np.isnan(r[k])) else r[k])
-                        for k in header})
+            w.writerow(
+                {
+                    k: (
+                        ""
+                        if r.get(k) is None or (isinstance(r.get(k), float) and np.isnan(r[k]))
+                        else r[k]
+                    )
+                    for k in header
+                }
+            )
 
 
-def explain(model: str | Path, inputs: Sequence[str | Path], out: str | Path, *,
-            masks: str | Path | None = None, method: str = "gradcam", layer: str | None = None,
-            batch_size: int = 16, alpha: float = 0.45, progress: bool = True
-            ) -> list[dict[str, Any]]:
+def explain(
+    model: str | Path,
+    inputs: Sequence[str | Path],
+    out: str | Path,
+    *,
+    masks: str | Path | None = None,
+    method: str = "gradcam",
+    layer: str | None = None,
+    batch_size: int = 16,
+    alpha: float = 0.45,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
     """Write ``out/<image>_cam.png`` for every image and ``out/attention.csv``.
 
     Parameters
@@ -135,7 +172,7 @@ def explain(model: str | Path, inputs: Sequence[str | Path], out: str | Path, *,
     try:
         with progress_bar(f"explaining ({method})", len(paths), enabled=progress) as advance:
             for i in range(0, len(paths), batch_size):
-                chunk = paths[i:i + batch_size]
+                chunk = paths[i : i + batch_size]
                 images = [read_rgb(p) for p in chunk]
                 cams, probs = explainer(np.stack([resize(im, size, crop) for im in images]))
                 for j, (p, image) in enumerate(zip(chunk, images, strict=True)):
@@ -153,16 +190,31 @@ def explain(model: str | Path, inputs: Sequence[str | Path], out: str | Path, *,
                         index = cam_in_mask(cam, m)
                         area = float(m.mean())  # what a uniform heatmap would score
                     truth = true_label(p, classes)
-                    rows.append({"image": str(p), "label": classes[k],
-                                 "cam_in_mask": None if index is None else round(index, 4),
-                                 "mask_area_fraction": None if area is None else round(area, 4),
-                                 "probability": round(float(probs[j, k]), 4),
-                                 "true": truth,
-                                 "correct": None if truth is None else truth == classes[k]})
+                    rows.append(
+                        {
+                            "image": str(p),
+                            "label": classes[k],
+                            "cam_in_mask": None if index is None else round(index, 4),
+                            "mask_area_fraction": None if area is None else round(area, 4),
+                            "probability": round(float(probs[j, k]), 4),
+                            "true": truth,
+                            "correct": None if truth is None else truth == classes[k],
+                        }
+                    )
                 advance(len(chunk))
-        _write_csv(tmp / "attention.csv",
-                   ["image", "label", "cam_in_mask", "mask_area_fraction", "probability", "true",
-                    "correct"], rows)
+        _write_csv(
+            tmp / "attention.csv",
+            [
+                "image",
+                "label",
+                "cam_in_mask",
+                "mask_area_fraction",
+                "probability",
+                "true",
+                "correct",
+            ],
+            rows,
+        )
         summary = summarise(rows, classes)
         if summary:
             _write_csv(tmp / "attention_summary.csv", list(summary[0]), summary)

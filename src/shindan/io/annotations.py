@@ -50,8 +50,9 @@ class Annotation:
     def scaled(self, factor: float, offset: tuple[float, float] = (0.0, 0.0)) -> Annotation:
         """Coordinates ``(xy - offset) * factor`` (e.g. level-0 pixels → a target µm/px grid)."""
         off = np.asarray(offset, np.float64)
-        return Annotation((self.polygon - off) * factor, self.label,
-                          [(h - off) * factor for h in self.holes])
+        return Annotation(
+            (self.polygon - off) * factor, self.label, [(h - off) * factor for h in self.holes]
+        )
 
 
 def _ring(points: Any, source: str) -> np.ndarray:
@@ -131,8 +132,9 @@ def read_geojson(path: str | Path) -> list[Annotation]:
     for i, feat in enumerate(features):
         if not isinstance(feat, Mapping) or not isinstance(feat.get("geometry"), Mapping):
             raise AnnotationError(f"{p}: feature {i} has no geometry")
-        out += _geojson_geometry(feat["geometry"], _geojson_class(feat.get("properties")),
-                                 f"{p}: feature {i}")
+        out += _geojson_geometry(
+            feat["geometry"], _geojson_class(feat.get("properties")), f"{p}: feature {i}"
+        )
     return out
 
 
@@ -147,8 +149,9 @@ def read_imagescope_xml(path: str | Path) -> list[Annotation]:
     except ET.ParseError as exc:
         raise AnnotationError(f"{p}: not valid XML ({exc})") from None
     if root.tag != "Annotations":
-        raise AnnotationError(f"{p}: not an ImageScope file (root <{root.tag}>, "
-                              "expected <Annotations>)")
+        raise AnnotationError(
+            f"{p}: not an ImageScope file (root <{root.tag}>, expected <Annotations>)"
+        )
     out = []
     for ann in root.iter("Annotation"):
         name = ann.get("Name", "") or ""
@@ -158,7 +161,8 @@ def read_imagescope_xml(path: str | Path) -> list[Annotation]:
                 pts = [(float(v.get("X")), float(v.get("Y"))) for v in region.iter("Vertex")]
             except (TypeError, ValueError):
                 raise AnnotationError(
-                    f"{p}: region {region.get('Id')} has a vertex without numeric X/Y") from None
+                    f"{p}: region {region.get('Id')} has a vertex without numeric X/Y"
+                ) from None
             if len(pts) >= 3:
                 out.append(Annotation(np.asarray(pts, np.float64), label))
     return out
@@ -225,8 +229,9 @@ def read_label_mask(path: str | Path) -> np.ndarray:
     if arr.ndim == 3:
         if arr.shape[2] == 4:
             arr = arr[..., :3]
-        if not (np.array_equal(arr[..., 0], arr[..., 1]) and
-                np.array_equal(arr[..., 0], arr[..., 2])):
+        if not (
+            np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2])
+        ):
             raise AnnotationError(f"{p}: colour mask; give a single-channel label mask")
         arr = arr[..., 0]
     if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.integer):
@@ -250,8 +255,9 @@ def annotation_format(path: str | Path) -> str:
         if isinstance(data, Mapping) and "shapes" in data:
             return "labelme"
         return "geojson"
-    raise AnnotationError(f"{p}: unknown annotation format (use .geojson, .xml, labelme .json "
-                          "or a label-mask .png)")
+    raise AnnotationError(
+        f"{p}: unknown annotation format (use .geojson, .xml, labelme .json or a label-mask .png)"
+    )
 
 
 def read_annotations(path: str | Path) -> list[Annotation]:
@@ -409,8 +415,10 @@ def mask_to_annotations(mask: np.ndarray, ignore: int = IGNORE) -> list[Annotati
         if v == 0 or v == ignore:
             continue
         regions = cc_label(mask == v, connectivity=1)
-        out += [Annotation(a.polygon, str(int(v)), a.holes)
-                for a in instances_to_polygons(regions, label=str(int(v)))]
+        out += [
+            Annotation(a.polygon, str(int(v)), a.holes)
+            for a in instances_to_polygons(regions, label=str(int(v)))
+        ]
     return out
 
 
@@ -424,8 +432,11 @@ def _rgb_int(rgb: Sequence[int]) -> int:
     return ((0xFF << 24) | (r << 16) | (g << 8) | b) - (1 << 32)
 
 
-def to_geojson(annotations: Iterable[Annotation], object_type: str = "detection",
-               colours: Mapping[str, Sequence[int]] | None = None) -> dict[str, Any]:
+def to_geojson(
+    annotations: Iterable[Annotation],
+    object_type: str = "detection",
+    colours: Mapping[str, Sequence[int]] | None = None,
+) -> dict[str, Any]:
     """A QuPath-compatible FeatureCollection (one Polygon Feature per annotation)."""
     colours = {**DEFAULT_COLOURS, **(colours or {})}
     feats = []
@@ -438,13 +449,19 @@ def to_geojson(annotations: Iterable[Annotation], object_type: str = "detection"
                 r = np.vstack([r, r[:1]])  # GeoJSON rings are closed
             coords.append(np.round(r, 2).tolist())
         cls = {"name": a.label or "Nucleus", "color": _rgb_int(colours.get(a.label, (255, 0, 0)))}
-        feats.append({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": coords},
-                      "properties": {"objectType": object_type, "classification": cls}})
+        feats.append(
+            {
+                "type": "Feature",
+                "geometry": {"type": "Polygon", "coordinates": coords},
+                "properties": {"objectType": object_type, "classification": cls},
+            }
+        )
     return {"type": "FeatureCollection", "features": feats}
 
 
-def write_geojson(polygons: Iterable[Annotation], path: str | Path, *,
-                  object_type: str = "detection") -> Path:
+def write_geojson(
+    polygons: Iterable[Annotation], path: str | Path, *, object_type: str = "detection"
+) -> Path:
     """Write polygons as QuPath GeoJSON detections, atomically (temp file, then rename)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)

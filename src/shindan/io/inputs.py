@@ -10,8 +10,17 @@ from shindan.errors import InputError
 # Plain images every reader takes.
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
 # Whole-slide formats OpenSlide (and tifffile for OME-TIFF) open, plus plain images.
-SLIDE_SUFFIXES = IMAGE_SUFFIXES | {".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu",
-                                   ".svslide", ".bif", ".dcm"}
+SLIDE_SUFFIXES = IMAGE_SUFFIXES | {
+    ".svs",
+    ".ndpi",
+    ".mrxs",
+    ".scn",
+    ".vms",
+    ".vmu",
+    ".svslide",
+    ".bif",
+    ".dcm",
+}
 
 
 def expand_inputs(
@@ -32,8 +41,11 @@ def expand_inputs(
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")
-                           and f.suffix.lower() in allowed)
+            found = sorted(
+                f
+                for f in p.rglob("*")
+                if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in allowed
+            )
             if not found:
                 raise InputError(f"{p}: folder holds no {'/'.join(sorted(allowed))} files")
             out.extend(found)

@@ -15,8 +15,9 @@ _RGB_FROM_HED = _RGB_FROM_HED / np.linalg.norm(_RGB_FROM_HED, axis=1, keepdims=T
 _HED_FROM_RGB = np.linalg.inv(_RGB_FROM_HED)
 
 
-def flip_rotate(image: np.ndarray, label: np.ndarray, rng: np.random.Generator
-                ) -> tuple[np.ndarray, np.ndarray]:
+def flip_rotate(
+    image: np.ndarray, label: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """A random one of the 8 dihedral transforms, applied to image and label alike."""
     k = int(rng.integers(4))
     image, label = np.rot90(image, k), np.rot90(label, k)
@@ -25,8 +26,13 @@ def flip_rotate(image: np.ndarray, label: np.ndarray, rng: np.random.Generator
     return np.ascontiguousarray(image), np.ascontiguousarray(label)
 
 
-def hed_jitter(image: np.ndarray, rng: np.random.Generator, sigma: float = 0.25,
-               bias: float = 0.04, density: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
+def hed_jitter(
+    image: np.ndarray,
+    rng: np.random.Generator,
+    sigma: float = 0.25,
+    bias: float = 0.04,
+    density: tuple[float, float] = (1.0, 1.0),
+) -> np.ndarray:
     """Scale and shift each stain's optical density by a random factor (1 ± sigma) and bias.
 
     ``density`` is the range of one extra factor shared by all stains (drawn log-uniformly):
@@ -45,9 +51,14 @@ def hed_jitter(image: np.ndarray, rng: np.random.Generator, sigma: float = 0.25,
     return np.clip(out, 0, 255).reshape(image.shape).astype(np.uint8)
 
 
-def colour_jitter(image: np.ndarray, rng: np.random.Generator, hue: float = 0.06,
-                  saturation: float = 0.3, brightness: float = 0.15, contrast: float = 0.2
-                  ) -> np.ndarray:
+def colour_jitter(
+    image: np.ndarray,
+    rng: np.random.Generator,
+    hue: float = 0.06,
+    saturation: float = 0.3,
+    brightness: float = 0.15,
+    contrast: float = 0.2,
+) -> np.ndarray:
     """Random hue rotation (fraction of the colour circle), saturation, brightness, contrast."""
     import cv2
 
@@ -79,9 +90,14 @@ def he_to_pas_like(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(out, 0, 255).reshape(image.shape).astype(np.uint8)
 
 
-def stain_augment(image: np.ndarray, rng: np.random.Generator, strength: float = 1.0,
-                  pas_prob: float = 0.0, density: tuple[float, float] = (1.0, 1.0),
-                  grey_prob: float = 0.0) -> np.ndarray:
+def stain_augment(
+    image: np.ndarray,
+    rng: np.random.Generator,
+    strength: float = 1.0,
+    pas_prob: float = 0.0,
+    density: tuple[float, float] = (1.0, 1.0),
+    grey_prob: float = 0.0,
+) -> np.ndarray:
     """HED jitter, maybe an H&E→PAS-like shift, then colour jitter (``strength`` scales all).
 
     ``density``: range of a global stain-intensity factor (see :func:`hed_jitter`);
@@ -99,5 +115,11 @@ def stain_augment(image: np.ndarray, rng: np.random.Generator, strength: float =
         import cv2
 
         out = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.3, 1.0))
-    return colour_jitter(out, rng, hue=0.05 * strength, saturation=0.3 * strength,
-                         brightness=0.15 * strength, contrast=0.2 * strength)
+    return colour_jitter(
+        out,
+        rng,
+        hue=0.05 * strength,
+        saturation=0.3 * strength,
+        brightness=0.15 * strength,
+        contrast=0.2 * strength,
+    )

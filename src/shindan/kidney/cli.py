@@ -30,8 +30,11 @@ def analyze(
     results = run(inputs, out, mpp=mpp, backend=backend)
     for r in results:
         s = r.scores
-        typer.echo(f"{r.case}: fibrosis {s['interstitial_fibrosis']:.3f}  inflammation "
-                   f"{s['inflammation']:.4f}  glomeruli {s['glomeruli']['count']}", err=True)
+        typer.echo(
+            f"{r.case}: fibrosis {s['interstitial_fibrosis']:.3f}  inflammation "
+            f"{s['inflammation']:.4f}  glomeruli {s['glomeruli']['count']}",
+            err=True,
+        )
     typer.echo(f"wrote {Path(out) / 'cohort.csv'}", err=True)
 
 

@@ -40,10 +40,19 @@ AAPI_TILES = ("11000_16000_0", "13600_18000_0", "HE_001")
 
 _CUTOUT_CLASS = re.compile(
     r"_(glomerulus_gs|glomerulus|glom|proximal_tubule|distal_tubule|tubules|tubule|artery|"
-    r"arteriole)_\d+$")
-_CLASS_CODE = {"glomerulus_gs": GLOMERULUS, "glomerulus": GLOMERULUS, "glom": GLOMERULUS,
-               "proximal_tubule": TUBULE, "distal_tubule": TUBULE, "tubules": TUBULE,
-               "tubule": TUBULE, "artery": VESSEL, "arteriole": VESSEL}
+    r"arteriole)_\d+$"
+)
+_CLASS_CODE = {
+    "glomerulus_gs": GLOMERULUS,
+    "glomerulus": GLOMERULUS,
+    "glom": GLOMERULUS,
+    "proximal_tubule": TUBULE,
+    "distal_tubule": TUBULE,
+    "tubules": TUBULE,
+    "tubule": TUBULE,
+    "artery": VESSEL,
+    "arteriole": VESSEL,
+}
 
 
 @dataclass
@@ -157,8 +166,9 @@ def hubmap_label(image: np.ndarray, json_path: Path, scale: float) -> np.ndarray
     return label
 
 
-def load_hubmap(root: Path, split: str, mpp: float, names: list[str] | None = None
-                ) -> list[LabelledImage]:
+def load_hubmap(
+    root: Path, split: str, mpp: float, names: list[str] | None = None
+) -> list[LabelledImage]:
     """HuBMAP PAS images of ``split`` ('train'/'test') with glomerulus labels, at ``mpp``."""
     out = []
     folder = root / "glomeruli-hubmap-pas" / split
@@ -168,13 +178,17 @@ def load_hubmap(root: Path, split: str, mpp: float, names: list[str] | None = No
         img = read_rgb(js.with_suffix(".jpg"))
         scale = HUBMAP_MPP / mpp
         small = resize(img, _scaled_shape(img.shape, scale))
-        out.append(LabelledImage(f"hubmap-{split}-{js.stem}", small,
-                                 hubmap_label(small, js, scale), "PAS", mpp))
+        out.append(
+            LabelledImage(
+                f"hubmap-{split}-{js.stem}", small, hubmap_label(small, js, scale), "PAS", mpp
+            )
+        )
     return out
 
 
-def load_aidpath(root: Path, crop_mpp: float, mpp: float, limit: int | None = None
-                 ) -> list[LabelledImage]:
+def load_aidpath(
+    root: Path, crop_mpp: float, mpp: float, limit: int | None = None
+) -> list[LabelledImage]:
     """AIDPATH glomerulus crops (assumed ``crop_mpp`` µm/px) with masks: glomerulus 2, rest 254."""
     base = root / "glomerulosclerosis-aidpath"
     out = []
@@ -188,8 +202,11 @@ def load_aidpath(root: Path, crop_mpp: float, mpp: float, limit: int | None = No
         shape = _scaled_shape(img.shape, crop_mpp / mpp)
         small = resize(img, shape)
         lab = np.where(resize(mask.astype(np.float32), shape) > 0.5, GLOMERULUS, NOT_GLOMERULUS)
-        out.append(LabelledImage(f"aidpath-{p.parent.name}-{p.stem}", small,
-                                 lab.astype(np.uint8), "PAS", mpp))
+        out.append(
+            LabelledImage(
+                f"aidpath-{p.parent.name}-{p.stem}", small, lab.astype(np.uint8), "PAS", mpp
+            )
+        )
     return out
 
 
@@ -197,14 +214,23 @@ def load_aidpath(root: Path, crop_mpp: float, mpp: float, limit: int | None = No
 def split_columns(img: LabelledImage, at: float) -> tuple[LabelledImage, LabelledImage]:
     """Left and right parts of an image cut at fraction ``at`` of its width (spatial hold-out)."""
     c = int(round(img.label.shape[1] * at))
-    return (LabelledImage(f"{img.name}-left", img.image[:, :c].copy(), img.label[:, :c].copy(),
-                          img.stain, img.mpp),
-            LabelledImage(f"{img.name}-right", img.image[:, c:].copy(), img.label[:, c:].copy(),
-                          img.stain, img.mpp))
+    return (
+        LabelledImage(
+            f"{img.name}-left", img.image[:, :c].copy(), img.label[:, :c].copy(), img.stain, img.mpp
+        ),
+        LabelledImage(
+            f"{img.name}-right",
+            img.image[:, c:].copy(),
+            img.label[:, c:].copy(),
+            img.stain,
+            img.mpp,
+        ),
+    )
 
 
-def _random_crop(img: LabelledImage, size: int, rng: np.random.Generator,
-                 zoom: tuple[float, float] = (1.0, 1.0)) -> tuple[np.ndarray, np.ndarray]:
+def _random_crop(
+    img: LabelledImage, size: int, rng: np.random.Generator, zoom: tuple[float, float] = (1.0, 1.0)
+) -> tuple[np.ndarray, np.ndarray]:
     """A size×size crop, zoomed by a random factor in ``zoom`` (padded with unknown label and
     white if the image is smaller)."""
     z = rng.uniform(*zoom)
@@ -212,8 +238,8 @@ def _random_crop(img: LabelledImage, size: int, rng: np.random.Generator,
     h, w = img.label.shape
     y = int(rng.integers(0, max(1, h - src + 1)))
     x = int(rng.integers(0, max(1, w - src + 1)))
-    im = img.image[y:y + src, x:x + src]
-    lab = img.label[y:y + src, x:x + src]
+    im = img.image[y : y + src, x : x + src]
+    lab = img.label[y : y + src, x : x + src]
     if src != size:
         th, tw = _scaled_shape(lab.shape, size / src)
         th, tw = min(th, size), min(tw, size)
@@ -221,8 +247,8 @@ def _random_crop(img: LabelledImage, size: int, rng: np.random.Generator,
     if im.shape[:2] != (size, size):
         pad_im = np.full((size, size, 3), 240, np.uint8)
         pad_lab = np.full((size, size), IGNORE, np.uint8)
-        pad_im[:im.shape[0], :im.shape[1]] = im
-        pad_lab[:lab.shape[0], :lab.shape[1]] = lab
+        pad_im[: im.shape[0], : im.shape[1]] = im
+        pad_lab[: lab.shape[0], : lab.shape[1]] = lab
         im, lab = pad_im, pad_lab
     return im, lab
 
@@ -230,12 +256,14 @@ def _random_crop(img: LabelledImage, size: int, rng: np.random.Generator,
 def _lab(pixels: np.ndarray) -> np.ndarray:
     import cv2
 
-    return cv2.cvtColor(pixels.reshape(-1, 1, 3), cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(
-        np.float32)
+    return (
+        cv2.cvtColor(pixels.reshape(-1, 1, 3), cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float32)
+    )
 
 
-def match_colours(pixels: np.ndarray, reference: np.ndarray,
-                  source: np.ndarray | None = None) -> np.ndarray:
+def match_colours(
+    pixels: np.ndarray, reference: np.ndarray, source: np.ndarray | None = None
+) -> np.ndarray:
     """Reinhard colour transfer: map CIELAB statistics of ``source`` (default: ``pixels``)
     onto those of ``reference``, and apply that map to ``pixels``; all (N, 3) uint8 RGB."""
     import cv2
@@ -254,8 +282,11 @@ def colour_stats(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return lab.mean(0), lab.std(0)
 
 
-def transfer_stain(image: np.ndarray, reference: tuple[np.ndarray, np.ndarray],
-                   rng: np.random.Generator | None = None) -> np.ndarray:
+def transfer_stain(
+    image: np.ndarray,
+    reference: tuple[np.ndarray, np.ndarray],
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
     """Give an RGB tile the CIELAB colour statistics ``reference`` (see :func:`colour_stats`).
 
     Statistics are taken over the tile's tissue (glass and blacked-out holes excluded) and
@@ -280,8 +311,9 @@ def transfer_stain(image: np.ndarray, reference: tuple[np.ndarray, np.ndarray],
     return out
 
 
-def stain_references(cutouts: list[Cutout], images: list[LabelledImage],
-                     min_pixels: int = 2000) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+def stain_references(
+    cutouts: list[Cutout], images: list[LabelledImage], min_pixels: int = 2000
+) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
     """Colour statistics of every training slide, grouped by stain: one per cut-out source
     slide (pooled over its cut-outs, at least ``min_pixels``) and one per labelled image
     (its tissue pixels). Training tiles re-coloured to them see the stain variety of all
@@ -298,8 +330,7 @@ def stain_references(cutouts: list[Cutout], images: list[LabelledImage],
         px = img.image[(img.label != NON_TISSUE) & (img.label != IGNORE)]
         px = px[px.sum(1) > 75]  # blacked-out holes carry no stain
         if len(px) >= min_pixels:
-            refs.setdefault(img.stain, []).append(
-                colour_stats(px[:: max(1, len(px) // 100_000)]))
+            refs.setdefault(img.stain, []).append(colour_stats(px[:: max(1, len(px) // 100_000)]))
     return refs
 
 
@@ -310,7 +341,7 @@ def cutout_source(name: str) -> str:
     if m:
         return m.group(0)
     m = _CUTOUT_CLASS.search(name)
-    return name[:m.start()] if m else name
+    return name[: m.start()] if m else name
 
 
 def harmonise_sources(cutouts: list[Cutout], reference_sources: tuple[str, ...]) -> None:
@@ -321,6 +352,7 @@ def harmonise_sources(cutouts: list[Cutout], reference_sources: tuple[str, ...])
     over all its cut-outs, so colour differences between classes of a slide survive) moves
     each slide onto the pooled statistics of the reference slides' cut-outs.
     """
+
     def pooled(cs: list[Cutout]) -> np.ndarray:
         px = np.concatenate([c.image[c.mask] for c in cs])
         step = max(1, len(px) // 200_000)
@@ -338,14 +370,17 @@ def harmonise_sources(cutouts: list[Cutout], reference_sources: tuple[str, ...])
             continue
         stats = pooled(cs)
         for c in cs:
-            c.harmonised = match_colours(c.image.reshape(-1, 3), ref, stats).reshape(
-                c.image.shape)
+            c.harmonised = match_colours(c.image.reshape(-1, 3), ref, stats).reshape(c.image.shape)
 
 
-def composite(background: LabelledImage, cutouts: list[Cutout], size: int,
-              rng: np.random.Generator, n_paste: tuple[int, int] = (6, 16),
-              harmonised_prob: float = 0.75
-              ) -> tuple[np.ndarray, np.ndarray]:
+def composite(
+    background: LabelledImage,
+    cutouts: list[Cutout],
+    size: int,
+    rng: np.random.Generator,
+    n_paste: tuple[int, int] = (6, 16),
+    harmonised_prob: float = 0.75,
+) -> tuple[np.ndarray, np.ndarray]:
     """Paste random cut-outs (random dihedral turn, ±15% scale) on a background crop.
 
     ``harmonised_prob``: chance of pasting a cut-out in the reference stain (see
@@ -360,8 +395,9 @@ def composite(background: LabelledImage, cutouts: list[Cutout], size: int,
     for _ in range(int(rng.integers(*n_paste))):
         c = cutouts[int(rng.choice(len(cutouts), p=w))]
         # most of the time, the cut-out in the backgrounds' stain (see harmonise_sources)
-        ci = (c.harmonised if c.harmonised is not None and rng.random() < harmonised_prob
-              else c.image)
+        ci = (
+            c.harmonised if c.harmonised is not None and rng.random() < harmonised_prob else c.image
+        )
         cm = c.mask
         z = rng.uniform(0.85, 1.15)
         shape = _scaled_shape(ci.shape, z)
@@ -390,8 +426,9 @@ def composite(background: LabelledImage, cutouts: list[Cutout], size: int,
     return im, lab
 
 
-def add_glass_edge(image: np.ndarray, label: np.ndarray, rng: np.random.Generator
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def add_glass_edge(
+    image: np.ndarray, label: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Replace a random half-plane beyond a wavy edge with empty glass (label non-tissue)."""
     h, w = label.shape
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -399,8 +436,9 @@ def add_glass_edge(image: np.ndarray, label: np.ndarray, rng: np.random.Generato
     d = (xx - w / 2) * np.cos(ang) + (yy - h / 2) * np.sin(ang)
     d += 6 * np.sin(xx / rng.uniform(8, 30)) + 6 * np.cos(yy / rng.uniform(8, 30))
     cut = d > rng.uniform(0.1, 0.45) * min(h, w)
-    glass = np.clip(rng.normal(rng.uniform(225, 248), 4, (h, w, 1)) +
-                    rng.normal(0, 3, (1, 1, 3)), 0, 255).astype(np.uint8)
+    glass = np.clip(
+        rng.normal(rng.uniform(225, 248), 4, (h, w, 1)) + rng.normal(0, 3, (1, 1, 3)), 0, 255
+    ).astype(np.uint8)
     img = np.where(cut[..., None], glass, image)
     lab = np.where(cut, NON_TISSUE, label).astype(np.uint8)
     return img, lab
@@ -419,8 +457,9 @@ class CompartmentData:
     stain_refs: dict[str, list[tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict)
 
 
-def load_phantoms(n: int, target_mpp: float, side_um: float = 1024.0, seed: int = 0
-                  ) -> list[LabelledImage]:
+def load_phantoms(
+    n: int, target_mpp: float, side_um: float = 1024.0, seed: int = 0
+) -> list[LabelledImage]:
     """``n`` synthetic biopsies (:mod:`shindan.phantom`, alternating PAS / H&E, varied
     fibrosis and inflammation) rendered at ``target_mpp`` with exact labels."""
     from shindan.phantom import make_scene, render_labels, render_rgb
@@ -431,25 +470,45 @@ def load_phantoms(n: int, target_mpp: float, side_um: float = 1024.0, seed: int 
     side = int(side_um / scene_mpp)
     for i in range(n):
         stain = "pas" if i % 2 == 0 else "he"
-        scene = make_scene(side, side, mpp=scene_mpp, stain=stain, seed=seed * 1000 + i,
-                           fibrosis=float(rng.uniform(0.1, 0.6)),
-                           inflammation=float(rng.uniform(0.0, 0.08)),
-                           artifacts=bool(rng.random() < 0.5))
+        scene = make_scene(
+            side,
+            side,
+            mpp=scene_mpp,
+            stain=stain,
+            seed=seed * 1000 + i,
+            fibrosis=float(rng.uniform(0.1, 0.6)),
+            inflammation=float(rng.uniform(0.0, 0.08)),
+            artifacts=bool(rng.random() < 0.5),
+        )
         box = (0, 0, side, side)
         ds = target_mpp / scene_mpp
-        out.append(LabelledImage(f"phantom-{i}", render_rgb(scene, box, ds),
-                                 render_labels(scene, box, ds).astype(np.uint8),
-                                 stain.upper() if stain == "pas" else "H&E", target_mpp))
+        out.append(
+            LabelledImage(
+                f"phantom-{i}",
+                render_rgb(scene, box, ds),
+                render_labels(scene, box, ds).astype(np.uint8),
+                stain.upper() if stain == "pas" else "H&E",
+                target_mpp,
+            )
+        )
     return out
 
 
-def make_compartment_sampler(data: CompartmentData, size: int, *,
-                             mix: tuple[float, float, float, float] = (0.3, 0.3, 0.25, 0.15),
-                             pas_like: float = 0.4, glass_edge: float = 0.15,
-                             zoom: tuple[float, float] = (0.9, 1.1),
-                             harmonised_prob: float = 0.75, stain_strength: float = 1.0,
-                             density: tuple[float, float] = (1.0, 1.0), grey_prob: float = 0.0,
-                             transfer: float = 0.0, transfer_pas: float = 0.4):
+def make_compartment_sampler(
+    data: CompartmentData,
+    size: int,
+    *,
+    mix: tuple[float, float, float, float] = (0.3, 0.3, 0.25, 0.15),
+    pas_like: float = 0.4,
+    glass_edge: float = 0.15,
+    zoom: tuple[float, float] = (0.9, 1.1),
+    harmonised_prob: float = 0.75,
+    stain_strength: float = 1.0,
+    density: tuple[float, float] = (1.0, 1.0),
+    grey_prob: float = 0.0,
+    transfer: float = 0.0,
+    transfer_pas: float = 0.4,
+):
     """Sampler of (image, label) tiles: real H&E tiles, H&E composites, PAS images and
     phantoms in the proportions ``mix`` (missing sources are skipped), with stain and
     glass-edge augmentation.
@@ -463,10 +522,16 @@ def make_compartment_sampler(data: CompartmentData, size: int, *,
     """
     from shindan.kidney.augment import flip_rotate, stain_augment
 
-    sources = [(p, s) for p, s in zip(mix, ("tile", "composite", "pas", "phantom"),
-                                       strict=True)
-               if {"tile": data.tiles, "composite": data.backgrounds and data.cutouts,
-                   "pas": data.pas, "phantom": data.phantoms}[s]]
+    sources = [
+        (p, s)
+        for p, s in zip(mix, ("tile", "composite", "pas", "phantom"), strict=True)
+        if {
+            "tile": data.tiles,
+            "composite": data.backgrounds and data.cutouts,
+            "pas": data.pas,
+            "phantom": data.phantoms,
+        }[s]
+    ]
     if not sources:
         raise ValueError("no training data for the compartment sampler")
     probs = np.array([p for p, _ in sources], float)
@@ -495,9 +560,14 @@ def make_compartment_sampler(data: CompartmentData, size: int, *,
             group = "PAS" if "PAS" in data.stain_refs and rng.random() < transfer_pas else "H&E"
             refs = data.stain_refs.get(group) or next(iter(data.stain_refs.values()))
             im = transfer_stain(im, refs[int(rng.integers(len(refs)))], rng)
-        im = stain_augment(im, rng, strength=stain_strength,
-                           pas_prob=pas_like if kind in ("tile", "composite") else 0.0,
-                           density=density, grey_prob=grey_prob)
+        im = stain_augment(
+            im,
+            rng,
+            strength=stain_strength,
+            pas_prob=pas_like if kind in ("tile", "composite") else 0.0,
+            density=density,
+            grey_prob=grey_prob,
+        )
         return im, lab
 
     return sample

@@ -8,7 +8,11 @@ from shindan.kidney.pipeline import CaseResult, KidneyModels, analyze, copy_trut
 
 
 def run_demo(
-    out: str | Path, *, size: int = 6000, seed: int = 0, backend: str = "auto",
+    out: str | Path,
+    *,
+    size: int = 6000,
+    seed: int = 0,
+    backend: str = "auto",
     progress: bool = True,
 ) -> tuple[CaseResult, dict]:
     """Write ``out/phantom.tiff``, analyse it into ``out/phantom/`` and write ``truth.json``.
@@ -21,8 +25,7 @@ def run_demo(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     slide_path = out / "phantom.tiff"
-    scene = write_phantom(slide_path, size, int(size * 0.6), mpp=0.5, seed=seed,
-                          progress=progress)
+    scene = write_phantom(slide_path, size, int(size * 0.6), mpp=0.5, seed=seed, progress=progress)
     models = KidneyModels.load(backend=backend)
     (result,) = analyze([slide_path], out, backend=backend, progress=progress, models=models)
     true = truth(scene, mpp=result.scores["mpp"])

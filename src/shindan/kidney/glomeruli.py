@@ -46,18 +46,30 @@ def find_glomeruli(
             continue
         r0, c0, r1, c1 = region.bbox
         cy, cx = region.centroid
-        out.append(Glomerulus(
-            id=len(out) + 1, area_um2=round(area, 1),
-            centroid_x=round((cx + 0.5) * f, 1), centroid_y=round((cy + 0.5) * f, 1),
-            diameter_um=round(region.equivalent_diameter_area * mpp, 1),
-            bbox=(int(c0 * f), int(r0 * f), int(np.ceil((c1 - c0) * f)),
-                  int(np.ceil((r1 - r0) * f))),
-        ))
+        out.append(
+            Glomerulus(
+                id=len(out) + 1,
+                area_um2=round(area, 1),
+                centroid_x=round((cx + 0.5) * f, 1),
+                centroid_y=round((cy + 0.5) * f, 1),
+                diameter_um=round(region.equivalent_diameter_area * mpp, 1),
+                bbox=(
+                    int(c0 * f),
+                    int(r0 * f),
+                    int(np.ceil((c1 - c0) * f)),
+                    int(np.ceil((r1 - r0) * f)),
+                ),
+            )
+        )
     return out
 
 
 def classify_glomeruli(
-    slide: Slide, glomeruli: list[Glomerulus], predictor: Predictor, *, margin: float = 0.15,
+    slide: Slide,
+    glomeruli: list[Glomerulus],
+    predictor: Predictor,
+    *,
+    margin: float = 0.15,
     batch_size: int = 16,
 ) -> list[Glomerulus]:
     """Classify each glomerulus crop (square around its box) with a GS/nonGS model.
@@ -73,12 +85,20 @@ def classify_glomeruli(
         side = max(w, h) * (1 + 2 * margin)  # level-0 px
         mpp = side * s_mpp / size  # the crop fills the network input, as in training
         cx, cy = (x + w / 2) * s_mpp / mpp, (y + h / 2) * s_mpp / mpp
-        crops.append(read_at_mpp(slide, (int(cx - size / 2), int(cy - size / 2)),
-                                 (size, size), mpp))
+        crops.append(
+            read_at_mpp(slide, (int(cx - size / 2), int(cy - size / 2)), (size, size), mpp)
+        )
     out = []
     for i in range(0, len(crops), batch_size):
         probs = predictor.predict(np.stack(crops[i : i + batch_size]))
         for g, p in zip(glomeruli[i : i + batch_size], probs, strict=True):
-            out.append(Glomerulus(**{**g.as_dict(), "sclerosed": bool(p[gs] >= 0.5),
-                                     "p_sclerosed": round(float(p[gs]), 4)}))
+            out.append(
+                Glomerulus(
+                    **{
+                        **g.as_dict(),
+                        "sclerosed": bool(p[gs] >= 0.5),
+                        "p_sclerosed": round(float(p[gs]), 4),
+                    }
+                )
+            )
     return out

@@ -50,8 +50,11 @@ class KidneyModels:
 
     @classmethod
     def load(
-        cls, compartments: str = "kidney-compartments", nuclei: str | None = "nuclei",
-        glomerulosclerosis: str | None = "glomerulosclerosis", backend: str = "auto",
+        cls,
+        compartments: str = "kidney-compartments",
+        nuclei: str | None = "nuclei",
+        glomerulosclerosis: str | None = "glomerulosclerosis",
+        backend: str = "auto",
     ) -> KidneyModels:
         """Load by shipped name or path; optional models that are not shipped are skipped."""
 
@@ -65,8 +68,10 @@ class KidneyModels:
 
         comp = load_predictor(compartments, backend)
         if len(comp.classes) != len(COMPARTMENTS):
-            raise ModelError(f"{comp.card.name}: expected the 5 compartment classes of the "
-                             f"contract, got {comp.classes}")
+            raise ModelError(
+                f"{comp.card.name}: expected the 5 compartment classes of the "
+                f"contract, got {comp.classes}"
+            )
         return cls(comp, optional(nuclei), optional(glomerulosclerosis))
 
     def versions(self) -> dict[str, dict[str, object]]:
@@ -74,7 +79,8 @@ class KidneyModels:
         for p in (self.compartments, self.nuclei, self.glomerulosclerosis):
             if p is not None:
                 out[p.card.name] = {
-                    "version": p.card.version, "backend": p.backend,
+                    "version": p.card.version,
+                    "backend": p.backend,
                     "synthetic_training_data": bool(p.card.data["training"].get("synthetic")),
                     "training_data": p.card.data["training"]["data"],
                 }
@@ -121,8 +127,16 @@ def _blocks(width: int, height: int, block: int) -> Iterator[tuple[int, int, int
 
 
 def detect_nuclei(
-    slide: Slide, labels: np.ndarray, labels_mpp: float, nuclei_fn: NucleiFn, mpp: float,
-    geojson: Path, acc: ScoreAccumulator, *, block: int = 1024, margin: int = 48,
+    slide: Slide,
+    labels: np.ndarray,
+    labels_mpp: float,
+    nuclei_fn: NucleiFn,
+    mpp: float,
+    geojson: Path,
+    acc: ScoreAccumulator,
+    *,
+    block: int = 1024,
+    margin: int = 48,
     progress: bool = True,
 ) -> dict[str, int]:
     """Segment nuclei block by block where there is interstitium; write all nuclei to GeoJSON
@@ -140,9 +154,11 @@ def detect_nuclei(
     scale = mpp / labels_mpp  # label-map px per nucleus-grid px
     total = interstitial = 0
     blocks = list(_blocks(width, height, block))
-    with atomic_path(geojson) as tmp, open(tmp, "w") as fh, progress_bar(
-        f"nuclei {slide.path.name}", len(blocks), enabled=progress
-    ) as advance:
+    with (
+        atomic_path(geojson) as tmp,
+        open(tmp, "w") as fh,
+        progress_bar(f"nuclei {slide.path.name}", len(blocks), enabled=progress) as advance,
+    ):
         fh.write('{"type": "FeatureCollection", "features": [\n')
         first = True
         for x, y, w, h in blocks:
@@ -151,14 +167,21 @@ def detect_nuclei(
             lc0, lc1 = int(x * scale), int(math.ceil((x + w) * scale))
             if not (labels[lr0:lr1, lc0:lc1] == INTERSTITIUM).any():
                 continue
-            rgb = read_at_mpp(slide, (x - margin, y - margin), (w + 2 * margin, h + 2 * margin),
-                              mpp)
+            rgb = read_at_mpp(
+                slide, (x - margin, y - margin), (w + 2 * margin, h + 2 * margin), mpp
+            )
             inst = nuclei_fn(rgb, mpp)
             # Compartment under every pixel of the padded block (nearest label-map pixel).
-            rr = np.clip(((np.arange(y - margin, y + h + margin) + 0.5) * scale).astype(int), 0,
-                         labels.shape[0] - 1)
-            cc = np.clip(((np.arange(x - margin, x + w + margin) + 0.5) * scale).astype(int), 0,
-                         labels.shape[1] - 1)
+            rr = np.clip(
+                ((np.arange(y - margin, y + h + margin) + 0.5) * scale).astype(int),
+                0,
+                labels.shape[0] - 1,
+            )
+            cc = np.clip(
+                ((np.arange(x - margin, x + w + margin) + 0.5) * scale).astype(int),
+                0,
+                labels.shape[1] - 1,
+            )
             comp = labels[rr][:, cc]
             ids = np.unique(inst)
             ids = ids[ids != 0]
@@ -178,8 +201,10 @@ def detect_nuclei(
             interstitial += int(sum(is_int.values()))
             f = mpp / s_mpp  # level-0 px per nucleus-grid px
             origin = ((x - margin) * f, (y - margin) * f)
-            for name, ids_ in (("interstitial", [i for i in keep if is_int[i]]),
-                               ("other", [i for i in keep if not is_int[i]])):
+            for name, ids_ in (
+                ("interstitial", [i for i in keep if is_int[i]]),
+                ("other", [i for i in keep if not is_int[i]]),
+            ):
                 sub = np.where(np.isin(inst, ids_), inst, 0)
                 polys = instances_to_polygons(sub, offset=origin, scale=f, label=name)
                 for feat in to_geojson(polys, colours=NUCLEUS_COLOURS)["features"]:
@@ -190,8 +215,14 @@ def detect_nuclei(
 
 
 def analyze_case(
-    path: str | Path, out: str | Path, models: KidneyModels, *, mpp: float | None = None,
-    case: str | None = None, progress: bool = True, nuclei_fn: NucleiFn | None = None,
+    path: str | Path,
+    out: str | Path,
+    models: KidneyModels,
+    *,
+    mpp: float | None = None,
+    case: str | None = None,
+    progress: bool = True,
+    nuclei_fn: NucleiFn | None = None,
 ) -> CaseResult:
     """Analyse one slide or image; writes ``out/<case>/`` (see the contract).
 
@@ -221,8 +252,13 @@ def analyze_case(
 
     with slide, atomic_dir(Path(out) / case) as tmp, tempfile.TemporaryDirectory() as scratch:
         tissue = detect_tissue(slide)
-        seg = segment_slide(slide, models.compartments, Path(scratch) / "compartments.zarr",
-                            tissue=tissue, progress=progress)
+        seg = segment_slide(
+            slide,
+            models.compartments,
+            Path(scratch) / "compartments.zarr",
+            tissue=tissue,
+            progress=progress,
+        )
         o_mpp, o_w, o_h = output_grid(slide)
         labels = resample_labels(seg.labels(), seg.mpp, o_mpp, o_w, o_h)
         Image.fromarray(labels).save(tmp / "compartments.png", optimize=False)
@@ -231,8 +267,16 @@ def analyze_case(
         nuclei_stats: dict[str, int] | None = None
         if nuclei_fn is not None:
             n_mpp = models.nuclei.card.mpp if models.nuclei else slide.mpp
-            nuclei_stats = detect_nuclei(slide, labels, o_mpp, nuclei_fn, n_mpp or slide.mpp,
-                                         tmp / "nuclei.geojson", acc, progress=progress)
+            nuclei_stats = detect_nuclei(
+                slide,
+                labels,
+                o_mpp,
+                nuclei_fn,
+                n_mpp or slide.mpp,
+                tmp / "nuclei.geojson",
+                acc,
+                progress=progress,
+            )
         else:
             (tmp / "nuclei.geojson").write_text('{"type": "FeatureCollection", "features": []}\n')
         glomeruli = find_glomeruli(labels, o_mpp, slide.mpp)
@@ -245,22 +289,28 @@ def analyze_case(
             "nuclei": nuclei_stats,
             "glomeruli": {
                 "count": len(glomeruli),
-                "sclerosed": (sum(bool(g.sclerosed) for g in glomeruli)
-                              if models.glomerulosclerosis is not None else None),
+                "sclerosed": (
+                    sum(bool(g.sclerosed) for g in glomeruli)
+                    if models.glomerulosclerosis is not None
+                    else None
+                ),
                 "items": [g.as_dict() for g in glomeruli],
             },
             "mpp": o_mpp,
             "input_mpp": slide.mpp,
-            "analysis_mpp": {"compartments": seg.mpp,
-                             "nuclei": models.nuclei.card.mpp if models.nuclei else None},
+            "analysis_mpp": {
+                "compartments": seg.mpp,
+                "nuclei": models.nuclei.card.mpp if models.nuclei else None,
+            },
             "model": models.versions(),
             "input": {"path": str(path), **slide.info()},
             "shindan_version": __version__,
             "seconds": round(time.time() - t0, 2),
         }
         thumb = slide.thumbnail(2048)
-        overlay = overlay_image(thumb, labels, tmp / "nuclei.geojson",
-                                scale=thumb.shape[1] / slide.dimensions[0])
+        overlay = overlay_image(
+            thumb, labels, tmp / "nuclei.geojson", scale=thumb.shape[1] / slide.dimensions[0]
+        )
         Image.fromarray(overlay).save(tmp / "overlay.png")
         (tmp / "scores.json").write_text(json.dumps(scores, indent=2) + "\n")
         write_kidney_report(tmp / "report.html", case, scores, overlay, thumb)
@@ -284,8 +334,13 @@ def cohort_row(result: CaseResult) -> dict[str, object]:
 
 
 def analyze(
-    inputs: list[Path], out: str | Path, *, mpp: float | None = None, backend: str = "auto",
-    progress: bool = True, models: KidneyModels | None = None,
+    inputs: list[Path],
+    out: str | Path,
+    *,
+    mpp: float | None = None,
+    backend: str = "auto",
+    progress: bool = True,
+    models: KidneyModels | None = None,
 ) -> list[CaseResult]:
     """Analyse every input into ``out/<case>/`` and write ``out/cohort.csv``.
 
@@ -302,8 +357,10 @@ def analyze(
     models = models or KidneyModels.load(backend=backend)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    results = [analyze_case(f, out, models, mpp=mpp, case=c, progress=progress)
-               for f, c in zip(files, cases, strict=True)]
+    results = [
+        analyze_case(f, out, models, mpp=mpp, case=c, progress=progress)
+        for f, c in zip(files, cases, strict=True)
+    ]
     with atomic_path(out / "cohort.csv") as tmp, open(tmp, "w", newline="") as fh:
         rows = [cohort_row(r) for r in results]
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
@@ -316,5 +373,3 @@ def copy_truth(truth: dict, out: Path) -> None:
     """Write ``truth.json`` atomically (used by the demo)."""
     with atomic_path(out) as tmp:
         tmp.write_text(json.dumps(truth, indent=2) + "\n")
-
-

@@ -30,8 +30,9 @@ class ScoreAccumulator:
     (0.5, 0.25)
     """
 
-    areas_um2: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
-        COMPARTMENTS.values(), 0.0))
+    areas_um2: dict[str, float] = field(
+        default_factory=lambda: dict.fromkeys(COMPARTMENTS.values(), 0.0)
+    )
     interstitial_nuclei_um2: float = 0.0
 
     def add_labels(self, labels: np.ndarray, mpp: float) -> None:
@@ -84,5 +85,8 @@ def kidney_scores(
         if nuclei.shape != labels.shape:
             raise ValueError(f"nuclei {nuclei.shape} and labels {labels.shape} differ in shape")
         acc.add_interstitial_nuclei(int(np.count_nonzero((nuclei != 0) & (labels == 1))), mpp)
-    return {**acc.scores(), "areas_um2": dict(acc.areas_um2),
-            "interstitial_nuclei_um2": acc.interstitial_nuclei_um2}
+    return {
+        **acc.scores(),
+        "areas_um2": dict(acc.areas_um2),
+        "interstitial_nuclei_um2": acc.interstitial_nuclei_um2,
+    }

@@ -45,31 +45,60 @@ from shindan.models.card import unet_card
 
 # Class names users write in QuPath / ImageScope / labelme, mapped to the contract's codes.
 CLASS_NAMES = {
-    "non-tissue": 0, "nontissue": 0, "background": 0, "glass": 0, "ignore*": 0,
-    "interstitium": 1, "interstitial": 1, "stroma": 1, "fibrosis": 1,
-    "glomerulus": 2, "glomeruli": 2, "glom": 2, "glomerulus_gs": 2, "sclerosed glomerulus": 2,
-    "tubule": 3, "tubules": 3, "proximal_tubule": 3, "distal_tubule": 3, "proximal tubule": 3,
-    "distal tubule": 3, "atrophic tubule": 3,
-    "vessel": 4, "artery": 4, "arteriole": 4, "vein": 4, "blood vessel": 4,
+    "non-tissue": 0,
+    "nontissue": 0,
+    "background": 0,
+    "glass": 0,
+    "ignore*": 0,
+    "interstitium": 1,
+    "interstitial": 1,
+    "stroma": 1,
+    "fibrosis": 1,
+    "glomerulus": 2,
+    "glomeruli": 2,
+    "glom": 2,
+    "glomerulus_gs": 2,
+    "sclerosed glomerulus": 2,
+    "tubule": 3,
+    "tubules": 3,
+    "proximal_tubule": 3,
+    "distal_tubule": 3,
+    "proximal tubule": 3,
+    "distal tubule": 3,
+    "atrophic tubule": 3,
+    "vessel": 4,
+    "artery": 4,
+    "arteriole": 4,
+    "vein": 4,
+    "blood vessel": 4,
 }
 
 
-def compartments_card(target_mpp: float = 1.0, *, size: int = 512, overlap: int = 64,
-                      encoder: str = "timm-mobilenetv3_small_100",
-                      decoder_channels: Sequence[int] = (96, 64, 32, 16, 16)) -> dict[str, Any]:
+def compartments_card(
+    target_mpp: float = 1.0,
+    *,
+    size: int = 512,
+    overlap: int = 64,
+    encoder: str = "timm-mobilenetv3_small_100",
+    decoder_channels: Sequence[int] = (96, 64, 32, 16, 16),
+) -> dict[str, Any]:
     """A model card skeleton for the compartment U-Net (training fields filled in later)."""
     return unet_card(
-        "kidney-compartments", list(CLASSES),
+        "kidney-compartments",
+        list(CLASSES),
         "Kidney biopsy compartments (non-tissue, interstitium, glomerulus, tubule, vessel), "
         "U-Net on H&E and PAS.",
-        mpp=target_mpp, size=size, overlap=overlap, encoder=encoder,
-        decoder_channels=tuple(decoder_channels), limits=[
+        mpp=target_mpp,
+        size=size,
+        overlap=overlap,
+        encoder=encoder,
+        decoder_channels=tuple(decoder_channels),
+        limits=[
             "Interstitium, tubule, vessel and non-tissue are validated on H&E only (one held-out "
             "AAPI tile, one lab); on PAS only the glomerulus class is validated.",
             "The HuBMAP PAS scale is estimated (≈0.95 µm/px from glomerulus sizes), not read "
             "from metadata.",
-            "Few vessels in the training and test data: vessel Dice rests on very few "
-            "structures.",
+            "Few vessels in the training and test data: vessel Dice rests on very few structures.",
             "Glass (non-tissue) is learnt from bright unstained regions and synthetic glass "
             "edges; lumens of tubules and vessels belong to their structure.",
             "Research use; not a medical device.",
@@ -98,12 +127,12 @@ def score_images(predictor: Any, images: Sequence[LabelledImage]) -> dict[str, A
         cm += confusion(_predict_labels(predictor, img.image), img.label, n)
     dices = dice_from_confusion(cm)
     present = [i for i in range(n) if cm[i].sum() > 0]
-    return {"dice": {CLASSES[i]: (None if dices[i] is None else round(dices[i], 4))
-                     for i in present},
-            "mean_dice": round(float(np.mean([dices[i] for i in present])), 4) if present
-            else None,
-            "pixels": {CLASSES[i]: int(cm[i].sum()) for i in present},
-            "images": len(images)}
+    return {
+        "dice": {CLASSES[i]: (None if dices[i] is None else round(dices[i], 4)) for i in present},
+        "mean_dice": round(float(np.mean([dices[i] for i in present])), 4) if present else None,
+        "pixels": {CLASSES[i]: int(cm[i].sum()) for i in present},
+        "images": len(images),
+    }
 
 
 def glomerulus_dice(predictor: Any, images: Sequence[LabelledImage]) -> dict[str, Any]:
@@ -119,21 +148,36 @@ def glomerulus_dice(predictor: Any, images: Sequence[LabelledImage]) -> dict[str
         t = int((pred & known).sum() + (truth & known).sum())
         inter, tot = inter + i, tot + t
         per.append(2 * i / t if t else 1.0)
-    return {"dice_pooled": round(2 * inter / tot, 4) if tot else None,
-            "dice_mean_per_image": round(float(np.mean(per)), 4) if per else None,
-            "images": len(images)}
+    return {
+        "dice_pooled": round(2 * inter / tot, 4) if tot else None,
+        "dice_mean_per_image": round(float(np.mean(per)), 4) if per else None,
+        "images": len(images),
+    }
 
 
 # --------------------------------------------------------------------------- built-in recipe
-VALIDATED_ON = {"non-tissue": ["H&E"], "interstitium": ["H&E"], "glomerulus": ["H&E", "PAS"],
-                "tubule": ["H&E"], "vessel": ["H&E"]}
+VALIDATED_ON = {
+    "non-tissue": ["H&E"],
+    "interstitium": ["H&E"],
+    "glomerulus": ["H&E", "PAS"],
+    "tubule": ["H&E"],
+    "vessel": ["H&E"],
+}
 # Sampler settings of the built-in recipe: real tiles and composites, strong stain jitter
 # (global fading/darkening, near-grey tiles, H&E→PAS-like shifts) and ±25% scale, because
 # the held-out H&E tile is far paler than the training tiles and PAS comes from other labs.
-RECIPE_SAMPLER = {"mix": (0.35, 0.3, 0.25, 0.1), "pas_like": 0.2, "glass_edge": 0.15,
-                  "zoom": (0.8, 1.25), "harmonised_prob": 1.0, "stain_strength": 1.2,
-                  "density": (0.5, 1.4), "grey_prob": 0.05, "transfer": 0.6,
-                  "transfer_pas": 0.35}
+RECIPE_SAMPLER = {
+    "mix": (0.35, 0.3, 0.25, 0.1),
+    "pas_like": 0.2,
+    "glass_edge": 0.15,
+    "zoom": (0.8, 1.25),
+    "harmonised_prob": 1.0,
+    "stain_strength": 1.2,
+    "density": (0.5, 1.4),
+    "grey_prob": 0.05,
+    "transfer": 0.6,
+    "transfer_pas": 0.35,
+}
 # CE weights (non-tissue, interstitium, glomerulus, tubule, vessel): tubules cover most
 # labelled pixels, vessels very few.
 RECIPE_CLASS_WEIGHTS = (1.0, 1.5, 1.0, 0.8, 2.0)
@@ -148,12 +192,17 @@ def heldout_notes(test_tile: str, val_tile: str) -> str:
         "training images; glomerulus vs rest, 5-px rim around outlines not scored) and every "
         "4th AIDPATH crop (another lab, never trained on; crops assumed 0.9 µm/px, glomerulus "
         f"vs rest). Model selection used the right 25% of tile {val_tile} (its left 75% is "
-        "trained on) and the HuBMAP train images named 100-109 (4 exist: 106-109).")
+        "trained on) and the HuBMAP train images named 100-109 (4 exist: 106-109)."
+    )
 
 
-def builtin_data(root: Path, target_mpp: float, phantoms: int = 0,
-                 test_tile: str = "HE_001", exclude_cutouts: Sequence[str] = ()
-                 ) -> dict[str, Any]:
+def builtin_data(
+    root: Path,
+    target_mpp: float,
+    phantoms: int = 0,
+    test_tile: str = "HE_001",
+    exclude_cutouts: Sequence[str] = (),
+) -> dict[str, Any]:
     """Training, validation and test sets of the real-data recipe (see the module docstring of
     :mod:`shindan.kidney.data`).
 
@@ -167,13 +216,14 @@ def builtin_data(root: Path, target_mpp: float, phantoms: int = 0,
     vessels, whose scanner texture alone would then tell the class).
     """
     if test_tile not in AAPI_TILES or test_tile == AAPI_TILES[0]:
-        raise InputError(f"test tile must be one of {', '.join(AAPI_TILES[1:])}, "
-                         f"got {test_tile!r}")
+        raise InputError(f"test tile must be one of {', '.join(AAPI_TILES[1:])}, got {test_tile!r}")
     val_tile = "13600_18000_0" if test_tile != "13600_18000_0" else "HE_001"
     tiles = {n: load_aapi_tile(root, n, target_mpp) for n in AAPI_TILES}
     left, right = split_columns(tiles[val_tile], 0.75)
-    bgs = [load_aapi_background(root, AAPI_TILES[0], target_mpp),
-           split_columns(load_aapi_background(root, val_tile, target_mpp), 0.75)[0]]
+    bgs = [
+        load_aapi_background(root, AAPI_TILES[0], target_mpp),
+        split_columns(load_aapi_background(root, val_tile, target_mpp), 0.75)[0],
+    ]
     cutouts = load_aapi_cutouts(root, target_mpp, exclude=(test_tile, *exclude_cutouts))
     harmonise_sources(cutouts, tuple(n for n in AAPI_TILES if n != test_tile))
     val_names = [str(i) for i in range(100, 110)]
@@ -182,9 +232,14 @@ def builtin_data(root: Path, target_mpp: float, phantoms: int = 0,
     pas_val = [p for p in all_train if p.name.rsplit("-", 1)[-1] in val_names]
     train_tiles = [tiles[AAPI_TILES[0]], left]
     return {
-        "train": CompartmentData(train_tiles, bgs, cutouts, pas_train,
-                                 load_phantoms(phantoms, target_mpp) if phantoms else [],
-                                 stain_references(cutouts, [*train_tiles, *pas_train])),
+        "train": CompartmentData(
+            train_tiles,
+            bgs,
+            cutouts,
+            pas_train,
+            load_phantoms(phantoms, target_mpp) if phantoms else [],
+            stain_references(cutouts, [*train_tiles, *pas_train]),
+        ),
         "val": [right, *pas_val],
         "test_he": [tiles[test_tile]],
         "test_pas": load_hubmap(root, "test", target_mpp),
@@ -198,9 +253,14 @@ def _class_code(name: str, classes: dict[str, int]) -> int | None:
     return classes.get(name.strip().lower())
 
 
-def load_annotated(image_path: Path, annotation_path: Path, target_mpp: float,
-                   mpp: float | None, classes: dict[str, int], margin_um: float = 50.0
-                   ) -> LabelledImage:
+def load_annotated(
+    image_path: Path,
+    annotation_path: Path,
+    target_mpp: float,
+    mpp: float | None,
+    classes: dict[str, int],
+    margin_um: float = 50.0,
+) -> LabelledImage:
     """An image or slide with its annotation file, read at ``target_mpp``.
 
     Vector annotations: classes by name (unknown names are skipped), unannotated pixels are
@@ -219,20 +279,26 @@ def load_annotated(image_path: Path, annotation_path: Path, target_mpp: float,
         if annotation_format(annotation_path) == "mask":
             label = read_label_mask(annotation_path)
             if label.shape != (h, w):
-                raise InputError(f"{annotation_path}: mask is {label.shape[1]}x{label.shape[0]}"
-                                 f", image is {w}x{h}")
+                raise InputError(
+                    f"{annotation_path}: mask is {label.shape[1]}x{label.shape[0]}"
+                    f", image is {w}x{h}"
+                )
             bad = set(np.unique(label).tolist()) - {0, 1, 2, 3, 4, IGNORE}
             if bad:
-                raise InputError(f"{annotation_path}: label codes {sorted(bad)} are not "
-                                 "0-4 or 255")
+                raise InputError(f"{annotation_path}: label codes {sorted(bad)} are not 0-4 or 255")
             box = (0, 0, w, h)
             label_full = label
         else:
-            anns = [a for a in read_annotations(annotation_path)
-                    if _class_code(a.label, classes) is not None]
+            anns = [
+                a
+                for a in read_annotations(annotation_path)
+                if _class_code(a.label, classes) is not None
+            ]
             if not anns:
-                raise InputError(f"{annotation_path}: no polygon with a known class name "
-                                 f"(known: {', '.join(sorted(set(classes)))})")
+                raise InputError(
+                    f"{annotation_path}: no polygon with a known class name "
+                    f"(known: {', '.join(sorted(set(classes)))})"
+                )
             pts = np.concatenate([a.polygon for a in anns])
             m = margin_um / slide.mpp
             x0, y0 = np.maximum(0, np.floor(pts.min(0) - m)).astype(int)
@@ -243,8 +309,9 @@ def load_annotated(image_path: Path, annotation_path: Path, target_mpp: float,
         # read at the pyramid level closest to (not coarser than) the target scale
         level = slide.best_level_for_downsample(1 / scale) if scale < 1 else 0
         ds = slide.level_downsamples[level]
-        region = slide.read_region((box[0], box[1]), level,
-                                   (max(1, round(bw / ds)), max(1, round(bh / ds))))
+        region = slide.read_region(
+            (box[0], box[1]), level, (max(1, round(bw / ds)), max(1, round(bh / ds)))
+        )
     shape = (max(1, round(bh * scale)), max(1, round(bw * scale)))
     image = resize(region, shape)
     if label_full is not None:
@@ -255,8 +322,7 @@ def load_annotated(image_path: Path, annotation_path: Path, target_mpp: float,
     return LabelledImage(image_path.stem, image, label.astype(np.uint8), "unknown", target_mpp)
 
 
-def pair_files(inputs: Sequence[Path], annotations: Sequence[Path]
-               ) -> list[tuple[Path, Path]]:
+def pair_files(inputs: Sequence[Path], annotations: Sequence[Path]) -> list[tuple[Path, Path]]:
     """(image, annotation) pairs matched by file stem (an annotation may add ``_mask`` or
     ``_labels`` to the stem)."""
     from shindan.io.inputs import SLIDE_SUFFIXES, expand_inputs
@@ -328,11 +394,13 @@ def train_compartments(
         say(f"loading the built-in real-data recipe from {builtin} at {target_mpp} µm/px")
         sets = builtin_data(builtin, target_mpp, phantoms, test_tile, exclude_cutouts)
         train_data, val = sets["train"], sets["val"]
-        data_note = ("AAPI H&E kidney transplant biopsies (2 rebuilt tiles with full labels, "
-                     f"{len(train_data.cutouts)} structure cut-outs pasted onto interstitium "
-                     f"backgrounds) + HuBMAP PAS ({len(train_data.pas)} images, glomerulus "
-                     "polygons only; other tissue trained as 'not glomerulus')"
-                     + (f" + {phantoms} synthetic shindan.phantom biopsies" if phantoms else ""))
+        data_note = (
+            "AAPI H&E kidney transplant biopsies (2 rebuilt tiles with full labels, "
+            f"{len(train_data.cutouts)} structure cut-outs pasted onto interstitium "
+            f"backgrounds) + HuBMAP PAS ({len(train_data.pas)} images, glomerulus "
+            "polygons only; other tissue trained as 'not glomerulus')"
+            + (f" + {phantoms} synthetic shindan.phantom biopsies" if phantoms else "")
+        )
         licence = "MIT (AAPI, HuBMAP)"
     else:
         pairs = pair_files(inputs, annotations)
@@ -348,25 +416,32 @@ def train_compartments(
         data_note = f"{len(pairs)} annotated image(s): {', '.join(p[0].name for p in pairs[:8])}"
         licence = "as the training data"
         sets = {}
-    card["training"] = {"data": data_note, "licence": licence, "command": command,
-                        "seed": cfg.seed}
+    card["training"] = {"data": data_note, "licence": licence, "command": command, "seed": cfg.seed}
     if init:  # reproducing a fine-tuned model means reproducing its starting point first
         base_cmd = base.data["training"].get("command", "")
         card["training"]["command"] = f"{base_cmd} && {command}" if base_cmd else command
-    sampler = make_compartment_sampler(train_data, tile,
-                                       **(RECIPE_SAMPLER if builtin is not None else {}))
+    sampler = make_compartment_sampler(
+        train_data, tile, **(RECIPE_SAMPLER if builtin is not None else {})
+    )
 
     def save(net_, res: dict[str, Any]) -> None:
-        card["metrics"] = {"validation": {"mean_dice": round(res["best_dice"], 4),
-                                          "per_class_dice": res["per_class_dice"],
-                                          "step": res["step"]}}
+        card["metrics"] = {
+            "validation": {
+                "mean_dice": round(res["best_dice"], 4),
+                "per_class_dice": res["per_class_dice"],
+                "step": res["step"],
+            }
+        }
         save_model(net_, card, out)
 
     val_tiles = [(v.image, v.label) for v in val]
-    net, res = train_segmenter(card, sampler, val_tiles, cfg, net=net, on_best=save, log=say,
-                               progress=progress)
-    result: dict[str, Any] = {"train": {k: v for k, v in res.items() if k != "history"},
-                              "history": res["history"]}
+    net, res = train_segmenter(
+        card, sampler, val_tiles, cfg, net=net, on_best=save, log=say, progress=progress
+    )
+    result: dict[str, Any] = {
+        "train": {k: v for k, v in res.items() if k != "history"},
+        "history": res["history"],
+    }
     if builtin is not None:
         say("scoring held-out tests")
         pred = load_predictor(out, "torch")
@@ -379,15 +454,19 @@ def train_compartments(
         say(f"PAS AIDPATH glomerulus: {result['test_pas_aidpath']}")
         c = load_card(out)
         data = dict(c.data)
-        data["metrics"] = {**data.get("metrics", {}),
-                           f"heldout_he_tile_{sets['test_tile']}": result["test_he"],
-                           "heldout_pas_hubmap_test_glomerulus": result["test_pas_hubmap"],
-                           "heldout_pas_aidpath_glomerulus": result["test_pas_aidpath"],
-                           "validated_on_stain": VALIDATED_ON,
-                           "heldout_notes": heldout_notes(sets["test_tile"], sets["val_tile"])}
+        data["metrics"] = {
+            **data.get("metrics", {}),
+            f"heldout_he_tile_{sets['test_tile']}": result["test_he"],
+            "heldout_pas_hubmap_test_glomerulus": result["test_pas_hubmap"],
+            "heldout_pas_aidpath_glomerulus": result["test_pas_aidpath"],
+            "validated_on_stain": VALIDATED_ON,
+            "heldout_notes": heldout_notes(sets["test_tile"], sets["val_tile"]),
+        }
         he, hub, aid_r = result["test_he"], result["test_pas_hubmap"], result["test_pas_aidpath"]
-        data["headline"] = (f"H&E held-out tile mean Dice {he['mean_dice']:.3f}; glomerulus Dice "
-                            f"PAS {hub['dice_pooled']:.3f} (HuBMAP test), "
-                            f"{aid_r['dice_pooled']:.3f} (AIDPATH, other lab)")
+        data["headline"] = (
+            f"H&E held-out tile mean Dice {he['mean_dice']:.3f}; glomerulus Dice "
+            f"PAS {hub['dice_pooled']:.3f} (HuBMAP test), "
+            f"{aid_r['dice_pooled']:.3f} (AIDPATH, other lab)"
+        )
         save_model(load_network(c), data, out)
     return result

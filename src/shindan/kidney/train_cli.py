@@ -27,47 +27,79 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def train(
-        inputs: Annotated[list[Path] | None, typer.Argument(
-            help="Slides or images (or folders) to train on, each with an annotation file of "
-                 "the same name stem.")] = None,
+        inputs: Annotated[
+            list[Path] | None,
+            typer.Argument(
+                help="Slides or images (or folders) to train on, each with an annotation file of "
+                "the same name stem."
+            ),
+        ] = None,
         out: Annotated[Path, typer.Option("--out", help="Model folder to write.")] = Path(
-            "kidney-compartments-model"),
-        annotations: Annotated[list[Path] | None, typer.Option(
-            "--annotations", "-a",
-            help="Annotation files or folders: QuPath GeoJSON, ImageScope XML, labelme JSON, "
-                 "or label-mask PNGs (0 non-tissue, 1 interstitium, 2 glomerulus, 3 tubule, "
-                 "4 vessel, 255 unknown). Unannotated pixels are not trained on.")] = None,
-        builtin: Annotated[Path | None, typer.Option(
-            help="Run the built-in real-data recipe on this data folder (…/shared/data/kidney) "
-                 "instead of INPUTS.")] = None,
-        phantoms: Annotated[int, typer.Option(
-            help="With --builtin: add this many synthetic phantom biopsies to training.")] = 0,
-        mpp: Annotated[float | None, typer.Option(
-            help="µm/px of the inputs when the files have none.")] = None,
+            "kidney-compartments-model"
+        ),
+        annotations: Annotated[
+            list[Path] | None,
+            typer.Option(
+                "--annotations",
+                "-a",
+                help="Annotation files or folders: QuPath GeoJSON, ImageScope XML, labelme JSON, "
+                "or label-mask PNGs (0 non-tissue, 1 interstitium, 2 glomerulus, 3 tubule, "
+                "4 vessel, 255 unknown). Unannotated pixels are not trained on.",
+            ),
+        ] = None,
+        builtin: Annotated[
+            Path | None,
+            typer.Option(
+                help="Run the built-in real-data recipe on this data folder (…/shared/data/kidney) "
+                "instead of INPUTS."
+            ),
+        ] = None,
+        phantoms: Annotated[
+            int,
+            typer.Option(
+                help="With --builtin: add this many synthetic phantom biopsies to training."
+            ),
+        ] = 0,
+        mpp: Annotated[
+            float | None, typer.Option(help="µm/px of the inputs when the files have none.")
+        ] = None,
         target_mpp: Annotated[float, typer.Option(help="µm/px the model works at.")] = 1.0,
-        classes: Annotated[str, typer.Option(
-            help="Extra class-name mapping, e.g. 'Glom=2,Tub=3' (names are case-insensitive; "
-                 "common names such as glomerulus, tubule, artery are known).")] = "",
-        init: Annotated[str | None, typer.Option(
-            help="Fine-tune from this model (e.g. kidney-compartments) instead of training "
-                 "from scratch.")] = None,
+        classes: Annotated[
+            str,
+            typer.Option(
+                help="Extra class-name mapping, e.g. 'Glom=2,Tub=3' (names are case-insensitive; "
+                "common names such as glomerulus, tubule, artery are known)."
+            ),
+        ] = "",
+        init: Annotated[
+            str | None,
+            typer.Option(
+                help="Fine-tune from this model (e.g. kidney-compartments) instead of training "
+                "from scratch."
+            ),
+        ] = None,
         steps: Annotated[int, typer.Option(help="Maximum optimiser steps.")] = 3000,
         batch_size: Annotated[int, typer.Option(help="Tiles per step.")] = 8,
-        tile: Annotated[int, typer.Option(help="Training tile side (px at --target-mpp).")
-                        ] = 256,
+        tile: Annotated[int, typer.Option(help="Training tile side (px at --target-mpp).")] = 256,
         lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 2e-3,
         eval_every: Annotated[int, typer.Option(help="Steps between validations.")] = 200,
-        patience: Annotated[int, typer.Option(help="Validations without gain before stop.")
-                            ] = 6,
-        minutes: Annotated[float | None, typer.Option(help="Wall-clock budget in minutes.")
-                           ] = None,
+        patience: Annotated[int, typer.Option(help="Validations without gain before stop.")] = 6,
+        minutes: Annotated[float | None, typer.Option(help="Wall-clock budget in minutes.")] = None,
         seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-        test_tile: Annotated[str, typer.Option(
-            help="With --builtin: the AAPI tile held out for the final H&E test "
-                 "(HE_001 or 13600_18000_0).")] = "HE_001",
-        exclude_cutouts: Annotated[str, typer.Option(
-            help="With --builtin: leave out cut-outs whose name contains any of these "
-                 "comma-separated strings (e.g. 'HE_00').")] = "",
+        test_tile: Annotated[
+            str,
+            typer.Option(
+                help="With --builtin: the AAPI tile held out for the final H&E test "
+                "(HE_001 or 13600_18000_0)."
+            ),
+        ] = "HE_001",
+        exclude_cutouts: Annotated[
+            str,
+            typer.Option(
+                help="With --builtin: leave out cut-outs whose name contains any of these "
+                "comma-separated strings (e.g. 'HE_00')."
+            ),
+        ] = "",
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
     ) -> None:
         """Train or fine-tune the compartment model on your annotations or the built-in data."""
@@ -79,35 +111,63 @@ def register(app: typer.Typer) -> None:
         if builtin is not None and not (builtin / "tiles-aapi-he").is_dir():
             raise InputError(f"{builtin}: not the kidney data folder (no tiles-aapi-he/)")
         if builtin is not None and test_tile not in ("HE_001", "13600_18000_0"):
-            raise InputError(f"--test-tile: test tile must be HE_001 or 13600_18000_0, "
-                             f"got {test_tile!r}")
+            raise InputError(
+                f"--test-tile: test tile must be HE_001 or 13600_18000_0, got {test_tile!r}"
+            )
         if inputs and not annotations:
             raise InputError("--annotations is required with INPUTS")
         if mpp is not None and mpp <= 0:
             raise InputError(f"--mpp must be positive, got {mpp}")
         cls = _parse_classes(classes)
         q = shlex.quote
-        parts = ["shindan kidney train", *[q(str(p)) for p in inputs or []],
-                 *[f"-a {q(str(a))}" for a in annotations or []],
-                 *([f"--builtin {q(str(builtin))}"] if builtin else []),
-                 *([f"--phantoms {phantoms}"] if phantoms else []),
-                 f"--out {q(str(out))}", *([f"--mpp {mpp}"] if mpp else []),
-                 f"--target-mpp {target_mpp}", *([f"--classes {q(classes)}"] if classes else []),
-                 *([f"--init {q(init)}"] if init else []), f"--steps {steps}",
-                 f"--batch-size {batch_size}", f"--tile {tile}", f"--lr {lr}",
-                 f"--eval-every {eval_every}", f"--patience {patience}",
-                 *([f"--minutes {minutes}"] if minutes is not None else []), f"--seed {seed}",
-                 *([f"--test-tile {test_tile}"] if builtin and test_tile != "HE_001" else []),
-                 *([f"--exclude-cutouts {q(exclude_cutouts)}"] if exclude_cutouts else [])]
-        cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, eval_every=eval_every,
-                          patience=patience, seed=seed, max_minutes=minutes,
-                          warmup=min(100, steps // 10 + 1))
-        res = train_compartments(out, builtin=builtin, phantoms=phantoms, inputs=inputs or [],
-                                 annotations=annotations or [], mpp=mpp, target_mpp=target_mpp,
-                                 classes=cls, init=init, config=cfg, tile=tile,
-                                 test_tile=test_tile,
-                                 exclude_cutouts=[e.strip() for e in exclude_cutouts.split(",")
-                                                  if e.strip()],
-                                 command=" ".join(parts), progress=not quiet)
+        parts = [
+            "shindan kidney train",
+            *[q(str(p)) for p in inputs or []],
+            *[f"-a {q(str(a))}" for a in annotations or []],
+            *([f"--builtin {q(str(builtin))}"] if builtin else []),
+            *([f"--phantoms {phantoms}"] if phantoms else []),
+            f"--out {q(str(out))}",
+            *([f"--mpp {mpp}"] if mpp else []),
+            f"--target-mpp {target_mpp}",
+            *([f"--classes {q(classes)}"] if classes else []),
+            *([f"--init {q(init)}"] if init else []),
+            f"--steps {steps}",
+            f"--batch-size {batch_size}",
+            f"--tile {tile}",
+            f"--lr {lr}",
+            f"--eval-every {eval_every}",
+            f"--patience {patience}",
+            *([f"--minutes {minutes}"] if minutes is not None else []),
+            f"--seed {seed}",
+            *([f"--test-tile {test_tile}"] if builtin and test_tile != "HE_001" else []),
+            *([f"--exclude-cutouts {q(exclude_cutouts)}"] if exclude_cutouts else []),
+        ]
+        cfg = TrainConfig(
+            steps=steps,
+            batch_size=batch_size,
+            lr=lr,
+            eval_every=eval_every,
+            patience=patience,
+            seed=seed,
+            max_minutes=minutes,
+            warmup=min(100, steps // 10 + 1),
+        )
+        res = train_compartments(
+            out,
+            builtin=builtin,
+            phantoms=phantoms,
+            inputs=inputs or [],
+            annotations=annotations or [],
+            mpp=mpp,
+            target_mpp=target_mpp,
+            classes=cls,
+            init=init,
+            config=cfg,
+            tile=tile,
+            test_tile=test_tile,
+            exclude_cutouts=[e.strip() for e in exclude_cutouts.split(",") if e.strip()],
+            command=" ".join(parts),
+            progress=not quiet,
+        )
         (out / "training_log.json").write_text(json.dumps(res, indent=1, default=str) + "\n")
         typer.echo(f"wrote {out}", err=True)

@@ -143,9 +143,16 @@ def load_card(name_or_path: str | Path) -> ModelCard:
 
 
 def unet_card(
-    name: str, classes: list[str], summary: str, *, mpp: float, size: int = 512,
-    overlap: int = 64, encoder: str = "timm-mobilenetv3_small_100",
-    decoder_channels: tuple[int, ...] = (96, 64, 32, 16, 16), limits: list[str] | None = None,
+    name: str,
+    classes: list[str],
+    summary: str,
+    *,
+    mpp: float,
+    size: int = 512,
+    overlap: int = 64,
+    encoder: str = "timm-mobilenetv3_small_100",
+    decoder_channels: tuple[int, ...] = (96, 64, 32, 16, 16),
+    limits: list[str] | None = None,
 ) -> dict[str, Any]:
     """A card skeleton for an smp U-Net segmenter at ``mpp`` µm/px (training filled in later)."""
     return {
@@ -153,12 +160,19 @@ def unet_card(
         "version": "1.0.0",
         "task": "segmentation",
         "summary": summary,
-        "architecture": {"library": "smp", "name": "Unet",
-                         "kwargs": {"encoder_name": encoder,
-                                    "decoder_channels": list(decoder_channels)}},
+        "architecture": {
+            "library": "smp",
+            "name": "Unet",
+            "kwargs": {"encoder_name": encoder, "decoder_channels": list(decoder_channels)},
+        },
         "classes": list(classes),
-        "input": {"mpp": mpp, "size": size, "overlap": overlap,
-                  "mean": IMAGENET_MEAN, "std": IMAGENET_STD},
+        "input": {
+            "mpp": mpp,
+            "size": size,
+            "overlap": overlap,
+            "mean": IMAGENET_MEAN,
+            "std": IMAGENET_STD,
+        },
         "files": {"weights": "weights.safetensors"},
         "training": {"data": "", "licence": "", "command": ""},
         "limits": list(limits or []),

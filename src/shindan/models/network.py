@@ -71,8 +71,14 @@ def export_onnx(net: nn.Module, card_data: dict[str, Any], path: Path) -> None:
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
-            net, dummy, str(path), input_names=["input"], output_names=["logits"],
-            dynamic_axes=axes, opset_version=17, dynamo=False,
+            net,
+            dummy,
+            str(path),
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes=axes,
+            opset_version=17,
+            dynamo=False,
         )
 
 
@@ -95,15 +101,20 @@ def save_model(
         data["files"].pop("onnx", None)
     validate_card(data, str(out / "card.json"))
     # fp16 halves the shipped size; loading casts back to fp32 for exact backends.
-    state = {k: v.detach().to(torch.float16).contiguous() if v.is_floating_point()
-             else v.detach().contiguous() for k, v in net.state_dict().items()}
+    state = {
+        k: v.detach().to(torch.float16).contiguous()
+        if v.is_floating_point()
+        else v.detach().contiguous()
+        for k, v in net.state_dict().items()
+    }
     with atomic_dir(out) as tmp:
         save_file(state, str(tmp / "weights.safetensors"))
         if onnx:
             # Export from the fp16-rounded weights so both backends give the same numbers.
             ref = build_network(data)
-            ref.load_state_dict({k: v.float() if v.is_floating_point() else v
-                                 for k, v in state.items()})
+            ref.load_state_dict(
+                {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+            )
             export_onnx(ref, data, tmp / "model.onnx")
         (tmp / "card.json").write_text(json.dumps(data, indent=2) + "\n")
         for f in tmp.iterdir():

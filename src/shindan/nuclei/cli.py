@@ -24,8 +24,13 @@ def _write_tif(labels, path: Path) -> None:
     from shindan.util.atomic import atomic_path
 
     with atomic_path(path) as tmp:
-        tifffile.imwrite(tmp, labels, compression="zlib", photometric="minisblack",
-                         tile=(512, 512) if min(labels.shape) >= 512 else None)
+        tifffile.imwrite(
+            tmp,
+            labels,
+            compression="zlib",
+            photometric="minisblack",
+            tile=(512, 512) if min(labels.shape) >= 512 else None,
+        )
 
 
 @app.command()
@@ -54,8 +59,9 @@ def segment(
                 raise InputError(f"{f}: no µm/px in the file; give --mpp")
             w, h = s.dimensions
             if w * h > MAX_PIXELS:
-                raise InputError(f"{f}: {w}x{h} is too large for one label map "
-                                 f"(limit {MAX_PIXELS:,} pixels)")
+                raise InputError(
+                    f"{f}: {w}x{h} is too large for one label map (limit {MAX_PIXELS:,} pixels)"
+                )
     set_quiet(quiet)
     predictor = load_predictor(model, backend)
     out.mkdir(parents=True, exist_ok=True)
@@ -71,41 +77,60 @@ def segment(
 @app.command()
 def train(
     images: Annotated[Path, typer.Argument(help="Image file or folder of images.")],
-    annotations: Annotated[list[Path], typer.Option(
-        "--annotations", "-a",
-        help="Folder(s) or file(s) with nucleus polygons (QuPath GeoJSON, ImageScope XML, "
-             "labelme JSON) or binary masks (PNG), matched to images by file stem. "
-             "Repeatable; polygons win over masks of the same stem.")],
+    annotations: Annotated[
+        list[Path],
+        typer.Option(
+            "--annotations",
+            "-a",
+            help="Folder(s) or file(s) with nucleus polygons (QuPath GeoJSON, ImageScope XML, "
+            "labelme JSON) or binary masks (PNG), matched to images by file stem. "
+            "Repeatable; polygons win over masks of the same stem.",
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", help="Model folder to write.")],
     mpp: Annotated[float, typer.Option(help="µm/px of the training images.")],
     target_mpp: Annotated[float, typer.Option(help="µm/px the model works at.")] = 0.4,
-    holdout: Annotated[str, typer.Option(
-        help="Comma-separated image stems kept out of training and of every choice, "
-             "scored at the end only.")] = "",
-    val: Annotated[str, typer.Option(
-        help="Comma-separated image stems kept out of training to choose the checkpoint and "
-             "tune the watershed.")] = "",
-    init: Annotated[str | None, typer.Option(
-        help="Fine-tune from this model (name or folder) instead of training from scratch.")
+    holdout: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated image stems kept out of training and of every choice, "
+            "scored at the end only."
+        ),
+    ] = "",
+    val: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated image stems kept out of training to choose the checkpoint and "
+            "tune the watershed."
+        ),
+    ] = "",
+    init: Annotated[
+        str | None,
+        typer.Option(
+            help="Fine-tune from this model (name or folder) instead of training from scratch."
+        ),
     ] = None,
     steps: Annotated[int, typer.Option(help="Maximum optimiser steps.")] = 3000,
     batch_size: Annotated[int, typer.Option(help="Tiles per step.")] = 8,
     tile: Annotated[int, typer.Option(help="Training tile side (pixels at --target-mpp).")] = 256,
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 2e-3,
-    stain: Annotated[float, typer.Option(
-        help="Stain/colour augmentation strength (0 = none, 1 = strong).")] = 1.0,
-    boundary_px: Annotated[int, typer.Option(
-        help="Width of the nucleus-boundary class (pixels at --target-mpp).")] = 1,
-    boundary_weight: Annotated[float, typer.Option(
-        help="Cross-entropy weight of the boundary class (background and interior: 1).")
+    stain: Annotated[
+        float, typer.Option(help="Stain/colour augmentation strength (0 = none, 1 = strong).")
+    ] = 1.0,
+    boundary_px: Annotated[
+        int, typer.Option(help="Width of the nucleus-boundary class (pixels at --target-mpp).")
+    ] = 1,
+    boundary_weight: Annotated[
+        float,
+        typer.Option(
+            help="Cross-entropy weight of the boundary class (background and interior: 1)."
+        ),
     ] = 1.0,
     eval_every: Annotated[int, typer.Option(help="Steps between validations.")] = 200,
-    patience: Annotated[int, typer.Option(help="Validations without gain before stopping.")
-                        ] = 6,
+    patience: Annotated[int, typer.Option(help="Validations without gain before stopping.")] = 6,
     minutes: Annotated[float | None, typer.Option(help="Wall-clock budget in minutes.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    data_note: Annotated[str, typer.Option(help="Training-data description for the card.")
-                         ] = "",
+    data_note: Annotated[str, typer.Option(help="Training-data description for the card.")] = "",
     licence: Annotated[str, typer.Option(help="Licence note for the card.")] = "",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
@@ -123,38 +148,79 @@ def train(
             raise InputError(f"{a}: no such file or folder")
     if boundary_px < 1 or boundary_weight <= 0:
         raise InputError("--boundary-px must be >= 1 and --boundary-weight > 0")
-    cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, eval_every=eval_every,
-                      patience=patience, seed=seed, max_minutes=minutes,
-                      warmup=min(100, steps // 10 + 1), dice_classes=[1, 2],
-                      class_weights=None if boundary_weight == 1 else
-                      [1.0, 1.0, boundary_weight])
+    cfg = TrainConfig(
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        eval_every=eval_every,
+        patience=patience,
+        seed=seed,
+        max_minutes=minutes,
+        warmup=min(100, steps // 10 + 1),
+        dice_classes=[1, 2],
+        class_weights=None if boundary_weight == 1 else [1.0, 1.0, boundary_weight],
+    )
     q = shlex.quote
-    parts = ["shindan nuclei train", q(str(images)), *[f"-a {q(str(a))}" for a in annotations],
-             f"--out {q(str(out))}", f"--mpp {mpp}", f"--target-mpp {target_mpp}",
-             *([f"--holdout {holdout}"] if holdout else []),
-             *([f"--val {val}"] if val else []),
-             *([f"--init {init}"] if init else []),
-             f"--steps {steps}", f"--batch-size {batch_size}", f"--tile {tile}", f"--lr {lr}",
-             f"--stain {stain}", f"--boundary-px {boundary_px}",
-             f"--boundary-weight {boundary_weight}",
-             f"--eval-every {eval_every}", f"--patience {patience}",
-             *([f"--minutes {minutes}"] if minutes is not None else []), f"--seed {seed}"]
+    parts = [
+        "shindan nuclei train",
+        q(str(images)),
+        *[f"-a {q(str(a))}" for a in annotations],
+        f"--out {q(str(out))}",
+        f"--mpp {mpp}",
+        f"--target-mpp {target_mpp}",
+        *([f"--holdout {holdout}"] if holdout else []),
+        *([f"--val {val}"] if val else []),
+        *([f"--init {init}"] if init else []),
+        f"--steps {steps}",
+        f"--batch-size {batch_size}",
+        f"--tile {tile}",
+        f"--lr {lr}",
+        f"--stain {stain}",
+        f"--boundary-px {boundary_px}",
+        f"--boundary-weight {boundary_weight}",
+        f"--eval-every {eval_every}",
+        f"--patience {patience}",
+        *([f"--minutes {minutes}"] if minutes is not None else []),
+        f"--seed {seed}",
+    ]
     command = " ".join(parts)
     held = [s for s in holdout.split(",") if s]
     val_stems = [s for s in val.split(",") if s]
-    res = train_nuclei(images, annotations, out, mpp=mpp, target_mpp=target_mpp,
-                       holdout=held, val=val_stems, config=cfg, tile=tile, stain=stain,
-                       boundary_px=boundary_px, init=init, command=command,
-                       data_note=data_note, licence=licence, progress=not quiet)
+    res = train_nuclei(
+        images,
+        annotations,
+        out,
+        mpp=mpp,
+        target_mpp=target_mpp,
+        holdout=held,
+        val=val_stems,
+        config=cfg,
+        tile=tile,
+        stain=stain,
+        boundary_px=boundary_px,
+        init=init,
+        command=command,
+        data_note=data_note,
+        licence=licence,
+        progress=not quiet,
+    )
     card = load_card(out)
     data = dict(card.data)
     metrics = dict(data.get("metrics", {}))
     if "heldout" in res:
         h = res["heldout"]
-        metrics.update({"heldout_images": sorted(h["images"]), "heldout_dice": h["dice_mean"],
-                        "heldout_aji": h["aji_mean"], "heldout_per_image": h["images"]})
-        data["headline"] = (f"Dice {h['dice_mean']:.3f}, AJI {h['aji_mean']:.3f} on "
-                            f"{len(h['images'])} held-out images")
+        metrics.update(
+            {
+                "heldout_images": sorted(h["images"]),
+                "heldout_dice": h["dice_mean"],
+                "heldout_aji": h["aji_mean"],
+                "heldout_per_image": h["images"],
+            }
+        )
+        data["headline"] = (
+            f"Dice {h['dice_mean']:.3f}, AJI {h['aji_mean']:.3f} on "
+            f"{len(h['images'])} held-out images"
+        )
     data["metrics"] = metrics
     from shindan.models import load_network
 

@@ -73,8 +73,9 @@ def resize(image: np.ndarray, shape_hw: tuple[int, int], nearest: bool = False) 
     return cv2.resize(image, (w, h), interpolation=interp)
 
 
-def instance_targets(instances: np.ndarray, unknown: np.ndarray | None = None,
-                     boundary_px: int = 1) -> np.ndarray:
+def instance_targets(
+    instances: np.ndarray, unknown: np.ndarray | None = None, boundary_px: int = 1
+) -> np.ndarray:
     """0/1/2 target (background / interior / inner boundary) of an instance map; 255 where
     ``unknown``.
 
@@ -91,16 +92,18 @@ def instance_targets(instances: np.ndarray, unknown: np.ndarray | None = None,
         rim = find_boundaries(instances, mode="inner")
     else:
         size = 2 * boundary_px + 1
-        rim = ((ndimage.grey_erosion(instances, size=size, mode="nearest") != instances)
-               | (ndimage.grey_dilation(instances, size=size, mode="nearest") != instances))
+        rim = (ndimage.grey_erosion(instances, size=size, mode="nearest") != instances) | (
+            ndimage.grey_dilation(instances, size=size, mode="nearest") != instances
+        )
     t[rim & (instances > 0)] = 2
     if unknown is not None:
         t[unknown] = IGNORE
     return t
 
 
-def mask_instances(mask: np.ndarray, min_solidity: float = 0.88, max_area_ratio: float = 1.8
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def mask_instances(
+    mask: np.ndarray, min_solidity: float = 0.88, max_area_ratio: float = 1.8
+) -> tuple[np.ndarray, np.ndarray]:
     """Instances of a binary mask (connected components) and the pixels of doubtful ones.
 
     A component whose solidity (area / convex-hull area) is below ``min_solidity``, or whose
@@ -120,8 +123,13 @@ def mask_instances(mask: np.ndarray, min_solidity: float = 0.88, max_area_ratio:
     return lab.astype(np.int32), unknown
 
 
-def load_sample(image_path: str | Path, annotation_path: str | Path | None, mpp: float,
-                target_mpp: float, boundary_px: int = 1) -> NucleiSample:
+def load_sample(
+    image_path: str | Path,
+    annotation_path: str | Path | None,
+    mpp: float,
+    target_mpp: float,
+    boundary_px: int = 1,
+) -> NucleiSample:
     """Read an image and its nucleus polygons or binary mask, resampled to ``target_mpp``
     (``boundary_px``: rim width of the boundary class, see :func:`instance_targets`)."""
     image = read_rgb(image_path)
@@ -135,8 +143,9 @@ def load_sample(image_path: str | Path, annotation_path: str | Path | None, mpp:
     if Path(annotation_path).suffix.lower() in MASK_SUFFIXES:
         m = read_label_mask(annotation_path)
         if m.shape != (h, w):
-            raise InputError(f"{annotation_path}: mask is {m.shape[1]}x{m.shape[0]}, "
-                             f"image is {w}x{h}")
+            raise InputError(
+                f"{annotation_path}: mask is {m.shape[1]}x{m.shape[0]}, image is {w}x{h}"
+            )
         m_small = resize((m > 0).astype(np.float32), shape) > 0.5
         lab, unknown = mask_instances(m_small)
         target = instance_targets(lab, unknown, boundary_px)
@@ -149,10 +158,16 @@ def load_sample(image_path: str | Path, annotation_path: str | Path | None, mpp:
 
 def find_pairs(images: Path, annotations: list[Path]) -> list[tuple[Path, Path | None]]:
     """(image, annotation) pairs matched by file stem; polygons preferred over masks."""
-    imgs = [images] if images.is_file() else sorted(
-        p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    files = [f for folder in annotations
-             for f in ([folder] if folder.is_file() else sorted(folder.iterdir()))]
+    imgs = (
+        [images]
+        if images.is_file()
+        else sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    )
+    files = [
+        f
+        for folder in annotations
+        for f in ([folder] if folder.is_file() else sorted(folder.iterdir()))
+    ]
     by_stem: dict[str, Path] = {}
     for f in files:  # masks first, so polygons of the same stem replace them
         if f.suffix.lower() in MASK_SUFFIXES:
@@ -179,8 +194,8 @@ def make_sampler(samples: list[NucleiSample], size: int, *, stain: float = 1.0):
         src_h, src_w = min(src, h), min(src, w)
         y = int(rng.integers(0, h - src_h + 1))
         x = int(rng.integers(0, w - src_w + 1))
-        img = s.image[y:y + src_h, x:x + src_w]
-        tgt = s.target[y:y + src_h, x:x + src_w]
+        img = s.image[y : y + src_h, x : x + src_w]
+        tgt = s.target[y : y + src_h, x : x + src_w]
         img = resize(img, (size, size))
         tgt = resize(tgt, (size, size), nearest=True)
         img, tgt = flip_rotate(img, tgt, rng)

@@ -11,8 +11,13 @@ from __future__ import annotations
 
 import numpy as np
 
-DEFAULTS = {"interior_threshold": 0.5, "foreground_threshold": 0.5, "min_marker_px": 4,
-            "min_size_px": 12, "marker_h": 0.0}
+DEFAULTS = {
+    "interior_threshold": 0.5,
+    "foreground_threshold": 0.5,
+    "min_marker_px": 4,
+    "min_size_px": 12,
+    "marker_h": 0.0,
+}
 
 
 def instances_from_probs(
@@ -72,8 +77,7 @@ def instances_from_probs(
     return lut[lab]
 
 
-def _split_seeds(seeds: np.ndarray, markers: np.ndarray, h: float
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def _split_seeds(seeds: np.ndarray, markers: np.ndarray, h: float) -> tuple[np.ndarray, np.ndarray]:
     """One marker per h-maximum of the seeds' distance transform (seeds too thin to hold an
     h-maximum keep their own marker), and that distance transform (pixels)."""
     from scipy import ndimage

@@ -33,16 +33,18 @@ def _resize(arr: np.ndarray, shape_hw: tuple[int, int], nearest: bool = False) -
     return cv2.resize(arr, (w, h), interpolation=interp)
 
 
-def nuclei_probabilities(image: np.ndarray, mpp: float, predictor: Predictor,
-                         batch_size: int = 8, progress: bool = False) -> np.ndarray:
+def nuclei_probabilities(
+    image: np.ndarray, mpp: float, predictor: Predictor, batch_size: int = 8, progress: bool = False
+) -> np.ndarray:
     """(3, h, w) background/interior/boundary probabilities on the model's µm/px grid."""
     from shindan.engine.tiled import predict_array
 
     scale = mpp / predictor.card.mpp
     h, w = image.shape[:2]
     small = _resize(image, (max(1, round(h * scale)), max(1, round(w * scale))))
-    return predict_array(predictor, np.ascontiguousarray(small), batch_size=batch_size,
-                         progress=progress)
+    return predict_array(
+        predictor, np.ascontiguousarray(small), batch_size=batch_size, progress=progress
+    )
 
 
 def segment_nuclei(
@@ -75,8 +77,7 @@ def segment_nuclei(
         0 background, 1..N one label per nucleus.
     """
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise InputError(f"expected an (H, W, 3) uint8 RGB image, got {image.shape} "
-                         f"{image.dtype}")
+        raise InputError(f"expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
     if not mpp or mpp <= 0:
         raise InputError(f"µm/px must be positive, got {mpp}")
     pred = predictor or _predictor(str(model), backend)
@@ -87,11 +88,14 @@ def segment_nuclei(
     if h * w <= FULL_RES_LIMIT_PX and ratio >= 1:
         # enlarge probabilities first: instance outlines follow the finer grid
         up = np.stack([_resize(p, (h, w)) for p in probs])
-        return instances_from_probs(up, interior_threshold=params["interior_threshold"],
-                                    foreground_threshold=params["foreground_threshold"],
-                                    min_marker_px=round(params["min_marker_px"] * ratio),
-                                    min_size_px=round(params["min_size_px"] * ratio),
-                                    marker_h=params.get("marker_h", 0.0) * ratio ** 0.5)
+        return instances_from_probs(
+            up,
+            interior_threshold=params["interior_threshold"],
+            foreground_threshold=params["foreground_threshold"],
+            min_marker_px=round(params["min_marker_px"] * ratio),
+            min_size_px=round(params["min_size_px"] * ratio),
+            marker_h=params.get("marker_h", 0.0) * ratio**0.5,
+        )
     lab = instances_from_probs(probs, **{k: params[k] for k in DEFAULTS})
     return _resize(lab, (h, w), nearest=True).astype(np.int32)
 

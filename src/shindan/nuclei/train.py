@@ -19,21 +19,35 @@ from shindan.nuclei.postprocess import DEFAULTS
 CLASSES = ["background", "interior", "boundary"]
 
 
-def nuclei_card(target_mpp: float, *, size: int = 512, overlap: int = 64,
-                encoder: str = "timm-mobilenetv3_small_100",
-                decoder_channels: Sequence[int] = (96, 64, 32, 16, 16)) -> dict[str, Any]:
+def nuclei_card(
+    target_mpp: float,
+    *,
+    size: int = 512,
+    overlap: int = 64,
+    encoder: str = "timm-mobilenetv3_small_100",
+    decoder_channels: Sequence[int] = (96, 64, 32, 16, 16),
+) -> dict[str, Any]:
     """A model card skeleton for a nuclei U-Net (training fields are filled in later)."""
     card = unet_card(
-        "nuclei", list(CLASSES),
+        "nuclei",
+        list(CLASSES),
         "Nucleus instance segmentation of H&E tissue: U-Net predicting background, nucleus "
         "interior and nucleus boundary, then marker-controlled watershed.",
-        mpp=target_mpp, size=size, overlap=overlap, encoder=encoder,
-        decoder_channels=tuple(decoder_channels), limits=[
-            (f"Works at {target_mpp} µm/px: inputs are resampled, so outlines are about one "
-             "model pixel coarse; very small nuclei (< 3 µm) may be missed.")
-            if target_mpp > 0.3 else
-            (f"Works at {target_mpp} µm/px (40x); inputs at other scales are resampled to "
-             "it, and the coarser the input, the more small nuclei are missed."),
+        mpp=target_mpp,
+        size=size,
+        overlap=overlap,
+        encoder=encoder,
+        decoder_channels=tuple(decoder_channels),
+        limits=[
+            (
+                f"Works at {target_mpp} µm/px: inputs are resampled, so outlines are about one "
+                "model pixel coarse; very small nuclei (< 3 µm) may be missed."
+            )
+            if target_mpp > 0.3
+            else (
+                f"Works at {target_mpp} µm/px (40x); inputs at other scales are resampled to "
+                "it, and the coarser the input, the more small nuclei are missed."
+            ),
             "Trained and validated on H&E only (MoNuSeg, TCGA, 7 organs); PAS or other "
             "stains are not validated.",
             "Images with only a binary mask train on components that look like single nuclei "
@@ -46,8 +60,9 @@ def nuclei_card(target_mpp: float, *, size: int = 512, overlap: int = 64,
     return card
 
 
-def evaluate_instances(model: Any, pairs: Sequence[tuple[Path, Path]], mpp: float,
-                       backend: str = "torch") -> dict[str, Any]:
+def evaluate_instances(
+    model: Any, pairs: Sequence[tuple[Path, Path]], mpp: float, backend: str = "torch"
+) -> dict[str, Any]:
     """Pixel Dice and AJI of :func:`segment_nuclei` on images with instance polygons, at the
     images' own resolution."""
     from shindan.engine import load_predictor
@@ -61,16 +76,22 @@ def evaluate_instances(model: Any, pairs: Sequence[tuple[Path, Path]], mpp: floa
         img = read_rgb(img_path)
         truth = rasterize_instances(read_annotations(ann), img.shape[:2])
         lab = segment_nuclei(img, mpp, predictor=pred)
-        per[img_path.stem] = {"dice": round(dice(truth, lab), 4), "aji": round(aji(truth, lab), 4),
-                              "nuclei_true": int(len(np.unique(truth)) - 1),
-                              "nuclei_found": int(lab.max())}
-    return {"images": per,
-            "dice_mean": round(float(np.mean([v["dice"] for v in per.values()])), 4),
-            "aji_mean": round(float(np.mean([v["aji"] for v in per.values()])), 4)}
+        per[img_path.stem] = {
+            "dice": round(dice(truth, lab), 4),
+            "aji": round(aji(truth, lab), 4),
+            "nuclei_true": int(len(np.unique(truth)) - 1),
+            "nuclei_found": int(lab.max()),
+        }
+    return {
+        "images": per,
+        "dice_mean": round(float(np.mean([v["dice"] for v in per.values()])), 4),
+        "aji_mean": round(float(np.mean([v["aji"] for v in per.values()])), 4),
+    }
 
 
-def watershed_data(model: Any, pairs: Sequence[tuple[Path, Path]], mpp: float,
-                   backend: str = "torch") -> list[tuple[np.ndarray, np.ndarray, float]]:
+def watershed_data(
+    model: Any, pairs: Sequence[tuple[Path, Path]], mpp: float, backend: str = "torch"
+) -> list[tuple[np.ndarray, np.ndarray, float]]:
     """(true instances, probabilities enlarged to the image grid, input px per model px) of
     each image with instance polygons: what :func:`tune_watershed` searches over."""
     import cv2
@@ -102,14 +123,24 @@ def search_watershed(data: Sequence[tuple[np.ndarray, np.ndarray, float]]) -> di
     from shindan.nuclei.postprocess import instances_from_probs
 
     def score(params: dict[str, float]) -> float:
-        return float(np.mean([
-            aji(t, instances_from_probs(
-                u, interior_threshold=params["interior_threshold"],
-                foreground_threshold=params["foreground_threshold"],
-                min_marker_px=round(params["min_marker_px"] * r),
-                min_size_px=round(params["min_size_px"] * r),
-                marker_h=params["marker_h"] * r ** 0.5))
-            for t, u, r in data]))
+        return float(
+            np.mean(
+                [
+                    aji(
+                        t,
+                        instances_from_probs(
+                            u,
+                            interior_threshold=params["interior_threshold"],
+                            foreground_threshold=params["foreground_threshold"],
+                            min_marker_px=round(params["min_marker_px"] * r),
+                            min_size_px=round(params["min_size_px"] * r),
+                            marker_h=params["marker_h"] * r**0.5,
+                        ),
+                    )
+                    for t, u, r in data
+                ]
+            )
+        )
 
     best: dict[str, Any] = {"aji": -1.0}
 
@@ -119,10 +150,12 @@ def search_watershed(data: Sequence[tuple[np.ndarray, np.ndarray, float]]) -> di
         if s > best["aji"]:
             best = {"aji": round(s, 4), "params": dict(params)}
 
-    for it, fg, mk in itertools.product([0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8],
-                                        [0.3, 0.4, 0.5, 0.6, 0.7], [2, 4, 8, 16]):
-        consider({**DEFAULTS, "interior_threshold": it, "foreground_threshold": fg,
-                  "min_marker_px": mk})
+    for it, fg, mk in itertools.product(
+        [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8], [0.3, 0.4, 0.5, 0.6, 0.7], [2, 4, 8, 16]
+    ):
+        consider(
+            {**DEFAULTS, "interior_threshold": it, "foreground_threshold": fg, "min_marker_px": mk}
+        )
     base = dict(best["params"])
     for h in [1.0, 2.0, 3.0, 4.0]:
         consider({**base, "marker_h": h})
@@ -132,8 +165,9 @@ def search_watershed(data: Sequence[tuple[np.ndarray, np.ndarray, float]]) -> di
     return best
 
 
-def tune_watershed(model: Any, pairs: Sequence[tuple[Path, Path]], mpp: float,
-                   backend: str = "torch") -> dict[str, Any]:
+def tune_watershed(
+    model: Any, pairs: Sequence[tuple[Path, Path]], mpp: float, backend: str = "torch"
+) -> dict[str, Any]:
     """Pick watershed parameters maximising mean AJI on images with instance polygons.
 
     Use training or validation images (never the held-out ones). Returns the best parameters
@@ -187,19 +221,24 @@ def train_nuclei(
         if unknown:
             raise InputError(f"{opt} names no annotated image: {', '.join(sorted(unknown))}")
     if set(holdout) & set(val):
-        raise InputError(f"images both held out and validation: "
-                         f"{', '.join(sorted(set(holdout) & set(val)))}")
+        raise InputError(
+            f"images both held out and validation: {', '.join(sorted(set(holdout) & set(val)))}"
+        )
     train_pairs = [(p, a) for p, a in pairs if p.stem not in holdout and p.stem not in val]
     val_pairs = [(p, a) for p, a in pairs if p.stem in val]
     held_pairs = [(p, a) for p, a in pairs if p.stem in holdout]
     if not train_pairs:
         raise InputError("every image is held out; nothing left to train on")
-    say(f"loading {len(train_pairs)} training, {len(val_pairs)} validation and "
-        f"{len(held_pairs)} held-out images at {target_mpp} µm/px")
-    train: list[NucleiSample] = [load_sample(p, a, mpp, target_mpp, boundary_px)
-                                 for p, a in train_pairs]
-    val_samples: list[NucleiSample] = [load_sample(p, a, mpp, target_mpp, boundary_px)
-                                       for p, a in val_pairs]
+    say(
+        f"loading {len(train_pairs)} training, {len(val_pairs)} validation and "
+        f"{len(held_pairs)} held-out images at {target_mpp} µm/px"
+    )
+    train: list[NucleiSample] = [
+        load_sample(p, a, mpp, target_mpp, boundary_px) for p, a in train_pairs
+    ]
+    val_samples: list[NucleiSample] = [
+        load_sample(p, a, mpp, target_mpp, boundary_px) for p, a in val_pairs
+    ]
     cfg = config or TrainConfig()
     if init:
         base = load_card(init)
@@ -211,9 +250,12 @@ def train_nuclei(
     else:
         card = nuclei_card(target_mpp)
         net = None
-    card["training"] = {"data": data_note or f"{len(train_pairs)} image(s) from {images}",
-                        "licence": licence or "as the training data",
-                        "command": command, "seed": cfg.seed}
+    card["training"] = {
+        "data": data_note or f"{len(train_pairs)} image(s) from {images}",
+        "licence": licence or "as the training data",
+        "command": command,
+        "seed": cfg.seed,
+    }
     if init:  # reproducing a fine-tuned model means reproducing its starting point first
         base_cmd = base.data["training"].get("command", "")
         card["training"]["command"] = f"{base_cmd} && {command}" if base_cmd else command
@@ -221,16 +263,21 @@ def train_nuclei(
     val_tiles = [(s.image, s.target) for s in (val_samples or train[:4])]
 
     def save(net_, res: dict[str, Any]) -> None:
-        card["metrics"] = {"val_pixel_dice_per_class": res["per_class_dice"],
-                           "val_mean_dice_interior_boundary": round(res["best_dice"], 4),
-                           "step": res["step"]}
+        card["metrics"] = {
+            "val_pixel_dice_per_class": res["per_class_dice"],
+            "val_mean_dice_interior_boundary": round(res["best_dice"], 4),
+            "step": res["step"],
+        }
         save_model(net_, card, out)
 
     sampler = make_sampler(train, tile, stain=stain)
-    net, res = train_segmenter(card, sampler, val_tiles, cfg, net=net, on_best=save, log=say,
-                               progress=progress)
-    result: dict[str, Any] = {"train": {k: v for k, v in res.items() if k != "history"},
-                              "history": res["history"]}
+    net, res = train_segmenter(
+        card, sampler, val_tiles, cfg, net=net, on_best=save, log=say, progress=progress
+    )
+    result: dict[str, Any] = {
+        "train": {k: v for k, v in res.items() if k != "history"},
+        "history": res["history"],
+    }
     vec = (".geojson", ".json", ".xml")
     inst_val = [(p, a) for p, a in val_pairs if a.suffix.lower() in vec]
     inst_tune = inst_val or [(p, a) for p, a in train_pairs if a.suffix.lower() in vec]

@@ -17,6 +17,12 @@ from shindan.phantom.truth import truth, truth_maps
 from shindan.phantom.writer import write_phantom
 
 __all__ = [
-    "PhantomScene", "make_scene", "render_labels", "render_nuclei", "render_rgb", "truth",
-    "truth_maps", "write_phantom",
+    "PhantomScene",
+    "make_scene",
+    "render_labels",
+    "render_nuclei",
+    "render_rgb",
+    "truth",
+    "truth_maps",
+    "write_phantom",
 ]

@@ -126,15 +126,22 @@ def place_inter_nuclei(probe, px, py, stride, t, inflammation, mpp, rng):
         centre = rng.integers(0, len(ipx), max(1, n // 40))
         which = centre[rng.integers(0, len(centre), n)]
         spread = rng.uniform(10, 40, n) / mpp
-        cxs = np.where(clustered, ipx[which] + rng.normal(0, 1, n) * spread,
-                       ipx[base] + rng.uniform(-0.5, 0.5, n) * stride)
-        cys = np.where(clustered, ipy[which] + rng.normal(0, 1, n) * spread,
-                       ipy[base] + rng.uniform(-0.5, 0.5, n) * stride)
+        cxs = np.where(
+            clustered,
+            ipx[which] + rng.normal(0, 1, n) * spread,
+            ipx[base] + rng.uniform(-0.5, 0.5, n) * stride,
+        )
+        cys = np.where(
+            clustered,
+            ipy[which] + rng.normal(0, 1, n) * spread,
+            ipy[base] + rng.uniform(-0.5, 0.5, n) * stride,
+        )
         fibro = ~clustered & (rng.random(n) < 0.45)
         r = rng.uniform(*LYMPHOCYTE_RADIUS_UM, n) / mpp
         a = np.where(fibro, rng.uniform(*FIBROBLAST_AXES_UM[0], n) / mpp, r)
-        b = np.where(fibro, rng.uniform(*FIBROBLAST_AXES_UM[1], n) / mpp,
-                     r * rng.uniform(0.82, 1.0, n))
+        b = np.where(
+            fibro, rng.uniform(*FIBROBLAST_AXES_UM[1], n) / mpp, r * rng.uniform(0.82, 1.0, n)
+        )
         clear = a + 0.6 / mpp
         ok = shapes.tissue_sdf_points(cxs, cys, probe.cores, KEY_EDGE) < -clear
         ok &= probe.circle_sdf(cxs, cys) > clear
@@ -149,8 +156,10 @@ def place_inter_nuclei(probe, px, py, stride, t, inflammation, mpp, rng):
             tree = cKDTree(np.stack([cxs[cand], cys[cand]], 1))
             pairs = tree.query_pairs(2 * max_a, output_type="ndarray")
             if len(pairs):
-                near = np.hypot(cxs[cand[pairs[:, 0]]] - cxs[cand[pairs[:, 1]]],
-                                cys[cand[pairs[:, 0]]] - cys[cand[pairs[:, 1]]])
+                near = np.hypot(
+                    cxs[cand[pairs[:, 0]]] - cxs[cand[pairs[:, 1]]],
+                    cys[cand[pairs[:, 0]]] - cys[cand[pairs[:, 1]]],
+                )
                 clash = near < a[cand[pairs[:, 0]]] + a[cand[pairs[:, 1]]]
                 drop = np.zeros(len(cand), bool)
                 drop[pairs[clash, 1]] = True
@@ -163,8 +172,14 @@ def place_inter_nuclei(probe, px, py, stride, t, inflammation, mpp, rng):
             continue
         cum = area + np.cumsum(np.pi * a[ok] * b[ok])
         take = np.flatnonzero(ok)[: int(np.searchsorted(cum, target)) + 1]
-        for k, val in (("x", cxs), ("y", cys), ("a", a), ("b", b),
-                       ("angle", rng.uniform(0, np.pi, n)), ("kind", fibro.astype(F32))):
+        for k, val in (
+            ("x", cxs),
+            ("y", cys),
+            ("a", a),
+            ("b", b),
+            ("angle", rng.uniform(0, np.pi, n)),
+            ("kind", fibro.astype(F32)),
+        ):
             out[k].append(val[take])
         area += float(np.sum(np.pi * a[take] * b[take]))
         placed.append(np.stack([cxs[take], cys[take]], 1))

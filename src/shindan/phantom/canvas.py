@@ -43,13 +43,19 @@ class Grid:
 
     def local(self, win, x: float, y: float):
         """Float32 offsets from (x, y) of the window's columns (1, w) and rows (h, 1)."""
-        return ((self.xs[win[1]] - x).astype(F32)[None, :],
-                (self.ys[win[0]] - y).astype(F32)[:, None])
+        return (
+            (self.xs[win[1]] - x).astype(F32)[None, :],
+            (self.ys[win[0]] - y).astype(F32)[:, None],
+        )
 
     def query_box(self, margin: float):
         ds = self.ds
-        return (self.xs[0] - ds - margin, self.ys[0] - ds - margin,
-                self.xs[-1] + ds + margin, self.ys[-1] + ds + margin)
+        return (
+            self.xs[0] - ds - margin,
+            self.ys[0] - ds - margin,
+            self.xs[-1] + ds + margin,
+            self.ys[-1] + ds + margin,
+        )
 
 
 def cov(d: np.ndarray, width: float) -> np.ndarray:
@@ -74,8 +80,12 @@ def _tissue_sdf(scene: PhantomScene, g: Grid) -> np.ndarray | None:
         m = cores["hw"][i] + abs(cores["bend_a"][i]) + cores["edge_amp"].sum() + g.ds
         ex = cores["ox"][i] + cores["length"][i] * cores["ux"][i]
         ey = cores["oy"][i] + cores["length"][i] * cores["uy"][i]
-        if (min(cores["ox"][i], ex) - m > qx1 or max(cores["ox"][i], ex) + m < qx0
-                or min(cores["oy"][i], ey) - m > qy1 or max(cores["oy"][i], ey) + m < qy0):
+        if (
+            min(cores["ox"][i], ex) - m > qx1
+            or max(cores["ox"][i], ex) + m < qx0
+            or min(cores["oy"][i], ey) - m > qy1
+            or max(cores["oy"][i], ey) + m < qy0
+        ):
             continue
         dx = (g.xs - cores["ox"][i]).astype(F32)[None, :]
         dy = (g.ys - cores["oy"][i]).astype(F32)[:, None]
@@ -127,8 +137,10 @@ class Canvas:
         if (scale_um, key) not in self._fields:
             g = self.g
             self._fields[(scale_um, key)] = (
-                grid_noise(g.xs, g.ys, scale_um / self.mpp, key) if geometry
-                else _tex(g, None, scale_um / self.mpp, key))
+                grid_noise(g.xs, g.ys, scale_um / self.mpp, key)
+                if geometry
+                else _tex(g, None, scale_um / self.mpp, key)
+            )
         f = self._fields[(scale_um, key)]
         return None if f is None or win is None else f[win]
 
@@ -175,8 +187,9 @@ class Canvas:
             return
         s = 14.0 / mpp
         x0, y0, x1, y1 = g.query_box(s)
-        ix, iy = np.meshgrid(np.arange(int(x0 // s), int(x1 // s) + 1),
-                             np.arange(int(y0 // s), int(y1 // s) + 1))
+        ix, iy = np.meshgrid(
+            np.arange(int(x0 // s), int(x1 // s) + 1), np.arange(int(y0 // s), int(y1 // s) + 1)
+        )
         ix, iy = ix.ravel(), iy.ravel()
         u = hash_uniform(ix, iy, 34, 0)
         keep = u > F32(0.7)
@@ -236,10 +249,19 @@ class Canvas:
             inset = geo["gap"][j] + mt + epi
             room = F32(0.5 * float(tub["spacing"])) - inset
             rl = np.maximum(F32(0.6) * room, F32(1.5 / self.mpp))
-            dl = shapes.rounded_cell_sdf(qx, qy, tub["hp_ux"][i], tub["hp_uy"][i],
-                                         tub["hp_h"][i], inset, rl, int(tub["nh"][i]))
-            dl = np.maximum(dl + wob_amp * self.field(win, WOBBLE_UM[0], KEY_WOBBLE, True),
-                            d + mt + epi)
+            dl = shapes.rounded_cell_sdf(
+                qx,
+                qy,
+                tub["hp_ux"][i],
+                tub["hp_uy"][i],
+                tub["hp_h"][i],
+                inset,
+                rl,
+                int(tub["nh"][i]),
+            )
+            dl = np.maximum(
+                dl + wob_amp * self.field(win, WOBBLE_UM[0], KEY_WOBBLE, True), d + mt + epi
+            )
             self._paint_tubule(win, d, dl, geo, j, bool(tub["distal"][i]), float(hu[j]))
         return idx
 
@@ -336,8 +358,11 @@ class Canvas:
         tex = F32(1) if self.fine is None else F32(1) + F32(0.2) * self.fine[win]
         cyto = bowman * F32(0.03) + c_tuft * (cells * F32(0.5) * tex + c_lum * F32(0.16))
         matrix = capsule * F32(1.15) + c_tuft * (cells * F32(0.3) + c_gbm * F32(0.55))
-        self.put(win, [cyto, matrix, c_tuft * F32(0.03), capsule * F32(0.15),
-                       c_tuft * c_rbc * F32(0.7)], c_out)
+        self.put(
+            win,
+            [cyto, matrix, c_tuft * F32(0.03), capsule * F32(0.15), c_tuft * c_rbc * F32(0.7)],
+            c_out,
+        )
 
     # --- vessels ----------------------------------------------------------------------------
 
@@ -387,8 +412,12 @@ class Canvas:
             fib = F32(1) + F32(0.2) * self.fine[win]
         n = self.field(win, 5.0, 51)
         rbc = c_lum * (F32(0.1) if n is None else np.clip(n - F32(0.1), F32(0), F32(0.6)))
-        cyto = (media * F32(1.1) * fib + (c_int - c_lum) * F32(0.5) + (c_out - c_med) * F32(0.15)
-                + c_lum * F32(0.06))
+        cyto = (
+            media * F32(1.1) * fib
+            + (c_int - c_lum) * F32(0.5)
+            + (c_out - c_med) * F32(0.15)
+            + c_lum * F32(0.06)
+        )
         matrix = (c_iel - c_int) * F32(1.1) + media * F32(0.2) + (c_out - c_med) * F32(0.25)
         coll = (c_out - c_med) * F32(1.4) * fib
         self.put(win, [cyto, matrix, media * F32(0.02), coll, rbc], c_out)
@@ -408,8 +437,8 @@ class Canvas:
         nuc = nz.concat(parts)
         x0, y0, x1, y1 = g.query_box(0)
         a = nuc["a"]
-        keep = ((nuc["x"] + a > x0) & (nuc["x"] - a < x1) & (nuc["y"] + a > y0)
-                & (nuc["y"] - a < y1))
+        keep = (nuc["x"] + a > x0) & (nuc["x"] - a < x1) & (nuc["y"] + a > y0) & (nuc["y"] - a < y1)
         nuc = {k: v[keep] for k, v in nuc.items()}
-        nz.rasterise(nuc, g.xs, g.ys, g.ds, self.own, ids_out, cov_out, chrom_out,
-                     self.fine, self.mpp)
+        nz.rasterise(
+            nuc, g.xs, g.ys, g.ds, self.own, ids_out, cov_out, chrom_out, self.fine, self.mpp
+        )

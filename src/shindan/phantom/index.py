@@ -29,8 +29,14 @@ class GridIndex:
 
     @classmethod
     def build(
-        cls, x0: np.ndarray, y0: np.ndarray, x1: np.ndarray, y1: np.ndarray, width: int,
-        height: int, cell: float,
+        cls,
+        x0: np.ndarray,
+        y0: np.ndarray,
+        x1: np.ndarray,
+        y1: np.ndarray,
+        width: int,
+        height: int,
+        cell: float,
     ) -> GridIndex:
         """Index items with level-0 bounding boxes ``[x0, x1] x [y0, y1]``."""
         nx, ny = max(1, int(np.ceil(width / cell))), max(1, int(np.ceil(height / cell)))

@@ -82,8 +82,10 @@ def _visible_core_points(cores: dict, i: int, w: int, h: int, step: float):
 def _core_point(cores: dict, i: int, u: np.ndarray, v: np.ndarray):
     bend = cores["bend_a"][i] * np.sin(u * cores["bend_k"][i] + cores["bend_p"][i])
     vv = v + bend
-    return (cores["ox"][i] + u * cores["ux"][i] - vv * cores["uy"][i],
-            cores["oy"][i] + u * cores["uy"][i] + vv * cores["ux"][i])
+    return (
+        cores["ox"][i] + u * cores["ux"][i] - vv * cores["uy"][i],
+        cores["oy"][i] + u * cores["uy"][i] + vv * cores["ux"][i],
+    )
 
 
 def place_circles(cores, w, h, mpp, rng, sclerosed_fraction):
@@ -159,15 +161,22 @@ def place_circles(cores, w, h, mpp, rng, sclerosed_fraction):
     scl = np.zeros(n_g, bool)
     scl[rng.permutation(n_g)[:n_s]] = True
     glom = {
-        "x": x[g], "y": y[g], "r": r[g], "sclerosed": scl,
+        "x": x[g],
+        "y": y[g],
+        "r": r[g],
+        "sclerosed": scl,
         "pole": np.concatenate([pole, rng.uniform(0, 2 * np.pi, len(x) - n0)])[g],
         "shrink": np.where(scl, rng.uniform(0.6, 0.85, n_g), rng.uniform(0.9, 0.99, n_g)),
     }
     v = ~g
     nv = int(v.sum())
     vessels = {
-        "x": x[v], "y": y[v], "r": r[v], "artery": kind[v] == 1,
-        "aspect": rng.uniform(0.75, 1.0, nv), "angle": rng.uniform(0, np.pi, nv),
+        "x": x[v],
+        "y": y[v],
+        "r": r[v],
+        "artery": kind[v] == 1,
+        "aspect": rng.uniform(0.75, 1.0, nv),
+        "angle": rng.uniform(0, np.pi, nv),
         "lumen": np.where(kind[v] == 1, rng.uniform(0.3, 0.5, nv), rng.uniform(0.2, 0.4, nv)),
     }
     return glom, vessels
@@ -261,11 +270,19 @@ def place_tubules(cores, circles, w, h, mpp, rng) -> dict[str, np.ndarray]:
     a, b = np.where(swap, b, a), np.where(swap, a, b)
     angle = np.where(st > 1.25, ax + rng.normal(0, 0.15, n), rng.uniform(0, np.pi, n))
     return {
-        "x": p[:, 0], "y": p[:, 1], "a": a.astype(F32), "b": b.astype(F32),
+        "x": p[:, 0],
+        "y": p[:, 1],
+        "a": a.astype(F32),
+        "b": b.astype(F32),
         "angle": angle.astype(F32),
-        "v": rng.random(n).astype(F32), "distal": rng.random(n) < 0.35,
-        "lum": rng.random(n).astype(F32), "spacing": np.float64(d),
-        "hp_ux": hp[0], "hp_uy": hp[1], "hp_h": hp[2], "nh": counts.astype(np.int64),
+        "v": rng.random(n).astype(F32),
+        "distal": rng.random(n) < 0.35,
+        "lum": rng.random(n).astype(F32),
+        "spacing": np.float64(d),
+        "hp_ux": hp[0],
+        "hp_uy": hp[1],
+        "hp_h": hp[2],
+        "nh": counts.astype(np.int64),
     }
 
 

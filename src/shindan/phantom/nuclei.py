@@ -21,16 +21,16 @@ FIELDS = ("x", "y", "a", "b", "ca", "sa", "dens", "style", "owner", "id")
 # Chromatin look per style: (base, rim, granularity). Epithelial nuclei are vesicular (pale
 # centre, dark rim, coarse granules); lymphocytes dense and dark; spindle cells in between.
 EPITHELIAL, GLOMERULAR, LYMPHOCYTE, SPINDLE = range(4)
-STYLES = np.array([[0.45, 0.65, 0.5], [0.8, 0.45, 0.4], [1.25, 0.25, 0.25],
-                   [1.0, 0.25, 0.3]], np.float32)
+STYLES = np.array(
+    [[0.45, 0.65, 0.5], [0.8, 0.45, 0.4], [1.25, 0.25, 0.25], [1.0, 0.25, 0.3]], np.float32
+)
 
 # Structure keys in the per-pixel owner map: 4 * index + kind (0 = interstitium, -1 = glass).
 KIND_TUBULE, KIND_GLOM, KIND_VESSEL = 1, 2, 3
 
 
 def _empty() -> dict[str, np.ndarray]:
-    types = {"x": np.float64, "y": np.float64, "style": np.int64, "owner": np.int64,
-             "id": np.int64}
+    types = {"x": np.float64, "y": np.float64, "style": np.int64, "owner": np.int64, "id": np.int64}
     return {k: np.zeros(0, types.get(k, F32)) for k in FIELDS}
 
 
@@ -41,10 +41,18 @@ def _pack(mask, x, y, a, b, ang, dens, style, owner, ids) -> dict[str, np.ndarra
         return np.broadcast_to(np.asarray(v), m.shape)[m].astype(dtype)
 
     ang = take(ang, F32)
-    return {"x": take(x, np.float64), "y": take(y, np.float64), "a": take(a, F32),
-            "b": take(b, F32), "ca": np.cos(ang), "sa": np.sin(ang), "dens": take(dens, F32),
-            "style": take(style, np.int64),
-            "owner": take(owner, np.int64), "id": take(ids, np.int64)}
+    return {
+        "x": take(x, np.float64),
+        "y": take(y, np.float64),
+        "a": take(a, F32),
+        "b": take(b, F32),
+        "ca": np.cos(ang),
+        "sa": np.sin(ang),
+        "dens": take(dens, F32),
+        "style": take(style, np.int64),
+        "owner": take(owner, np.int64),
+        "id": take(ids, np.int64),
+    }
 
 
 def tubule_nuclei(scene: PhantomScene, idx: np.ndarray, geo: dict) -> dict[str, np.ndarray]:
@@ -68,8 +76,11 @@ def tubule_nuclei(scene: PhantomScene, idx: np.ndarray, geo: dict) -> dict[str, 
     rho = F32(0.3) * geo["b"][j]
     for _ in range(7):
         rho = np.maximum(rho - tubule_sdf(rho * cth, rho * sth, tub, geo, i, j), F32(0))
-    seg = np.sqrt(rho * rho + np.roll(rho, -1, 1) ** 2
-                  - F32(2) * rho * np.roll(rho, -1, 1) * F32(np.cos(2 * np.pi / kt)))
+    seg = np.sqrt(
+        rho * rho
+        + np.roll(rho, -1, 1) ** 2
+        - F32(2) * rho * np.roll(rho, -1, 1) * F32(np.cos(2 * np.pi / kt))
+    )
     perim = seg.sum(axis=1, keepdims=True)
     spacing = np.where(distal, F32(6.0 / mpp), F32(7.5 / mpp))
     n = np.clip(np.floor(perim / spacing), 3, kt)
@@ -93,8 +104,18 @@ def tubule_nuclei(scene: PhantomScene, idx: np.ndarray, geo: dict) -> dict[str, 
     dens = np.where(distal, F32(1.35), F32(1.15)) * (F32(0.85) + F32(0.3) * u(4))
     tangent = phi + F32(np.pi / 2)
     ids = scene.id_base["tubule"] + i * kt + k
-    return _pack(ok, tub["x"][i] + qx, tub["y"][i] + qy, na, nb, tangent, dens, EPITHELIAL,
-                 4 * i + KIND_TUBULE, ids)
+    return _pack(
+        ok,
+        tub["x"][i] + qx,
+        tub["y"][i] + qy,
+        na,
+        nb,
+        tangent,
+        dens,
+        EPITHELIAL,
+        4 * i + KIND_TUBULE,
+        ids,
+    )
 
 
 def glomerulus_nuclei(scene: PhantomScene, idx: np.ndarray) -> dict[str, np.ndarray]:
@@ -118,8 +139,11 @@ def glomerulus_nuclei(scene: PhantomScene, idx: np.ndarray) -> dict[str, np.ndar
     n_tuft = np.where(scl, F32(18), np.minimum(area / F32(110 / mpp**2), kg - npar))
     parietal = k >= kg - npar
     kp = k - (kg - npar)
-    theta = np.where(parietal, F32(2 * np.pi) * (kp + F32(0.4) * u(0)) / np.maximum(n_par, 1),
-                     F32(2 * np.pi) * u(0))
+    theta = np.where(
+        parietal,
+        F32(2 * np.pi) * (kp + F32(0.4) * u(0)) / np.maximum(n_par, 1),
+        F32(2 * np.pi) * u(0),
+    )
     r_n = (F32(2.2) + F32(0.9) * u(1)) / F32(mpp)
     rad = np.where(parietal, rin - F32(1.0 / mpp), rin * np.sqrt(u(2)))
     x, y = rad * np.cos(theta), rad * np.sin(theta)
@@ -135,8 +159,9 @@ def glomerulus_nuclei(scene: PhantomScene, idx: np.ndarray) -> dict[str, np.ndar
     dens = np.where(scl & ~parietal, dens * F32(0.8), dens)
     ids = scene.id_base["glomerulus"] + i * kg + k
     style = np.where(parietal, SPINDLE, GLOMERULAR)
-    return _pack(ok_t | ok_p, g["x"][i] + x, g["y"][i] + y, na, nb, ang, dens, style,
-                 4 * i + KIND_GLOM, ids)
+    return _pack(
+        ok_t | ok_p, g["x"][i] + x, g["y"][i] + y, na, nb, ang, dens, style, 4 * i + KIND_GLOM, ids
+    )
 
 
 def vessel_nuclei(scene: PhantomScene, idx: np.ndarray) -> dict[str, np.ndarray]:
@@ -158,10 +183,14 @@ def vessel_nuclei(scene: PhantomScene, idx: np.ndarray) -> dict[str, np.ndarray]
     n_smc = np.minimum(media_area / F32(22 / mpp**2), kv - 64)
     endo = k >= kv - 64
     ke = k - (kv - 64)
-    theta = np.where(endo, F32(2 * np.pi) * (ke + F32(0.4) * u(0)) / np.maximum(n_endo, 1),
-                     F32(2 * np.pi) * u(0))
-    rho = np.where(endo, lum + F32(1.2 / mpp) / r,
-                   lum + F32(0.07) + (F32(0.83) - lum - F32(0.07)) * np.sqrt(u(1)))
+    theta = np.where(
+        endo, F32(2 * np.pi) * (ke + F32(0.4) * u(0)) / np.maximum(n_endo, 1), F32(2 * np.pi) * u(0)
+    )
+    rho = np.where(
+        endo,
+        lum + F32(1.2 / mpp) / r,
+        lum + F32(0.07) + (F32(0.83) - lum - F32(0.07)) * np.sqrt(u(1)),
+    )
     lx, ly = rho * r * np.cos(theta), rho * r * asp * np.sin(theta)
     ang0 = v["angle"][i].astype(F32)
     ca, sa = np.cos(ang0), np.sin(ang0)
@@ -172,8 +201,9 @@ def vessel_nuclei(scene: PhantomScene, idx: np.ndarray) -> dict[str, np.ndarray]
     tangent = ang0 + np.arctan2(asp * np.cos(theta), -np.sin(theta))
     dens = F32(0.95) * (F32(0.85) + F32(0.3) * u(4))
     ids = scene.id_base["vessel"] + i * kv + k
-    return _pack(ok, v["x"][i] + x, v["y"][i] + y, na, nb, tangent, dens, SPINDLE,
-                 4 * i + KIND_VESSEL, ids)
+    return _pack(
+        ok, v["x"][i] + x, v["y"][i] + y, na, nb, tangent, dens, SPINDLE, 4 * i + KIND_VESSEL, ids
+    )
 
 
 def inter_nuclei(scene: PhantomScene, idx: np.ndarray) -> dict[str, np.ndarray]:
@@ -182,20 +212,36 @@ def inter_nuclei(scene: PhantomScene, idx: np.ndarray) -> dict[str, np.ndarray]:
         return _empty()
     s = scene.inter_nuclei
     fib = s["kind"][idx] > 0
-    dens = np.where(fib, F32(1.0), F32(1.2)) * (F32(0.9) + F32(0.2) * hash_uniform(
-        scene.seed, 401, idx))
-    return _pack(np.ones(len(idx), bool), s["x"][idx], s["y"][idx], s["a"][idx], s["b"][idx],
-                 s["angle"][idx], dens, np.where(fib, SPINDLE, LYMPHOCYTE),
-                 np.zeros(len(idx), np.int64),
-                 scene.id_base["inter"] + idx)
+    dens = np.where(fib, F32(1.0), F32(1.2)) * (
+        F32(0.9) + F32(0.2) * hash_uniform(scene.seed, 401, idx)
+    )
+    return _pack(
+        np.ones(len(idx), bool),
+        s["x"][idx],
+        s["y"][idx],
+        s["a"][idx],
+        s["b"][idx],
+        s["angle"][idx],
+        dens,
+        np.where(fib, SPINDLE, LYMPHOCYTE),
+        np.zeros(len(idx), np.int64),
+        scene.id_base["inter"] + idx,
+    )
 
 
 def concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {k: np.concatenate([p[k] for p in parts]) for k in FIELDS}
 
 
-def patches(xs: np.ndarray, ys: np.ndarray, ds: float, x: np.ndarray, y: np.ndarray,
-            half: float, shape: tuple[int, int] | None = None):
+def patches(
+    xs: np.ndarray,
+    ys: np.ndarray,
+    ds: float,
+    x: np.ndarray,
+    y: np.ndarray,
+    half: float,
+    shape: tuple[int, int] | None = None,
+):
     """Square pixel patches around points on a tile grid, for batched drawing.
 
     Returns
@@ -221,9 +267,16 @@ def patches(xs: np.ndarray, ys: np.ndarray, ds: float, x: np.ndarray, y: np.ndar
 
 
 def rasterise(
-    nuc: dict[str, np.ndarray], xs: np.ndarray, ys: np.ndarray, ds: float, owner_map: np.ndarray,
-    ids_out: np.ndarray | None, cov_out: np.ndarray | None, chrom_out: np.ndarray | None,
-    texture: np.ndarray | None, mpp: float,
+    nuc: dict[str, np.ndarray],
+    xs: np.ndarray,
+    ys: np.ndarray,
+    ds: float,
+    owner_map: np.ndarray,
+    ids_out: np.ndarray | None,
+    cov_out: np.ndarray | None,
+    chrom_out: np.ndarray | None,
+    texture: np.ndarray | None,
+    mpp: float,
 ) -> None:
     """Draw nuclei into per-pixel maps of a tile grid (in place; overlaps take the maximum).
 
@@ -262,8 +315,11 @@ def rasterise(
         own = (owner_map.ravel()[flat] == nuc["owner"][sl][:, None, None]) & valid
         if ids_out is not None:
             inside = own & (d <= 0)
-            np.maximum.at(ids_out.ravel(), flat[inside],
-                          np.broadcast_to(nuc["id"][sl][:, None, None], d.shape)[inside])
+            np.maximum.at(
+                ids_out.ravel(),
+                flat[inside],
+                np.broadcast_to(nuc["id"][sl][:, None, None], d.shape)[inside],
+            )
         if cov_out is not None:
             cov = np.clip(F32(0.5) - d / soft, F32(0), F32(1))
             m = own & (cov > 0)

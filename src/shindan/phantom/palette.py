@@ -55,5 +55,9 @@ def make_palette(stain: str, seed: int) -> dict[str, Any]:
     glass = _od(base["glass"]) * rng.uniform(0.7, 1.3)
     # Eosin shows cytoplasmic granularity more than PAS does.
     texture = {"pas": 1.0, "he": 1.7}[stain]
-    return {"od": od.astype(np.float32), "glass": glass.astype(np.float32), "texture": texture,
-            "blur_um": float(rng.uniform(0.3, 0.55))}
+    return {
+        "od": od.astype(np.float32),
+        "glass": glass.astype(np.float32),
+        "texture": texture,
+        "blur_um": float(rng.uniform(0.3, 0.55)),
+    }

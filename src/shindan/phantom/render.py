@@ -27,12 +27,12 @@ def _blur(img: np.ndarray, sigma: float) -> np.ndarray:
     k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
     k = (k / k.sum()).astype(F32)
     h, w = img.shape[:2]
-    tmp = img[:, r:w - r] * k[r]
+    tmp = img[:, r : w - r] * k[r]
     for j in range(1, r + 1):
-        tmp += (img[:, r - j:w - r - j] + img[:, r + j:w - r + j]) * k[r + j]
-    out = tmp[r:h - r] * k[r]
+        tmp += (img[:, r - j : w - r - j] + img[:, r + j : w - r + j]) * k[r + j]
+    out = tmp[r : h - r] * k[r]
     for j in range(1, r + 1):
-        out += (tmp[r - j:h - r - j] + tmp[r + j:h - r + j]) * k[r + j]
+        out += (tmp[r - j : h - r - j] + tmp[r + j : h - r + j]) * k[r + j]
     return out
 
 
@@ -47,8 +47,9 @@ def _draw_artifacts(scene: PhantomScene, g: Grid, od: np.ndarray) -> None:
     if len(d["x"]):
         for i in scene.index["dust"].query(*g.query_box(0)):
             r = float(d["r"][i])
-            win = g.window(d["x"][i] - 2 * r, d["y"][i] - 2 * r, d["x"][i] + 2 * r,
-                           d["y"][i] + 2 * r)
+            win = g.window(
+                d["x"][i] - 2 * r, d["y"][i] - 2 * r, d["x"][i] + 2 * r, d["y"][i] + 2 * r
+            )
             if win is None:
                 continue
             qx, qy = g.local(win, d["x"][i], d["y"][i])
@@ -77,8 +78,14 @@ def _draw_artifacts(scene: PhantomScene, g: Grid, od: np.ndarray) -> None:
 
 
 def render(
-    scene: PhantomScene, box: tuple[int, int, int, int], downsample: float = 1.0, *,
-    rgb: bool = True, labels: bool = False, nuclei: bool = False, owners: bool = False,
+    scene: PhantomScene,
+    box: tuple[int, int, int, int],
+    downsample: float = 1.0,
+    *,
+    rgb: bool = True,
+    labels: bool = False,
+    nuclei: bool = False,
+    owners: bool = False,
 ) -> dict[str, np.ndarray]:
     """Render what is asked of one box (see the public wrappers in ``shindan.phantom``)."""
     ds = float(downsample)

@@ -84,10 +84,15 @@ class PhantomScene:
     def params(self) -> dict[str, Any]:
         """The parameters the scene was made with."""
         return {
-            "width": self.width, "height": self.height, "mpp": self.mpp,
-            "fibrosis": self.fibrosis, "inflammation": self.inflammation,
-            "sclerosed_fraction": self.sclerosed_fraction, "stain": self.stain,
-            "artifacts": self.artifacts, "seed": self.seed,
+            "width": self.width,
+            "height": self.height,
+            "mpp": self.mpp,
+            "fibrosis": self.fibrosis,
+            "inflammation": self.inflammation,
+            "sclerosed_fraction": self.sclerosed_fraction,
+            "stain": self.stain,
+            "artifacts": self.artifacts,
+            "seed": self.seed,
         }
 
     @property
@@ -135,8 +140,11 @@ def make_scene(
         raise InputError(f"phantom size must be at least 64x64 pixels, got {width}x{height}")
     if not (np.isfinite(mpp) and 0.05 <= mpp <= 20):
         raise InputError(f"mpp must be in [0.05, 20] µm/px, got {mpp}")
-    for name, val, hi in (("fibrosis", fibrosis, 0.95), ("inflammation", inflammation, 0.5),
-                          ("sclerosed_fraction", sclerosed_fraction, 1.0)):
+    for name, val, hi in (
+        ("fibrosis", fibrosis, 0.95),
+        ("inflammation", inflammation, 0.5),
+        ("sclerosed_fraction", sclerosed_fraction, 1.0),
+    ):
         if not (0 <= val <= hi):
             raise InputError(f"{name} must be in [0, {hi}], got {val}")
     if stain not in ("pas", "he"):
@@ -145,8 +153,11 @@ def make_scene(
     w, h = int(width), int(height)
     cores = layout_cores(w, h, mpp, rng)
     glom, vessels = place_circles(cores, w, h, mpp, rng, sclerosed_fraction)
-    circles = (np.concatenate([glom["x"], vessels["x"]]), np.concatenate([glom["y"], vessels["y"]]),
-               np.concatenate([glom["r"], vessels["r"]]))
+    circles = (
+        np.concatenate([glom["x"], vessels["x"]]),
+        np.concatenate([glom["y"], vessels["y"]]),
+        np.concatenate([glom["r"], vessels["r"]]),
+    )
     tub = place_tubules(cores, circles, w, h, mpp, rng)
     probe = PointProbe(cores, glom, vessels, tub, mpp)
     px, py, stride = sample_tissue(cores, w, h)
@@ -161,31 +172,82 @@ def make_scene(
     pad = 2.0 / mpp
     ta = tub["a"] * MAX_SCALE
     index = {
-        "tubule": GridIndex.build(tub["x"] - ta - pad, tub["y"] - ta - pad,
-                                  tub["x"] + ta + pad, tub["y"] + ta + pad, w, h, cell),
-        "glomerulus": GridIndex.build(glom["x"] - glom["r"] - pad, glom["y"] - glom["r"] - pad,
-                                      glom["x"] + glom["r"] + pad, glom["y"] + glom["r"] + pad,
-                                      w, h, cell),
-        "vessel": GridIndex.build(vessels["x"] - vessels["r"] - pad,
-                                  vessels["y"] - vessels["r"] - pad,
-                                  vessels["x"] + vessels["r"] + pad,
-                                  vessels["y"] + vessels["r"] + pad, w, h, cell),
-        "inter": GridIndex.build(inter["x"] - inter["a"] - pad, inter["y"] - inter["a"] - pad,
-                                 inter["x"] + inter["a"] + pad, inter["y"] + inter["a"] + pad,
-                                 w, h, cell),
-        "dust": GridIndex.build(dust["x"] - 2 * dust["r"], dust["y"] - 2 * dust["r"],
-                                dust["x"] + 2 * dust["r"], dust["y"] + 2 * dust["r"], w, h, cell),
+        "tubule": GridIndex.build(
+            tub["x"] - ta - pad,
+            tub["y"] - ta - pad,
+            tub["x"] + ta + pad,
+            tub["y"] + ta + pad,
+            w,
+            h,
+            cell,
+        ),
+        "glomerulus": GridIndex.build(
+            glom["x"] - glom["r"] - pad,
+            glom["y"] - glom["r"] - pad,
+            glom["x"] + glom["r"] + pad,
+            glom["y"] + glom["r"] + pad,
+            w,
+            h,
+            cell,
+        ),
+        "vessel": GridIndex.build(
+            vessels["x"] - vessels["r"] - pad,
+            vessels["y"] - vessels["r"] - pad,
+            vessels["x"] + vessels["r"] + pad,
+            vessels["y"] + vessels["r"] + pad,
+            w,
+            h,
+            cell,
+        ),
+        "inter": GridIndex.build(
+            inter["x"] - inter["a"] - pad,
+            inter["y"] - inter["a"] - pad,
+            inter["x"] + inter["a"] + pad,
+            inter["y"] + inter["a"] + pad,
+            w,
+            h,
+            cell,
+        ),
+        "dust": GridIndex.build(
+            dust["x"] - 2 * dust["r"],
+            dust["y"] - 2 * dust["r"],
+            dust["x"] + 2 * dust["r"],
+            dust["y"] + 2 * dust["r"],
+            w,
+            h,
+            cell,
+        ),
     }
     nt, ng, nv = len(tub["x"]), len(glom["x"]), len(vessels["x"])
     base_g = 1 + nt * SLOTS["tubule"]
     base_v = base_g + ng * SLOTS["glomerulus"]
     base_i = base_v + nv * SLOTS["vessel"]
-    id_base = {"tubule": 1, "glomerulus": base_g, "vessel": base_v, "inter": base_i,
-               "end": base_i + len(inter["x"])}
+    id_base = {
+        "tubule": 1,
+        "glomerulus": base_g,
+        "vessel": base_v,
+        "inter": base_i,
+        "end": base_i + len(inter["x"]),
+    }
     return PhantomScene(
-        width=w, height=h, mpp=float(mpp), fibrosis=float(fibrosis),
-        inflammation=float(inflammation), sclerosed_fraction=float(sclerosed_fraction),
-        stain=stain, artifacts=bool(artifacts), seed=int(seed), cores=cores, glomeruli=glom,
-        vessels=vessels, tubules=tub, inter_nuclei=inter, dust=dust, pen=pen, shrink=float(t),
-        palette=make_palette(stain, seed), index=index, id_base=id_base,
+        width=w,
+        height=h,
+        mpp=float(mpp),
+        fibrosis=float(fibrosis),
+        inflammation=float(inflammation),
+        sclerosed_fraction=float(sclerosed_fraction),
+        stain=stain,
+        artifacts=bool(artifacts),
+        seed=int(seed),
+        cores=cores,
+        glomeruli=glom,
+        vessels=vessels,
+        tubules=tub,
+        inter_nuclei=inter,
+        dust=dust,
+        pen=pen,
+        shrink=float(t),
+        palette=make_palette(stain, seed),
+        index=index,
+        id_base=id_base,
     )

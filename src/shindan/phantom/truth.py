@@ -29,8 +29,7 @@ def truth_maps(scene: PhantomScene, mpp: float | None = None) -> tuple[np.ndarra
     ``render_labels(scene, (0, 0, width, height), mpp / scene.mpp)``.
     """
     _, ds = _downsample(scene, mpp)
-    out = render(scene, (0, 0, scene.width, scene.height), ds, rgb=False, labels=True,
-                 nuclei=True)
+    out = render(scene, (0, 0, scene.width, scene.height), ds, rgb=False, labels=True, nuclei=True)
     return out["labels"], out["nuclei"]
 
 
@@ -78,8 +77,9 @@ def truth(scene: PhantomScene, mpp: float | None = None) -> dict[str, Any]:
     areas = {LABELS[k]: float(counts[k] * px_um2) for k in range(5)}
     scl = scene.glomeruli["sclerosed"]
     return {
-        "areas_um2": {k: areas[k] for k in ("interstitium", "glomerulus", "tubule", "vessel",
-                                            "non_tissue")},
+        "areas_um2": {
+            k: areas[k] for k in ("interstitium", "glomerulus", "tubule", "vessel", "non_tissue")
+        },
         "interstitial_fibrosis": float(counts[1] / ti) if ti else 0.0,
         "inflammation": float(inter_nuc_px / ti) if ti else 0.0,
         "glomeruli": {"count": int(glom_seen.sum()), "sclerosed": int((glom_seen & scl).sum())},

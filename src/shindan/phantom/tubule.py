@@ -30,8 +30,7 @@ def tubule_geometry(tub: dict, idx: np.ndarray, t: float, mpp: float) -> dict[st
     share = np.where(distal, F32(0.35) + F32(0.2) * lum, F32(0.6) + F32(0.45) * lum)
     epi = inner * share * (F32(1) - F32(0.2) * ti)
     epi = np.minimum(epi, F32(16.0 / mpp))
-    radius = np.minimum(F32(ROUND_UM / mpp) + ti * F32(6.0 / mpp),
-                        F32(0.8) * (F32(0.5 * d) - gap))
+    radius = np.minimum(F32(ROUND_UM / mpp) + ti * F32(6.0 / mpp), F32(0.8) * (F32(0.5 * d) - gap))
     return {"t": ti, "a": a, "b": b, "gap": gap, "mt": mt, "epi": epi, "radius": radius}
 
 
@@ -55,6 +54,7 @@ def tubule_sdf_parts(lx, ly, cell_sdf, geo: dict, j):
 def tubule_sdf(qx, qy, tub: dict, geo: dict, i: int | np.ndarray, j, n: int | None = None):
     """Signed distance to tubule ``i`` (row ``j`` of ``geo``) at offsets ``q`` from its seed."""
     lx, ly = tubule_frame(qx, qy, tub, i)
-    cs = shapes.rounded_cell_sdf(qx, qy, tub["hp_ux"][i], tub["hp_uy"][i], tub["hp_h"][i],
-                                 geo["gap"][j], geo["radius"][j], n)
+    cs = shapes.rounded_cell_sdf(
+        qx, qy, tub["hp_ux"][i], tub["hp_uy"][i], tub["hp_h"][i], geo["gap"][j], geo["radius"][j], n
+    )
     return tubule_sdf_parts(lx, ly, cs, geo, j)

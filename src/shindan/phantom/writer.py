@@ -24,8 +24,9 @@ def pyramid_levels(width: int, height: int, smallest: int = 1024) -> list[tuple[
     return levels
 
 
-def _tiles(scene: PhantomScene, level: int, size: tuple[int, int], tile: int,
-           advance) -> Iterator[np.ndarray]:
+def _tiles(
+    scene: PhantomScene, level: int, size: tuple[int, int], tile: int, advance
+) -> Iterator[np.ndarray]:
     ds = float(2**level)
     w, h = size
     for ty in range(0, h, tile):
@@ -87,9 +88,15 @@ def write_phantom(
     tmp = out.with_name(f".{out.name}.{os.getpid()}.part")
     bigtiff = scene.width * scene.height * 3 > 2**31
     res = (1e4 / scene.mpp, 1e4 / scene.mpp)  # pixels per centimetre
-    bar = Progress(TextColumn("phantom"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                   TimeRemainingColumn(), console=Console(stderr=True), disable=not progress,
-                   transient=True)
+    bar = Progress(
+        TextColumn("phantom"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=not progress,
+        transient=True,
+    )
     try:
         with bar, tifffile.TiffWriter(tmp, bigtiff=bigtiff) as tw:
             task = bar.add_task("tiles", total=n_tiles)
@@ -101,11 +108,17 @@ def write_phantom(
                 ds = 2**k
                 tw.write(
                     _tiles(scene, k, (w, h), tile, advance),
-                    shape=(h, w, 3), dtype=np.uint8, tile=(tile, tile), photometric="rgb",
-                    compression="jpeg", compressionargs={"level": quality},
+                    shape=(h, w, 3),
+                    dtype=np.uint8,
+                    tile=(tile, tile),
+                    photometric="rgb",
+                    compression="jpeg",
+                    compressionargs={"level": quality},
                     subfiletype=0 if k == 0 else 1,
-                    resolution=(res[0] / ds, res[1] / ds), resolutionunit="CENTIMETER",
-                    description=f"shindan phantom seed={scene.seed} mpp={scene.mpp}" if k == 0
+                    resolution=(res[0] / ds, res[1] / ds),
+                    resolutionunit="CENTIMETER",
+                    description=f"shindan phantom seed={scene.seed} mpp={scene.mpp}"
+                    if k == 0
                     else None,
                     metadata=None,
                 )

@@ -10,8 +10,10 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from shindan.report.overlay import PALETTE, image_data_uri
 from shindan.util.atomic import atomic_path
 
-_env = Environment(loader=PackageLoader("shindan.report", "templates"),
-                   autoescape=select_autoescape(["html", "j2"]))
+_env = Environment(
+    loader=PackageLoader("shindan.report", "templates"),
+    autoescape=select_autoescape(["html", "j2"]),
+)
 
 
 def write_kidney_report(
@@ -19,7 +21,10 @@ def write_kidney_report(
 ) -> None:
     """Render ``report.html``: overlay, scores with definitions, glomeruli, settings, models."""
     html = _env.get_template("kidney.html.j2").render(
-        case=case, s=scores, overlay=image_data_uri(overlay), thumbnail=image_data_uri(thumbnail),
+        case=case,
+        s=scores,
+        overlay=image_data_uri(overlay),
+        thumbnail=image_data_uri(thumbnail),
         legend=[(name, "#{:02x}{:02x}{:02x}".format(*rgb)) for name, rgb in PALETTE.values()],
         synthetic=[n for n, m in scores["model"].items() if m["synthetic_training_data"]],
     )

@@ -29,8 +29,12 @@ def colorize(labels: np.ndarray) -> np.ndarray:
 
 
 def overlay_image(
-    thumbnail: np.ndarray, labels: np.ndarray, nuclei_geojson: Path | None = None,
-    *, scale: float = 1.0, alpha: float = 0.35,
+    thumbnail: np.ndarray,
+    labels: np.ndarray,
+    nuclei_geojson: Path | None = None,
+    *,
+    scale: float = 1.0,
+    alpha: float = 0.35,
 ) -> np.ndarray:
     """Thumbnail with compartments blended in, outlines drawn and interstitial nuclei dotted.
 
@@ -48,8 +52,9 @@ def overlay_image(
     tissue = (lab > 0)[..., None]
     out = np.where(tissue, (1 - alpha) * thumbnail + alpha * colour, thumbnail).astype(np.uint8)
     for code, (_, rgb) in PALETTE.items():
-        contours, _ = cv2.findContours((lab == code).astype(np.uint8), cv2.RETR_EXTERNAL,
-                                       cv2.CHAIN_APPROX_SIMPLE)
+        contours, _ = cv2.findContours(
+            (lab == code).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+        )
         cv2.drawContours(out, contours, -1, rgb, 1)
     if nuclei_geojson is not None and Path(nuclei_geojson).exists():
         for feat in json.loads(Path(nuclei_geojson).read_text())["features"]:

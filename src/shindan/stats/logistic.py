@@ -108,8 +108,9 @@ class LogisticResult:
     @property
     def odds_ratios(self) -> dict[str, tuple[float, float, float]]:
         """predictor → (odds ratio, CI low, CI high), intercept excluded."""
-        return {t.name: (t.odds_ratio, t.ci_low, t.ci_high) for t in self.terms
-                if t.name != "const"}
+        return {
+            t.name: (t.odds_ratio, t.ci_low, t.ci_high) for t in self.terms if t.name != "const"
+        }
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python summary for JSON (non-finite numbers become None)."""
@@ -172,7 +173,8 @@ def _separating(X: pd.DataFrame, y: np.ndarray) -> list[str]:
 def _separation(who: str) -> LogisticFitError:
     return LogisticFitError(
         f"the outcome is perfectly (or quasi-perfectly) separated{who}: odds ratios are "
-        "infinite; drop or coarsen that predictor, or collect more cases")
+        "infinite; drop or coarsen that predictor, or collect more cases"
+    )
 
 
 def fit_logistic(
@@ -241,17 +243,22 @@ def fit_logistic(
     if min(events, n - events) < k:
         raise LogisticFitError(
             f"too few events to fit {k} coefficients: {events} with and {n - events} without "
-            f"the outcome among {n} complete rows")
+            f"the outcome among {n} complete rows"
+        )
     if np.linalg.matrix_rank(X.to_numpy()) < k:
-        raise LogisticFitError("collinear predictors (a column is constant or a combination "
-                               f"of others): {', '.join(X.columns[1:])}")
+        raise LogisticFitError(
+            "collinear predictors (a column is constant or a combination "
+            f"of others): {', '.join(X.columns[1:])}"
+        )
     notes: list[str] = []
     if dropped:
         notes.append(f"{dropped} row(s) with missing values left out")
     epv = min(events, n - events) / (k - 1)
     if epv < EPV_WARN:
-        notes.append(f"only {epv:.1f} events per predictor (< {EPV_WARN:g}): estimates may be "
-                     "unstable and optimistic")
+        notes.append(
+            f"only {epv:.1f} events per predictor (< {EPV_WARN:g}): estimates may be "
+            "unstable and optimistic"
+        )
     separated = _separating(X, y)
     if separated:
         raise _separation(f" by {', '.join(separated)}")
@@ -264,29 +271,51 @@ def fit_logistic(
         except (PerfectSeparationError, PerfectSeparationWarning):
             res = None
         except np.linalg.LinAlgError:
-            raise LogisticFitError("the model cannot be fitted (singular information "
-                                   "matrix; collinear predictors?)") from None
+            raise LogisticFitError(
+                "the model cannot be fitted (singular information matrix; collinear predictors?)"
+            ) from None
         p_fit = None if res is None else np.asarray(res.predict(X))
-    diverged = res is None or not res.mle_retvals.get("converged", True) or bool(
-        np.any(np.abs(np.asarray(X @ res.params)) > 30))
+    diverged = (
+        res is None
+        or not res.mle_retvals.get("converged", True)
+        or bool(np.any(np.abs(np.asarray(X @ res.params)) > 30))
+    )
     if diverged:
         raise _separation(" by a combination of predictors")
     assert res is not None and p_fit is not None
     ci = np.asarray(res.conf_int(alpha=1 - confidence))
     terms = []
     for i, name in enumerate(X.columns):
-        unit = 1.0 if name == "const" else float(units.get(name, units.get(name.split("[")[0],
-                                                                            1.0)))
+        unit = (
+            1.0 if name == "const" else float(units.get(name, units.get(name.split("[")[0], 1.0)))
+        )
         b = float(res.params.iloc[i])
-        terms.append(Term(
-            name=str(name), coef=b, se=float(res.bse.iloc[i]), z=float(res.tvalues.iloc[i]),
-            p=float(res.pvalues.iloc[i]), odds_ratio=math.exp(b * unit),
-            ci_low=math.exp(ci[i, 0] * unit), ci_high=math.exp(ci[i, 1] * unit), unit=unit,
-        ))
+        terms.append(
+            Term(
+                name=str(name),
+                coef=b,
+                se=float(res.bse.iloc[i]),
+                z=float(res.tvalues.iloc[i]),
+                p=float(res.pvalues.iloc[i]),
+                odds_ratio=math.exp(b * unit),
+                ci_low=math.exp(ci[i, 0] * unit),
+                ci_high=math.exp(ci[i, 1] * unit),
+                unit=unit,
+            )
+        )
     return LogisticResult(
-        outcome=outcome, predictors=[str(c) for c in X.columns[1:]], n=n, events=events,
-        dropped=dropped, terms=terms, aic=float(res.aic), bic=float(res.bic),
-        log_likelihood=float(res.llf), llr_p=float(res.llr_pvalue),
-        pseudo_r2=float(res.prsquared), auc=float(roc_auc_score(y, p_fit)),
-        confidence=confidence, warnings=notes,
+        outcome=outcome,
+        predictors=[str(c) for c in X.columns[1:]],
+        n=n,
+        events=events,
+        dropped=dropped,
+        terms=terms,
+        aic=float(res.aic),
+        bic=float(res.bic),
+        log_likelihood=float(res.llf),
+        llr_p=float(res.llr_pvalue),
+        pseudo_r2=float(res.prsquared),
+        auc=float(roc_auc_score(y, p_fit)),
+        confidence=confidence,
+        warnings=notes,
     )

@@ -29,8 +29,9 @@ __all__ = [
 ]
 
 
-def bootstrap_auc(y_true: np.ndarray, score: np.ndarray, n_boot: int = 1000, seed: int = 0,
-                  level: float = 0.95) -> tuple[float, float, float]:
+def bootstrap_auc(
+    y_true: np.ndarray, score: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float, float]:
     """Binary ROC-AUC with a percentile bootstrap CI: ``(auc, low, high)``.
 
     Resamples cases with replacement; resamples holding one class only are skipped.
@@ -71,8 +72,12 @@ def youden_cutoff(y_true: np.ndarray, score: np.ndarray) -> dict[str, float]:
     k = int(np.argmax(tpr - fpr))
     # roc_curve's first threshold is +inf (nothing positive); clip to a usable probability.
     t = float(min(thr[k], 1.0))
-    return {"threshold": t, "sensitivity": float(tpr[k]), "specificity": float(1 - fpr[k]),
-            "j": float(tpr[k] - fpr[k])}
+    return {
+        "threshold": t,
+        "sensitivity": float(tpr[k]),
+        "specificity": float(1 - fpr[k]),
+        "j": float(tpr[k] - fpr[k]),
+    }
 
 
 def calibration(y_true: np.ndarray, probs: np.ndarray, n_bins: int = 10) -> dict[str, Any]:
@@ -109,8 +114,15 @@ def calibration(y_true: np.ndarray, probs: np.ndarray, n_bins: int = 10) -> dict
             ece += n / len(y) * abs(a - c)
         else:
             c = a = None
-        bins.append({"low": float(edges[b]), "high": float(edges[b + 1]), "count": n,
-                     "confidence": c, "accuracy": a})
+        bins.append(
+            {
+                "low": float(edges[b]),
+                "high": float(edges[b + 1]),
+                "count": n,
+                "confidence": c,
+                "accuracy": a,
+            }
+        )
     labels = list(range(p.shape[1]))
     if p.shape[1] == 2:
         brier = float(brier_score_loss(y, p[:, 1], labels=labels))
@@ -119,9 +131,14 @@ def calibration(y_true: np.ndarray, probs: np.ndarray, n_bins: int = 10) -> dict
     return {"ece": float(ece), "brier": brier, "n_bins": n_bins, "bins": bins}
 
 
-def classification_report(y_true: Sequence[int] | np.ndarray, probs: np.ndarray,
-                          classes: Sequence[str], n_boot: int = 1000, seed: int = 0,
-                          n_bins: int = 10) -> dict[str, Any]:
+def classification_report(
+    y_true: Sequence[int] | np.ndarray,
+    probs: np.ndarray,
+    classes: Sequence[str],
+    n_boot: int = 1000,
+    seed: int = 0,
+    n_bins: int = 10,
+) -> dict[str, Any]:
     """Every metric of a probabilistic classifier, as a JSON-ready dictionary.
 
     Parameters
@@ -152,21 +169,30 @@ def classification_report(y_true: Sequence[int] | np.ndarray, probs: np.ndarray,
         raise ValueError(f"probs must be (N, {k}), got {p.shape}")
     pred = p.argmax(axis=1)
     labels = list(range(k))
-    prec, rec, f1, sup = precision_recall_fscore_support(
-        y, pred, labels=labels, zero_division=0)
+    prec, rec, f1, sup = precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
     present = [c for c in labels if (y == c).any()]
     per_class: dict[str, Any] = {}
     aucs = []
     for c in labels:
         yc = y == c
-        auc, lo, hi = bootstrap_auc(yc, p[:, c], n_boot=n_boot, seed=seed + c) if n_boot else (
-            (float(roc_auc_score(yc, p[:, c])) if 0 < yc.sum() < len(y) else float("nan")),
-            float("nan"), float("nan"))
+        auc, lo, hi = (
+            bootstrap_auc(yc, p[:, c], n_boot=n_boot, seed=seed + c)
+            if n_boot
+            else (
+                (float(roc_auc_score(yc, p[:, c])) if 0 < yc.sum() < len(y) else float("nan")),
+                float("nan"),
+                float("nan"),
+            )
+        )
         if np.isfinite(auc):
             aucs.append(auc)
         per_class[classes[c]] = {
-            "precision": float(prec[c]), "recall": float(rec[c]), "f1": float(f1[c]),
-            "support": int(sup[c]), "auc": _num(auc), "auc_ci": [_num(lo), _num(hi)],
+            "precision": float(prec[c]),
+            "recall": float(rec[c]),
+            "f1": float(f1[c]),
+            "support": int(sup[c]),
+            "auc": _num(auc),
+            "auc_ci": [_num(lo), _num(hi)],
             "youden": {k2: _num(v) for k2, v in youden_cutoff(yc, p[:, c]).items()},
         }
     macro_auc_ci = [None, None]
@@ -186,8 +212,9 @@ def classification_report(y_true: Sequence[int] | np.ndarray, probs: np.ndarray,
     }
 
 
-def _macro_auc_ci(y: np.ndarray, p: np.ndarray, present: list[int], n_boot: int,
-                  seed: int) -> list[float | None]:
+def _macro_auc_ci(
+    y: np.ndarray, p: np.ndarray, present: list[int], n_boot: int, seed: int
+) -> list[float | None]:
     """Percentile bootstrap CI of the mean one-vs-rest AUC (resampling cases jointly)."""
     rng = np.random.default_rng(seed)
     n = len(y)

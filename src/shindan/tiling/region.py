@@ -53,13 +53,21 @@ def read_at_mpp(
     m = np.array([[f, 0, x0 / ds - lx0 + 0.5 * f - 0.5], [0, f, y0 / ds - ly0 + 0.5 * f - 0.5]])
     interp = cv2.INTER_AREA if f > 1 else cv2.INTER_LINEAR
     if f > 1:  # INTER_AREA is only honoured by resize: pre-shrink, then align with warpAffine
-        small = cv2.resize(region, (max(int(round(lw / f)), 1), max(int(round(lh / f)), 1)),
-                           interpolation=cv2.INTER_AREA)
+        small = cv2.resize(
+            region,
+            (max(int(round(lw / f)), 1), max(int(round(lh / f)), 1)),
+            interpolation=cv2.INTER_AREA,
+        )
         sx, sy = small.shape[1] / lw, small.shape[0] / lh
-        m = np.array([[f * sx, 0, (m[0, 2] + 0.5) * sx - 0.5],
-                      [0, f * sy, (m[1, 2] + 0.5) * sy - 0.5]])
+        m = np.array(
+            [[f * sx, 0, (m[0, 2] + 0.5) * sx - 0.5], [0, f * sy, (m[1, 2] + 0.5) * sy - 0.5]]
+        )
         region, interp = small, cv2.INTER_LINEAR
     return cv2.warpAffine(
-        region, m, (w, h), flags=interp | cv2.WARP_INVERSE_MAP,
-        borderMode=cv2.BORDER_CONSTANT, borderValue=(255, 255, 255),
+        region,
+        m,
+        (w, h),
+        flags=interp | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=(255, 255, 255),
     )

@@ -27,12 +27,15 @@ class TissueMask:
         r0, r1 = int(np.floor(y * f)), int(np.ceil((y + h) * f))
         c0, c1 = int(np.floor(x * f)), int(np.ceil((x + w) * f))
         r0, c0 = max(r0, 0), max(c0, 0)
-        sub = self.mask[r0:max(r1, r0), c0:max(c1, c0)]
+        sub = self.mask[r0 : max(r1, r0), c0 : max(c1, c0)]
         return float(sub.mean()) if sub.size else 0.0
 
 
 def tissue_mask_from_rgb(
-    image: np.ndarray, mpp: float, *, min_area_um2: float = 20_000.0,
+    image: np.ndarray,
+    mpp: float,
+    *,
+    min_area_um2: float = 20_000.0,
     min_hole_um2: float = 5_000.0,
 ) -> np.ndarray:
     """Boolean tissue mask of a low-resolution RGB image.
@@ -85,6 +88,7 @@ def detect_tissue(slide: Slide, mpp: float = 8.0, max_size: int = 2048) -> Tissu
     mpp = max(mpp, s_mpp, max(w0, h0) * s_mpp / max_size)
     w, h = max(int(round(w0 * s_mpp / mpp)), 1), max(int(round(h0 * s_mpp / mpp)), 1)
     # Read in strips: the pyramid level it resamples from can be several times larger.
-    thumb = np.concatenate([read_at_mpp(slide, (0, y), (w, min(512, h - y)), mpp)
-                            for y in range(0, h, 512)])
+    thumb = np.concatenate(
+        [read_at_mpp(slide, (0, y), (w, min(512, h - y)), mpp) for y in range(0, h, 512)]
+    )
     return TissueMask(tissue_mask_from_rgb(thumb, mpp), mpp)

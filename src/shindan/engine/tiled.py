@@ -175,10 +175,8 @@ class LabelSink(Sink):
         try:
             while self._pending:
                 self._pending.popleft().result()
-            for x0, (first, rows) in self._buffer.items():
-                if rows:
-                    block = np.concatenate(rows)
-                    self.labels[first : first + len(block), x0 : x0 + block.shape[1]] = block
+            for x0 in self._buffer:
+                self._flush(x0, everything=True)
             self._buffer.clear()
         finally:
             self._writer.shutdown()
@@ -197,15 +195,19 @@ class LabelSink(Sink):
         self.overview[
             r_first // f : r_first // f + sub.shape[0], -(-x0 // f) : -(-x0 // f) + sub.shape[1]
         ] = sub
-        first, rows = self._buffer.get(x0, (row, []))
-        rows.append(lab)
+        self._buffer.setdefault(x0, (row, []))[1].append(lab)
+        self._flush(x0)
+
+    def _flush(self, x0: int, everything: bool = False) -> None:
+        """Write the buffered rows of strip ``x0``: whole chunk rows only, unless the strip
+        reaches the last image row or ``everything`` is asked for."""
+        first, rows = self._buffer[x0]
         n = sum(len(r) for r in rows)
-        whole = n - (first + n) % self.chunk if first + n < self.height else n
+        whole = n if everything or first + n >= self.height else n - (first + n) % self.chunk
         if whole > 0:
             block = np.concatenate(rows)
             self.labels[first : first + whole, x0 : x0 + block.shape[1]] = block[:whole]
-            rows, first = [block[whole:]], first + whole
-        self._buffer[x0] = (first, rows)
+            self._buffer[x0] = (first + whole, [block[whole:]])
 
 
 def argmax_first_axis(x: np.ndarray) -> np.ndarray:

@@ -10,7 +10,13 @@ import torch
 from shindan.models import ModelCard, build_network, save_model
 
 
-def seg_card_dict(size: int = 64, overlap: int = 16, classes: int = 3, mpp: float = 1.0) -> dict:
+def seg_card_dict(
+    size: int = 64,
+    overlap: int = 16,
+    classes: int = 3,
+    mpp: float = 1.0,
+    decoder_channels: tuple[int, ...] = (32, 16, 8),
+) -> dict:
     return {
         "name": "tiny-seg",
         "version": "0.0.1",
@@ -21,7 +27,7 @@ def seg_card_dict(size: int = 64, overlap: int = 16, classes: int = 3, mpp: floa
             "kwargs": {
                 "encoder_name": "resnet18",
                 "encoder_depth": 3,
-                "decoder_channels": [32, 16, 8],
+                "decoder_channels": list(decoder_channels),
             },
         },
         "classes": [f"c{i}" for i in range(classes)],

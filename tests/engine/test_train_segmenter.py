@@ -14,6 +14,7 @@ from shindan.engine.train_segmenter import (
     dice_from_confusion,
     train_segmenter,
 )
+from tests.helpers import seg_card_dict
 
 
 def test_loss_skips_unknown_pixels() -> None:
@@ -48,24 +49,7 @@ def test_confusion_and_dice() -> None:
 
 
 def _card() -> dict:
-    return {
-        "name": "tiny",
-        "version": "0",
-        "task": "segmentation",
-        "architecture": {
-            "library": "smp",
-            "name": "Unet",
-            "kwargs": {
-                "encoder_name": "resnet18",
-                "encoder_depth": 3,
-                "decoder_channels": [16, 8, 8],
-            },
-        },
-        "classes": ["bg", "fg"],
-        "input": {"mpp": 1.0, "size": 64, "mean": [0.5] * 3, "std": [0.25] * 3},
-        "files": {"weights": "w"},
-        "training": {"data": "", "licence": "", "command": ""},
-    }
+    return seg_card_dict(classes=2, decoder_channels=(16, 8, 8))
 
 
 def _sampler(rng: np.random.Generator):

@@ -13,6 +13,7 @@ from shindan.engine.train_segmenter import (
     dice_ce_loss,
     dice_from_confusion,
     train_segmenter,
+    use_bf16,
 )
 from tests.helpers import seg_card_dict
 
@@ -91,3 +92,21 @@ def test_early_stopping() -> None:
     )  # lr 0: never improves after the first validation
     _, res = train_segmenter(_card(), _sampler, val, cfg, progress=False)
     assert len(res["history"]) == 3
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_both_precisions_learn(precision: str) -> None:
+    rng = np.random.default_rng(1)
+    val = [_sampler(rng) for _ in range(3)]
+    cfg = TrainConfig(
+        steps=30, batch_size=4, lr=5e-3, warmup=3, eval_every=10, seed=0, precision=precision
+    )
+    _, res = train_segmenter(_card(), _sampler, val, cfg, progress=False)
+    assert res["config"]["precision"] == precision
+    assert res["best_dice"] > 0.6
+
+
+def test_precision_is_checked() -> None:
+    assert use_bf16("bf16") and not use_bf16("fp32")
+    with pytest.raises(ValueError, match="precision must be"):
+        use_bf16("fp16")

@@ -86,6 +86,9 @@ def register(app: typer.Typer) -> None:
         patience: Annotated[int, typer.Option(help="Validations without gain before stop.")] = 6,
         minutes: Annotated[float | None, typer.Option(help="Wall-clock budget in minutes.")] = None,
         seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+        precision: Annotated[
+            str, typer.Option(help="auto (bf16 autocast where the hardware has it), bf16 or fp32.")
+        ] = "auto",
         test_tile: Annotated[
             str,
             typer.Option(
@@ -139,6 +142,7 @@ def register(app: typer.Typer) -> None:
             f"--patience {patience}",
             *([f"--minutes {minutes}"] if minutes is not None else []),
             f"--seed {seed}",
+            *([f"--precision {precision}"] if precision != "auto" else []),
             *([f"--test-tile {test_tile}"] if builtin and test_tile != "HE_001" else []),
             *([f"--exclude-cutouts {q(exclude_cutouts)}"] if exclude_cutouts else []),
         ]
@@ -149,6 +153,7 @@ def register(app: typer.Typer) -> None:
             eval_every=eval_every,
             patience=patience,
             seed=seed,
+            precision=precision,
             max_minutes=minutes,
             warmup=min(100, steps // 10 + 1),
         )

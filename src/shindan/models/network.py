@@ -102,9 +102,9 @@ def save_model(
     validate_card(data, str(out / "card.json"))
     # fp16 halves the shipped size; loading casts back to fp32 for exact backends.
     state = {
-        k: v.detach().to(torch.float16).contiguous()
+        k: v.detach().cpu().to(torch.float16).contiguous()
         if v.is_floating_point()
-        else v.detach().contiguous()
+        else v.detach().cpu().contiguous()
         for k, v in net.state_dict().items()
     }
     with atomic_dir(out) as tmp:

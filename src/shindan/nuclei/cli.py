@@ -130,6 +130,9 @@ def train(
     patience: Annotated[int, typer.Option(help="Validations without gain before stopping.")] = 6,
     minutes: Annotated[float | None, typer.Option(help="Wall-clock budget in minutes.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    precision: Annotated[
+        str, typer.Option(help="auto (bf16 autocast where the hardware has it), bf16 or fp32.")
+    ] = "auto",
     data_note: Annotated[str, typer.Option(help="Training-data description for the card.")] = "",
     licence: Annotated[str, typer.Option(help="Licence note for the card.")] = "",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
@@ -155,6 +158,7 @@ def train(
         eval_every=eval_every,
         patience=patience,
         seed=seed,
+        precision=precision,
         max_minutes=minutes,
         warmup=min(100, steps // 10 + 1),
         dice_classes=[1, 2],
@@ -182,6 +186,7 @@ def train(
         f"--patience {patience}",
         *([f"--minutes {minutes}"] if minutes is not None else []),
         f"--seed {seed}",
+        *([f"--precision {precision}"] if precision != "auto" else []),
     ]
     command = " ".join(parts)
     held = [s for s in holdout.split(",") if s]

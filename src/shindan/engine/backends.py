@@ -24,6 +24,11 @@ def _threads() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
 
 
+def default_device() -> torch.device:
+    """CUDA when present, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def bf16_supported() -> bool:
     """Whether this CPU has native bf16 matrix instructions (else autocast is slower)."""
     if torch.cuda.is_available():
@@ -91,7 +96,7 @@ class Predictor(ABC):
 class TorchPredictor(Predictor):
     def __init__(self, card: ModelCard, bf16: bool = False, device: str | None = None):
         super().__init__(card)
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = torch.device(device) if device else default_device()
         self.net = load_network(card).to(self.device)
         self.bf16 = bf16
         self.backend = "torch-bf16" if bf16 else "torch"

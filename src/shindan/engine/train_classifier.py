@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from shindan.engine.backends import default_device
 from shindan.engine.tta import tta_logits
 from shindan.errors import InputError
 from shindan.models import build_network
@@ -75,10 +76,12 @@ def predict_dataset(
     logits averaged over the test-time views ``tta``."""
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     net.eval()
+    device = next(net.parameters()).device
     probs, labels = [], []
     with torch.inference_mode():
         for x, y in loader:
-            probs.append(torch.softmax(tta_logits(net, x.float(), tta), dim=1).numpy())
+            logits = tta_logits(net, x.float().to(device), tta)
+            probs.append(torch.softmax(logits, dim=1).cpu().numpy())
             labels.append(np.asarray(y, dtype=np.int64))
     if not probs:
         return np.zeros((0, 0), np.float32), np.zeros(0, np.int64)
@@ -159,11 +162,12 @@ def fit(
     try:
         gen = seed_everything(seed)
         n_classes = len(card["classes"])
-        net = build_network(card)
+        device = default_device()
+        net = build_network(card).to(device)
         labels = dataset_labels(train)
         if labels.min() < 0 or labels.max() >= n_classes:
             raise InputError(f"training labels outside 0..{n_classes - 1}")
-        weight = _class_weights(labels, n_classes) if class_weights else None
+        weight = _class_weights(labels, n_classes).to(device) if class_weights else None
         loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
         eval_loss_fn = nn.CrossEntropyLoss(weight=weight)
         # drop_last avoids a batch of one, which BatchNorm cannot normalise.
@@ -199,9 +203,9 @@ def fit(
                 net.train()
                 total, count = 0.0, 0
                 for x, y in loader:
-                    y = torch.as_tensor(y, dtype=torch.long)
+                    y = torch.as_tensor(y, dtype=torch.long).to(device)
                     opt.zero_grad(set_to_none=True)
-                    loss = loss_fn(net(x.float()), y)
+                    loss = loss_fn(net(x.float().to(device)), y)
                     loss.backward()
                     opt.step()
                     sched.step()
@@ -215,8 +219,8 @@ def fit(
                     probs, y_val = predict_dataset(net, val, batch_size=max(batch_size, 64))
                     v_loss = float(
                         eval_loss_fn(
-                            torch.log(torch.as_tensor(probs).clamp_min(1e-12)),
-                            torch.as_tensor(y_val),
+                            torch.log(torch.as_tensor(probs, device=device).clamp_min(1e-12)),
+                            torch.as_tensor(y_val, device=device),
                         )
                     )
                     pred = probs.argmax(1)
@@ -247,6 +251,7 @@ def fit(
                     break
         if best_state is not None:
             net.load_state_dict(best_state)
+        net.cpu()
         hist.update(
             best_epoch=best_epoch,
             epochs_run=len(hist["train_loss"]),

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from shindan.engine.backends import default_device
 from shindan.models import ModelCard, build_network
 
 IGNORE = 255
@@ -59,11 +60,6 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))  # noqa: NPY002 - third-party code may use the legacy RNG
     torch.manual_seed(seed)
-
-
-def train_device() -> torch.device:
-    """CUDA when present, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def use_bf16(precision: str) -> bool:
@@ -246,7 +242,7 @@ def train_segmenter(
     torch.set_num_threads(max(1, cfg.threads))
     _seed_everything(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    device = train_device()
+    device = default_device()
     bf16 = use_bf16(cfg.precision)
     net = (net if net is not None else build_network(data)).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -1,10 +1,13 @@
 """Training data for nucleus instance segmentation (MoNuSeg-style: images + masks / polygons).
 
 Targets are three classes on the model's grid: 0 background, 1 nucleus interior, 2 nucleus
-boundary (the inner rim of each instance, ``boundary_px`` pixels wide), 255 = unknown.
-Images with instance polygons give exact boundaries; images with only a binary mask give
-instances as connected components, and components that look like several merged nuclei (low
-solidity) are marked unknown rather than taught as one nucleus.
+boundary (the inner rim of each instance, ``boundary_px`` pixels wide), 255 = unknown,
+254 (:data:`MERGED`) = "interior or boundary". Images with instance polygons give exact
+boundaries; images with only a binary mask give instances as connected components. A
+component that looks like several merged nuclei (low solidity, large) keeps its exact rim
+against the background (boundary) and its exact surroundings (background), but its inside is
+only known to be nucleus: it gets the partial label :data:`MERGED`, since the boundaries
+between the touching nuclei in it are not drawn (see :data:`LABEL_SETS`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ from shindan.io.annotations import (
 from shindan.io.inputs import IMAGE_SUFFIXES
 
 MONUSEG_MPP = 0.2527  # µm/px of the MoNuSeg 40x tiles
+MERGED = 254  # target code: nucleus interior or boundary (inside a merged-looking blob)
+# partial labels for the training loss (TrainConfig.label_sets): MERGED allows both classes
+LABEL_SETS: dict[int, list[int]] = {MERGED: [1, 2]}
 
 
 @dataclass
@@ -35,7 +41,7 @@ class NucleiSample:
     ----------
     name : str
     image : ndarray (H, W, 3) uint8
-    target : ndarray (H, W) uint8, 0/1/2/255 (see module docstring)
+    target : ndarray (H, W) uint8, 0/1/2/254/255 (see module docstring)
     instances : ndarray (H, W) int32 or None
         Instance labels on the same grid when the source had polygons.
     """
@@ -147,8 +153,11 @@ def load_sample(
                 f"{annotation_path}: mask is {m.shape[1]}x{m.shape[0]}, image is {w}x{h}"
             )
         m_small = resize((m > 0).astype(np.float32), shape) > 0.5
-        lab, unknown = mask_instances(m_small)
-        target = instance_targets(lab, unknown, boundary_px)
+        lab, merged = mask_instances(m_small)
+        target = instance_targets(lab, boundary_px=boundary_px)
+        # a merged blob's rim against background is a true boundary; inside it, the
+        # boundaries between its nuclei are unknown: nucleus, class not known
+        target[merged & (target == 1)] = MERGED
     else:
         anns = read_annotations(annotation_path)
         inst = rasterize_instances(anns, shape, scale=scale)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -12,7 +13,7 @@ import numpy as np
 from shindan.engine.train_segmenter import TrainConfig, train_segmenter
 from shindan.errors import InputError
 from shindan.models.card import unet_card
-from shindan.nuclei.data import NucleiSample, find_pairs, load_sample, make_sampler
+from shindan.nuclei.data import LABEL_SETS, NucleiSample, find_pairs, load_sample, make_sampler
 from shindan.nuclei.metrics import aji, dice
 from shindan.nuclei.postprocess import DEFAULTS
 
@@ -50,9 +51,9 @@ def nuclei_card(
             ),
             "Trained and validated on H&E only (MoNuSeg, TCGA, 7 organs); PAS or other "
             "stains are not validated.",
-            "Images with only a binary mask train on components that look like single nuclei "
-            "(merged-looking blobs are ignored), so touching-nucleus separation is learnt from "
-            "the images with instance polygons.",
+            "Images with only a binary mask teach nucleus versus background everywhere, but "
+            "inside merged-looking blobs only 'nucleus' (interior or boundary), so the "
+            "separation of touching nuclei is learnt from the images with instance polygons.",
             "Research use; not a medical device.",
         ],
     )
@@ -240,6 +241,8 @@ def train_nuclei(
         load_sample(p, a, mpp, target_mpp, boundary_px) for p, a in val_pairs
     ]
     cfg = config or TrainConfig()
+    if cfg.label_sets is None:  # merged blobs of binary masks: "interior or boundary"
+        cfg = dataclasses.replace(cfg, label_sets={k: list(v) for k, v in LABEL_SETS.items()})
     if init:
         base = load_card(init)
         card = dict(base.data)

@@ -105,6 +105,23 @@ def test_split_and_sampler_shapes() -> None:
     assert NOT_GLOMERULUS in seen
 
 
+def test_glomerulus_focus_puts_crops_on_glomeruli() -> None:
+    lab = np.full((400, 400), NOT_GLOMERULUS, np.uint8)
+    lab[300:320, 40:60] = GLOMERULUS  # 0.25% of the image
+    pas = LabelledImage("p", np.full((400, 400, 3), 150, np.uint8), lab, "PAS", 1.0)
+    data = CompartmentData([], [], [], [pas])
+    rng = np.random.default_rng(0)
+
+    def hit_rate(focus: float) -> float:
+        s = make_compartment_sampler(
+            data, 64, mix=(0, 0, 1, 0), glass_edge=0, glomerulus_focus=focus
+        )
+        return float(np.mean([(s(rng)[1] == GLOMERULUS).any() for _ in range(40)]))
+
+    assert hit_rate(1.0) == 1.0
+    assert hit_rate(0.0) < 0.3
+
+
 def test_real_aapi_tile_and_hubmap(shared_data: Path) -> None:
     root = shared_data / "kidney"
     t = load_aapi_tile(root, "HE_001", 1.0)

@@ -9,6 +9,8 @@ import pytest
 
 from shindan.io.annotations import IGNORE
 from shindan.nuclei.data import (
+    LABEL_SETS,
+    MERGED,
     find_pairs,
     instance_targets,
     load_sample,
@@ -51,6 +53,40 @@ def test_mask_instances_marks_merged_blobs_unknown() -> None:
     assert not unknown[45, 50] and not unknown[45, 20]
 
 
+def test_mask_sample_merged_blob_is_partial_nucleus(tmp_path: Path) -> None:
+    """A merged blob of a binary mask: exact background around it, exact boundary on its rim
+    against the background, "interior or boundary" inside; single nuclei stay exact."""
+    import torch
+    from PIL import Image
+
+    from shindan.engine.train_segmenter import dice_ce_loss
+
+    yy, xx = np.mgrid[:80, :120]
+    m = ((yy - 25) ** 2 + (xx - 20) ** 2 < 100) | ((yy - 25) ** 2 + (xx - 38) ** 2 < 100)
+    for cx in (60, 85, 108):
+        m |= (yy - 60) ** 2 + (xx - cx) ** 2 < 100
+    m |= (yy - 60) ** 2 + (xx - 25) ** 2 < 121
+    Image.fromarray(np.full((80, 120, 3), 200, np.uint8)).save(tmp_path / "a.png")
+    Image.fromarray(m.astype(np.uint8) * 255).save(tmp_path / "a_mask.png")
+    s = load_sample(tmp_path / "a.png", tmp_path / "a_mask.png", 0.25, 0.25, boundary_px=2)
+    t = s.target
+    assert t[25, 29] == MERGED and t[25, 20] == MERGED  # the neck and a centre of the pair
+    assert t[25, 11] == 2 and t[25, 47] == 2  # its rim against background is exact
+    assert t[60, 60] == 1 and t[60, 51] == 2  # a single nucleus: exact interior and rim
+    assert t[5, 5] == 0 and not (t == IGNORE).any()
+    assert set(np.unique(t[~m])) == {0}
+    # the loss lets a merged pixel be interior or boundary, but not background
+    logits = torch.zeros(1, 3, 1, 2)
+    logits[0, 0, 0, 1] = 5.0  # second pixel: confidently background
+    for cls in (1, 2):
+        logits[0, cls, 0, 0] = 5.0  # first pixel: confidently interior or boundary
+        good = dice_ce_loss(logits[..., :1], torch.tensor([[[MERGED]]]), label_sets=LABEL_SETS)
+        assert float(good) < 0.02
+        logits[0, cls, 0, 0] = 0.0
+    bad = dice_ce_loss(logits[..., 1:], torch.tensor([[[MERGED]]]), label_sets=LABEL_SETS)
+    assert float(bad) > 4.0
+
+
 def test_real_monuseg_pairs_and_sampler(shared_data: Path) -> None:
     base = shared_data / "nuclei/monuseg-train"
     pairs = find_pairs(base / "images", [base / "annotations", base / "masks"])
@@ -67,13 +103,13 @@ def test_real_monuseg_pairs_and_sampler(shared_data: Path) -> None:
     m = load_sample(
         base / "images/TCGA-18-5592-01Z-00-DX1.jpg", by["TCGA-18-5592-01Z-00-DX1"], 0.2527, 0.5
     )
-    assert m.instances is None and IGNORE in m.target
+    assert m.instances is None and MERGED in m.target and IGNORE not in m.target
     sampler = make_sampler([s, m], 64)
     rng = np.random.default_rng(0)
     for _ in range(4):
         img, tgt = sampler(rng)
         assert img.shape == (64, 64, 3) and img.dtype == np.uint8 and tgt.shape == (64, 64)
-        assert set(np.unique(tgt)) <= {0, 1, 2, IGNORE}
+        assert set(np.unique(tgt)) <= {0, 1, 2, MERGED}
 
 
 def test_segment_nuclei_grid_and_errors() -> None:
@@ -151,3 +187,56 @@ def test_train_refuses_overlapping_val_and_holdout(tmp_path: Path) -> None:
             val=["zzz"],
             progress=False,
         )
+
+
+def test_train_cli_small_run_writes_tta_tuned_watershed_and_scores(tmp_path: Path) -> None:
+    """A tiny end-to-end `shindan nuclei train`: merged blobs of a mask image train as
+    partial labels, --tta goes into the card, the watershed is tuned on the validation image
+    and the held-out image is scored, all recorded in the card."""
+    import json
+
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from shindan.io.annotations import instances_to_polygons, write_geojson
+    from shindan.models import load_card
+    from shindan.nuclei.cli import app
+    from shindan.nuclei.postprocess import DEFAULTS
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:96, :96]
+    for d in ("img", "ann"):
+        (tmp_path / d).mkdir()
+    for name in ("a", "b", "c"):
+        img = np.full((96, 96, 3), (235, 175, 205), np.uint8)
+        inst = np.zeros((96, 96), np.int32)
+        for i, (cy, cx) in enumerate(rng.integers(10, 86, (8, 2)), start=1):
+            disc = ((yy - cy) ** 2 + (xx - cx) ** 2 < 36) & (inst == 0)
+            inst[disc] = i
+            img[disc] = (80, 50, 140)
+        Image.fromarray(img).save(tmp_path / f"img/{name}.png")
+        if name == "a":  # binary mask only
+            Image.fromarray((inst > 0).astype(np.uint8) * 255).save(tmp_path / "ann/a.png")
+        else:
+            write_geojson(instances_to_polygons(inst), tmp_path / f"ann/{name}.geojson")
+    out = tmp_path / "model"
+    args = [
+        "train", str(tmp_path / "img"), "-a", str(tmp_path / "ann"), "--out", str(out),
+        "--mpp", "0.5", "--target-mpp", "0.5", "--val", "b", "--holdout", "c",
+        "--steps", "2", "--batch-size", "2", "--tile", "64", "--eval-every", "1",
+        "--tta", "hflip,vflip", "--quiet",
+    ]  # fmt: skip
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    card = load_card(out)
+    assert card.tta == ("hflip", "vflip")
+    assert "--tta hflip,vflip" in card.data["training"]["command"]
+    assert set(card.data["postprocess"]["watershed"]) == set(DEFAULTS)
+    m = card.data["metrics"]
+    assert 0 <= m["val_watershed_aji"] <= 1 and m["heldout_images"] == ["c"]
+    assert card.data["headline"].endswith("on 1 held-out images")
+    log = json.loads((out / "training_log.json").read_text())
+    assert log["train"]["config"]["label_sets"] == {str(MERGED): [1, 2]}
+    assert log["watershed_tuning"]["images"] == ["b"]
+    bad = CliRunner().invoke(app, [*args[:-3], "--tta", "spin", "--quiet"])
+    assert bad.exit_code != 0 and "unknown test-time view" in str(bad.exception)

@@ -233,15 +233,25 @@ def split_columns(img: LabelledImage, at: float) -> tuple[LabelledImage, Labelle
 
 
 def _random_crop(
-    img: LabelledImage, size: int, rng: np.random.Generator, zoom: tuple[float, float] = (1.0, 1.0)
+    img: LabelledImage,
+    size: int,
+    rng: np.random.Generator,
+    zoom: tuple[float, float] = (1.0, 1.0),
+    focus: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """A size×size crop, zoomed by a random factor in ``zoom`` (padded with unknown label and
-    white if the image is smaller)."""
+    white if the image is smaller). With ``focus`` (a class code present in the image) the
+    crop contains a random pixel of that class, anywhere in its central half."""
     z = rng.uniform(*zoom)
     src = max(8, int(round(size / z)))
     h, w = img.label.shape
     y = int(rng.integers(0, max(1, h - src + 1)))
     x = int(rng.integers(0, max(1, w - src + 1)))
+    hits = np.flatnonzero(img.label == focus) if focus is not None else ()
+    if len(hits):
+        cy, cx = divmod(int(hits[int(rng.integers(len(hits)))]), w)
+        y = int(np.clip(cy - rng.integers(src // 4, 3 * src // 4 + 1), 0, max(0, h - src)))
+        x = int(np.clip(cx - rng.integers(src // 4, 3 * src // 4 + 1), 0, max(0, w - src)))
     im = img.image[y : y + src, x : x + src]
     lab = img.label[y : y + src, x : x + src]
     if src != size:
@@ -512,6 +522,7 @@ def make_compartment_sampler(
     grey_prob: float = 0.0,
     transfer: float = 0.0,
     transfer_pas: float = 0.4,
+    glomerulus_focus: float = 0.0,
 ):
     """Sampler of (image, label) tiles: real H&E tiles, H&E composites, PAS images and
     phantoms in the proportions ``mix`` (missing sources are skipped), with stain and
@@ -522,7 +533,9 @@ def make_compartment_sampler(
     ``stain_strength``, ``density``, ``grey_prob``: see
     :func:`shindan.kidney.augment.stain_augment`; ``transfer``: chance of first re-colouring
     a tile to a random training slide's colour statistics (``data.stain_refs``; a PAS one
-    with chance ``transfer_pas``), see :func:`transfer_stain`.
+    with chance ``transfer_pas``), see :func:`transfer_stain`; ``glomerulus_focus``: chance
+    that a crop of a real tile or PAS image is placed on a glomerulus (glomeruli cover a few %
+    of cortex, so random crops rarely teach them).
     """
     from shindan.kidney.augment import flip_rotate, stain_augment
 
@@ -542,18 +555,21 @@ def make_compartment_sampler(
     probs /= probs.sum()
     pas_zoom = (zoom[0] / 1.2, zoom[1] * 1.2)
 
+    def _focus(rng: np.random.Generator) -> int | None:
+        return GLOMERULUS if rng.random() < glomerulus_focus else None
+
     def sample(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         kind = sources[int(rng.choice(len(sources), p=probs))][1]
         if kind == "tile":
             t = data.tiles[int(rng.integers(len(data.tiles)))]
-            im, lab = _random_crop(t, size, rng, zoom)
+            im, lab = _random_crop(t, size, rng, zoom, focus=_focus(rng))
         elif kind == "composite":
             bg = data.backgrounds[int(rng.integers(len(data.backgrounds)))]
             im, lab = composite(bg, data.cutouts, size, rng, harmonised_prob=harmonised_prob)
         elif kind == "pas":
             t = data.pas[int(rng.integers(len(data.pas)))]
             # the PAS scale is an estimate: jitter it widely
-            im, lab = _random_crop(t, size, rng, pas_zoom)
+            im, lab = _random_crop(t, size, rng, pas_zoom, focus=_focus(rng))
         else:
             t = data.phantoms[int(rng.integers(len(data.phantoms)))]
             im, lab = _random_crop(t, size, rng, zoom)

@@ -368,6 +368,7 @@ def train_compartments(
     tile: int = 256,
     test_tile: str = "HE_001",
     exclude_cutouts: Sequence[str] = (),
+    glomerulus_focus: float = 0.0,
     command: str = "",
     log: Callable[[str], None] | None = None,
     progress: bool = True,
@@ -378,7 +379,9 @@ def train_compartments(
     :data:`RECIPE_SAMPLER`, CE weights :data:`RECIPE_CLASS_WEIGHTS` unless ``config`` has
     some, AAPI tile ``test_tile`` held out) and the held-out scores go into the card;
     otherwise ``inputs`` + ``annotations`` are used, with every fifth image (or, with a
-    single image, its right fifth) kept for validation.
+    single image, its right fifth) kept for validation. ``glomerulus_focus``: chance that a
+    crop of a labelled image is placed on a glomerulus (see
+    :func:`~shindan.kidney.data.make_compartment_sampler`).
     """
     from shindan.engine import load_predictor
     from shindan.models import load_card, load_network, save_model
@@ -428,7 +431,10 @@ def train_compartments(
         base_cmd = base.data["training"].get("command", "")
         card["training"]["command"] = f"{base_cmd} && {command}" if base_cmd else command
     sampler = make_compartment_sampler(
-        train_data, tile, **(RECIPE_SAMPLER if builtin is not None else {})
+        train_data,
+        tile,
+        **(RECIPE_SAMPLER if builtin is not None else {}),
+        glomerulus_focus=glomerulus_focus,
     )
 
     def save(net_, res: dict[str, Any]) -> None:

@@ -103,6 +103,13 @@ def register(app: typer.Typer) -> None:
                 "comma-separated strings (e.g. 'HE_00')."
             ),
         ] = "",
+        glomerulus_focus: Annotated[
+            float,
+            typer.Option(
+                help="Chance (0-1) that a training crop of a labelled image is placed on a "
+                "glomerulus (they cover a few % of cortex, so random crops rarely show them)."
+            ),
+        ] = 0.0,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
     ) -> None:
         """Train or fine-tune the compartment model on your annotations or the built-in data."""
@@ -117,6 +124,8 @@ def register(app: typer.Typer) -> None:
             raise InputError(
                 f"--test-tile: test tile must be HE_001 or 13600_18000_0, got {test_tile!r}"
             )
+        if not 0.0 <= glomerulus_focus <= 1.0:
+            raise InputError(f"--glomerulus-focus must be between 0 and 1, got {glomerulus_focus}")
         if inputs and not annotations:
             raise InputError("--annotations is required with INPUTS")
         if mpp is not None and mpp <= 0:
@@ -145,6 +154,7 @@ def register(app: typer.Typer) -> None:
             *([f"--precision {precision}"] if precision != "auto" else []),
             *([f"--test-tile {test_tile}"] if builtin and test_tile != "HE_001" else []),
             *([f"--exclude-cutouts {q(exclude_cutouts)}"] if exclude_cutouts else []),
+            *([f"--glomerulus-focus {glomerulus_focus}"] if glomerulus_focus else []),
         ]
         cfg = TrainConfig(
             steps=steps,
@@ -171,6 +181,7 @@ def register(app: typer.Typer) -> None:
             tile=tile,
             test_tile=test_tile,
             exclude_cutouts=[e.strip() for e in exclude_cutouts.split(",") if e.strip()],
+            glomerulus_focus=glomerulus_focus,
             command=" ".join(parts),
             progress=not quiet,
         )

@@ -126,6 +126,13 @@ def train(
             help="Cross-entropy weight of the boundary class (background and interior: 1)."
         ),
     ] = 1.0,
+    tta: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated test-time views written to the card (hflip, vflip, rot180, "
+            "transpose): predictions average over them; the watershed is tuned with them."
+        ),
+    ] = "",
     eval_every: Annotated[int, typer.Option(help="Steps between validations.")] = 200,
     patience: Annotated[int, typer.Option(help="Validations without gain before stopping.")] = 6,
     minutes: Annotated[float | None, typer.Option(help="Wall-clock budget in minutes.")] = None,
@@ -141,7 +148,6 @@ def train(
     import json
 
     from shindan.engine.train_segmenter import TrainConfig
-    from shindan.models import load_card, save_model
     from shindan.nuclei.train import train_nuclei
 
     if not images.exists():
@@ -182,6 +188,7 @@ def train(
         f"--stain {stain}",
         f"--boundary-px {boundary_px}",
         f"--boundary-weight {boundary_weight}",
+        *([f"--tta {tta}"] if tta else []),
         f"--eval-every {eval_every}",
         f"--patience {patience}",
         *([f"--minutes {minutes}"] if minutes is not None else []),
@@ -203,32 +210,12 @@ def train(
         tile=tile,
         stain=stain,
         boundary_px=boundary_px,
+        tta=[v for v in tta.split(",") if v],
         init=init,
         command=command,
         data_note=data_note,
         licence=licence,
         progress=not quiet,
     )
-    card = load_card(out)
-    data = dict(card.data)
-    metrics = dict(data.get("metrics", {}))
-    if "heldout" in res:
-        h = res["heldout"]
-        metrics.update(
-            {
-                "heldout_images": sorted(h["images"]),
-                "heldout_dice": h["dice_mean"],
-                "heldout_aji": h["aji_mean"],
-                "heldout_per_image": h["images"],
-            }
-        )
-        data["headline"] = (
-            f"Dice {h['dice_mean']:.3f}, AJI {h['aji_mean']:.3f} on "
-            f"{len(h['images'])} held-out images"
-        )
-    data["metrics"] = metrics
-    from shindan.models import load_network
-
-    save_model(load_network(card), data, out)
     (out / "training_log.json").write_text(json.dumps(res, indent=1, default=str) + "\n")
     typer.echo(f"wrote {out}", err=True)

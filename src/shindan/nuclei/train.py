@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from shindan.engine.train_segmenter import TrainConfig, train_segmenter
-from shindan.errors import InputError
+from shindan.errors import InputError, ModelError
 from shindan.models.card import unet_card
 from shindan.nuclei.data import LABEL_SETS, NucleiSample, find_pairs, load_sample, make_sampler
 from shindan.nuclei.metrics import aji, dice
@@ -118,7 +118,8 @@ def watershed_data(
 def search_watershed(data: Sequence[tuple[np.ndarray, np.ndarray, float]]) -> dict[str, Any]:
     """Watershed parameters (on the model's grid) maximising mean AJI over ``data`` (see
     :func:`watershed_data`): a grid over the thresholds and marker size, then the seed
-    split ``marker_h`` and the smallest nucleus for the best of them."""
+    split ``marker_h`` and the smallest nucleus for the best of them, then the thresholds
+    again with those fixed."""
     import itertools
 
     from shindan.nuclei.postprocess import instances_from_probs
@@ -161,8 +162,12 @@ def search_watershed(data: Sequence[tuple[np.ndarray, np.ndarray, float]]) -> di
     for h in [1.0, 2.0, 3.0, 4.0]:
         consider({**base, "marker_h": h})
     base = dict(best["params"])
-    for ms in [6, 24, 40, 64, 96]:
+    for ms in [6, 24, 40, 64, 96, 128, 160]:
         consider({**base, "min_size_px": ms})
+    # the thresholds again, now that seed split and smallest nucleus are set
+    base = dict(best["params"])
+    for it, fg in itertools.product([0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8], [0.3, 0.4, 0.5, 0.6, 0.7]):
+        consider({**base, "interior_threshold": it, "foreground_threshold": fg})
     return best
 
 
@@ -175,6 +180,59 @@ def tune_watershed(
     and their AJI.
     """
     return search_watershed(watershed_data(model, pairs, mpp, backend))
+
+
+def tune_and_score(
+    out: Path,
+    mpp: float,
+    tune_pairs: Sequence[tuple[Path, Path]],
+    held_pairs: Sequence[tuple[Path, Path]],
+    which: str = "validation",
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Tune the watershed of the model in ``out`` on ``tune_pairs`` (written to its card),
+    then score it on ``held_pairs`` (images with instance polygons, at ``mpp``).
+
+    The tuned parameters, their AJI and the held-out scores go into the card's ``postprocess``,
+    ``metrics`` and ``headline``. Returns ``watershed_tuning`` and ``heldout``
+    (:func:`evaluate_instances`) when there were images for them. Predictions use the card's
+    test-time views, as later use will.
+    """
+    from shindan.models import load_card, load_network, save_model
+
+    say = log or (lambda s: print(s, file=sys.stderr))
+    result: dict[str, Any] = {}
+    if tune_pairs:
+        say(f"tuning watershed thresholds on {len(tune_pairs)} {which} images with polygons")
+        tuned = tune_watershed(out, tune_pairs, mpp)
+        tuned["images"] = sorted(p.stem for p, _ in tune_pairs)
+        result["watershed_tuning"] = tuned
+        c = load_card(out)
+        key = "val_watershed_aji" if which == "validation" else f"{which}_watershed_aji"
+        metrics = {**c.data.get("metrics", {}), key: tuned["aji"]}
+        data = {**c.data, "postprocess": {"watershed": tuned["params"]}, "metrics": metrics}
+        save_model(load_network(c), data, out)
+        say(f"watershed {tuned['params']} ({which}-image AJI {tuned['aji']})")
+    if held_pairs:
+        say("scoring held-out images (Dice, AJI) at their own resolution")
+        h = evaluate_instances(out, held_pairs, mpp)
+        result["heldout"] = h
+        say(f"held-out Dice {h['dice_mean']} AJI {h['aji_mean']}")
+        c = load_card(out)
+        metrics = {
+            **c.data.get("metrics", {}),
+            "heldout_images": sorted(h["images"]),
+            "heldout_dice": h["dice_mean"],
+            "heldout_aji": h["aji_mean"],
+            "heldout_per_image": h["images"],
+        }
+        headline = (
+            f"Dice {h['dice_mean']:.3f}, AJI {h['aji_mean']:.3f} on "
+            f"{len(h['images'])} held-out images"
+        )
+        data = {**c.data, "metrics": metrics, "headline": headline}
+        save_model(load_network(c), data, out)
+    return result
 
 
 def train_nuclei(
@@ -190,6 +248,7 @@ def train_nuclei(
     tile: int = 256,
     stain: float = 1.0,
     boundary_px: int = 1,
+    tta: Sequence[str] = (),
     init: str | None = None,
     command: str = "",
     data_note: str = "",
@@ -204,11 +263,18 @@ def train_nuclei(
     ``holdout`` lists image stems kept out of training and out of every choice: they are only
     scored at the end (Dice and AJI when they have instance polygons). Without ``val`` the
     checkpoint is chosen on training images and the watershed tuned on training polygons.
-    ``boundary_px`` is the width of the boundary class on the model's grid.
+    ``boundary_px`` is the width of the boundary class on the model's grid. ``tta`` lists
+    test-time views (see :mod:`shindan.engine.tta`) written to the card: the watershed is
+    tuned and the held-out images scored with them, as every later prediction will run.
     """
+    from shindan.engine.tta import check_views
     from shindan.models import load_card, load_network, save_model
 
     say = log or (lambda s: print(s, file=sys.stderr))
+    try:
+        views = list(check_views(tta))
+    except ModelError as exc:
+        raise InputError(str(exc)) from None
     pairs = find_pairs(images, annotations)
     missing = [p.name for p, a in pairs if a is None]
     if missing:
@@ -253,6 +319,9 @@ def train_nuclei(
     else:
         card = nuclei_card(target_mpp)
         net = None
+    card["input"] = {k: v for k, v in card["input"].items() if k != "tta"}
+    if views:
+        card["input"]["tta"] = views
     card["training"] = {
         "data": data_note or f"{len(train_pairs)} image(s) from {images}",
         "licence": licence or "as the training data",
@@ -284,19 +353,7 @@ def train_nuclei(
     vec = (".geojson", ".json", ".xml")
     inst_val = [(p, a) for p, a in val_pairs if a.suffix.lower() in vec]
     inst_tune = inst_val or [(p, a) for p, a in train_pairs if a.suffix.lower() in vec]
-    if inst_tune:
-        which = "validation" if inst_val else "training"
-        say(f"tuning watershed thresholds on {len(inst_tune)} {which} images with polygons")
-        tuned = tune_watershed(out, inst_tune, mpp)
-        tuned["images"] = sorted(p.stem for p, _ in inst_tune)
-        result["watershed_tuning"] = tuned
-        c = load_card(out)
-        data = {**c.data, "postprocess": {"watershed": tuned["params"]}}
-        save_model(load_network(c), data, out)
-        say(f"watershed {tuned['params']} ({which}-image AJI {tuned['aji']})")
     inst_held = [(p, a) for p, a in held_pairs if a.suffix.lower() in vec]
-    if inst_held:
-        say("scoring held-out images (Dice, AJI) at their own resolution")
-        result["heldout"] = evaluate_instances(out, inst_held, mpp)
-        say(f"held-out Dice {result['heldout']['dice_mean']} AJI {result['heldout']['aji_mean']}")
+    which = "validation" if inst_val else "training"
+    result.update(tune_and_score(out, mpp, inst_tune, inst_held, which, say))
     return result

@@ -263,3 +263,20 @@ def test_transfer_stain_recolours_tissue_not_glass() -> None:
     data = CompartmentData([_bg()], [], [], [], stain_refs=refs)
     s = make_compartment_sampler(data, 32, transfer=1.0)
     assert s(np.random.default_rng(1))[0].shape == (32, 32, 3)
+
+
+def test_dice_summary_means() -> None:
+    from shindan.kidney.train import dice_summary
+
+    cm = np.zeros((5, 5), np.int64)
+    cm[1, 1], cm[3, 3], cm[3, 1] = 400, 500, 100  # interstitium and tubule: the bulk
+    cm[4, 3] = 5  # a sliver of vessel, all missed (0.5% of pixels)
+    out = dice_summary(cm, 1)
+    assert set(out["dice"]) == {"interstitium", "tubule", "vessel"}
+    assert out["dice"]["vessel"] == 0.0
+    assert out["dice"]["interstitium"] == pytest.approx(800 / 900, abs=1e-4)
+    assert out["mean_dice"] == pytest.approx((800 / 900 + 1000 / 1105) / 3, abs=1e-4)
+    assert out["mean_dice_classes_over_1pct"] == pytest.approx(
+        (800 / 900 + 1000 / 1105) / 2, abs=1e-4
+    )
+    assert out["pixels"]["vessel"] == 5

@@ -119,20 +119,31 @@ def _predict_labels(predictor: Any, image: np.ndarray) -> np.ndarray:
     return predict_array(predictor, image).argmax(0).astype(np.uint8)
 
 
+def dice_summary(cm: np.ndarray, n_images: int) -> dict[str, Any]:
+    """Per-class Dice from pooled confusion counts: per class, the mean over the classes
+    present, and the mean over the classes with at least 1% of the labelled pixels."""
+    dices = dice_from_confusion(cm)
+    present = [i for i in range(len(cm)) if cm[i].sum() > 0]
+    # classes with under 1% of the labelled pixels make the plain mean a coin toss
+    major = [i for i in present if cm[i].sum() >= 0.01 * cm.sum()]
+    return {
+        "dice": {CLASSES[i]: (None if dices[i] is None else round(dices[i], 4)) for i in present},
+        "mean_dice": round(float(np.mean([dices[i] for i in present])), 4) if present else None,
+        "mean_dice_classes_over_1pct": (
+            round(float(np.mean([dices[i] for i in major])), 4) if major else None
+        ),
+        "pixels": {CLASSES[i]: int(cm[i].sum()) for i in present},
+        "images": n_images,
+    }
+
+
 def score_images(predictor: Any, images: Sequence[LabelledImage]) -> dict[str, Any]:
-    """Pooled per-class Dice (and confusion) of the model's tiled predictions on images."""
+    """Pooled per-class Dice (see :func:`dice_summary`) of the model's tiled predictions."""
     n = len(CLASSES)
     cm = np.zeros((n, n), np.int64)
     for img in images:
         cm += confusion(_predict_labels(predictor, img.image), img.label, n)
-    dices = dice_from_confusion(cm)
-    present = [i for i in range(n) if cm[i].sum() > 0]
-    return {
-        "dice": {CLASSES[i]: (None if dices[i] is None else round(dices[i], 4)) for i in present},
-        "mean_dice": round(float(np.mean([dices[i] for i in present])), 4) if present else None,
-        "pixels": {CLASSES[i]: int(cm[i].sum()) for i in present},
-        "images": len(images),
-    }
+    return dice_summary(cm, len(images))
 
 
 def glomerulus_dice(predictor: Any, images: Sequence[LabelledImage]) -> dict[str, Any]:

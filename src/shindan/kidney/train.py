@@ -27,7 +27,9 @@ from shindan.kidney.data import (
     AAPI_TILES,
     CLASSES,
     GLOMERULUS,
+    INTERSTITIUM,
     LABEL_SETS,
+    TUBULE,
     CompartmentData,
     LabelledImage,
     harmonise_sources,
@@ -402,6 +404,9 @@ def train_compartments(
     cfg.label_sets = {k: list(v) for k, v in LABEL_SETS.items()}
     if builtin is not None and cfg.class_weights is None:
         cfg.class_weights = list(RECIPE_CLASS_WEIGHTS)
+    if builtin is not None and cfg.dice_classes is None:
+        # the validation strip has no vessel, and its non-tissue is mostly HuBMAP glass
+        cfg.dice_classes = [INTERSTITIUM, GLOMERULUS, TUBULE]
     if init:  # the starting model fixes the scale the data is read at
         base = load_card(init)
         card = {**base.data, "input": {**base.data["input"]}}

@@ -110,3 +110,13 @@ def test_precision_is_checked() -> None:
     assert use_bf16("bf16") and not use_bf16("fp32")
     with pytest.raises(ValueError, match="precision must be"):
         use_bf16("fp16")
+
+
+def test_partial_label_false_positives_count_in_dice() -> None:
+    # 254 = "class 0 or 1": predicting class 2 there is a false positive of class 2
+    t = np.array([[2, 2, 254, 254]])
+    p = np.array([[2, 2, 2, 0]])
+    assert dice_from_confusion(confusion(p, t, 3))[2] == 1.0  # blind to it without sets
+    cm = confusion(p, t, 3, {254: [0, 1]})
+    assert cm.shape == (4, 3) and cm[3].tolist() == [0, 0, 1]
+    assert dice_from_confusion(cm)[2] == pytest.approx(4 / 5)

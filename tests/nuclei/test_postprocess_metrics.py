@@ -91,3 +91,21 @@ def test_dice() -> None:
     b[1:3] = 5
     assert dice(a, b) == pytest.approx(0.5)
     assert dice(a, a) == 1.0
+
+
+def test_search_watershed_finds_parameters_that_split_touching_discs() -> None:
+    from shindan.nuclei.postprocess import DEFAULTS
+    from shindan.nuclei.train import search_watershed
+
+    truth = _two_touching_discs()
+    p = _probs_from_instances(truth)
+    # a small false-positive speck: the search should learn to drop it (smallest nucleus)
+    p[:, 5:9, 5:9] = np.array([0.1, 0.8, 0.1], np.float32)[:, None, None]
+    best = search_watershed([(truth, p, 1.0)])
+    assert set(best["params"]) == set(DEFAULTS)
+    assert best["aji"] > 0.85
+    params = best["params"]
+    lab = instances_from_probs(
+        p, **{k: (round(v) if k.endswith("_px") else v) for k, v in params.items()}
+    )
+    assert lab.max() == 2 and aji(truth, lab) == pytest.approx(best["aji"], abs=1e-3)

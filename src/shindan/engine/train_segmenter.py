@@ -124,18 +124,37 @@ def dice_ce_loss(
     return ce + dice_weight * (1 - dice[present]).mean()
 
 
-def confusion(pred: np.ndarray, target: np.ndarray, n_classes: int) -> np.ndarray:
+def confusion(
+    pred: np.ndarray,
+    target: np.ndarray,
+    n_classes: int,
+    label_sets: dict[int, Sequence[int]] | None = None,
+) -> np.ndarray:
     """Confusion counts (rows = truth, cols = prediction) over pixels with a known class
-    (targets 255 and partial-label codes >= ``n_classes`` are skipped)."""
+    (targets 255 and partial-label codes >= ``n_classes`` are skipped).
+
+    With ``label_sets`` the matrix gets one extra row: predictions on partly labelled pixels
+    that their set rules out (e.g. glomerulus on a pixel known to be "not glomerulus"). They
+    are false positives of the predicted class, which Dice must see.
+    """
     v = target < n_classes
     idx = target[v].astype(np.int64) * n_classes + pred[v].astype(np.int64)
-    return np.bincount(idx, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+    cm = np.bincount(idx, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+    if label_sets is None:
+        return cm
+    wrong = np.zeros(n_classes, np.int64)
+    for code, allowed in label_sets.items():
+        p = pred[target == code]
+        wrong += np.bincount(p[~np.isin(p, allowed)].astype(np.int64), minlength=n_classes)
+    return np.vstack([cm, wrong])
 
 
 def dice_from_confusion(cm: np.ndarray) -> list[float | None]:
-    """Per-class Dice from a confusion matrix (None for a class absent from truth and output)."""
-    tp = np.diag(cm).astype(float)
-    denom = cm.sum(0) + cm.sum(1)
+    """Per-class Dice from a confusion matrix (None for a class absent from truth and output);
+    an extra row of partial-label false positives (see :func:`confusion`) counts too."""
+    n = cm.shape[1]
+    tp = np.diag(cm[:n]).astype(float)
+    denom = cm.sum(0) + cm[:n].sum(1)
     return [float(2 * t / d) if d > 0 else None for t, d in zip(tp, denom, strict=True)]
 
 
@@ -167,13 +186,14 @@ def evaluate(
     n_classes: int,
     mean: Sequence[float],
     std: Sequence[float],
+    label_sets: dict[int, Sequence[int]] | None = None,
 ) -> np.ndarray:
-    """Confusion matrix of the network over validation (image, label) tiles."""
-    cm = np.zeros((n_classes, n_classes), np.int64)
+    """Confusion matrix of the network over validation (image, label) tiles (with
+    ``label_sets``, plus the row of partial-label false positives, see :func:`confusion`)."""
     preds = predict_tiles(net, [v[0] for v in val], mean, std)
-    for p, (_, lab) in zip(preds, val, strict=True):
-        cm += confusion(p, lab, n_classes)
-    return cm
+    return sum(
+        confusion(p, lab, n_classes, label_sets) for p, (_, lab) in zip(preds, val, strict=True)
+    )
 
 
 def _lr_factor(step: int, warmup: int, total: int, time_fraction: float = 0.0) -> float:
@@ -286,7 +306,11 @@ def train_segmenter(
             last = step + 1 == cfg.steps
             if (step + 1) % cfg.eval_every and not last:
                 continue
-            cm = evaluate(net, val, n_cls, mean, std) if val else np.eye(n_cls, dtype=np.int64)
+            cm = (
+                evaluate(net, val, n_cls, mean, std, cfg.label_sets)
+                if val
+                else np.eye(n_cls, dtype=np.int64)
+            )
             dices = dice_from_confusion(cm)
             scored = [dices[c] for c in dice_classes if dices[c] is not None]
             mdice = float(np.mean(scored)) if scored else 0.0

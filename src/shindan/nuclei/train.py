@@ -153,7 +153,7 @@ def search_watershed(data: Sequence[tuple[np.ndarray, np.ndarray, float]]) -> di
             best = {"aji": round(s, 4), "params": dict(params)}
 
     for it, fg, mk in itertools.product(
-        [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8], [0.3, 0.4, 0.5, 0.6, 0.7], [2, 4, 8, 16]
+        [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9], [0.3, 0.4, 0.5, 0.6, 0.7], [2, 4, 8, 16]
     ):
         consider(
             {**DEFAULTS, "interior_threshold": it, "foreground_threshold": fg, "min_marker_px": mk}
@@ -166,7 +166,9 @@ def search_watershed(data: Sequence[tuple[np.ndarray, np.ndarray, float]]) -> di
         consider({**base, "min_size_px": ms})
     # the thresholds again, now that seed split and smallest nucleus are set
     base = dict(best["params"])
-    for it, fg in itertools.product([0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8], [0.3, 0.4, 0.5, 0.6, 0.7]):
+    for it, fg in itertools.product(
+        [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9], [0.3, 0.4, 0.5, 0.6, 0.7]
+    ):
         consider({**base, "interior_threshold": it, "foreground_threshold": fg})
     return best
 

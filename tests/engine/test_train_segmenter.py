@@ -120,3 +120,9 @@ def test_partial_label_false_positives_count_in_dice() -> None:
     cm = confusion(p, t, 3, {254: [0, 1]})
     assert cm.shape == (4, 3) and cm[3].tolist() == [0, 0, 1]
     assert dice_from_confusion(cm)[2] == pytest.approx(4 / 5)
+
+
+def test_for_steps_warmup_is_a_tenth_at_most_100() -> None:
+    assert TrainConfig.for_steps(30, lr=1e-3).warmup == 4
+    assert TrainConfig.for_steps(5000).warmup == 100
+    assert TrainConfig.for_steps(30, lr=1e-3).lr == 1e-3

@@ -53,6 +53,12 @@ class TrainConfig:
     precision: str = "auto"  # "auto" (bf16 autocast where supported), "bf16" or "fp32"
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def for_steps(cls, steps: int, **kwargs: Any) -> TrainConfig:
+        """A config whose warm-up is a tenth of ``steps`` (at most 100), as the train commands
+        use: short fine-tunes must not spend most of their steps warming up."""
+        return cls(steps=steps, warmup=min(100, steps // 10 + 1), **kwargs)
+
 
 def _seed_everything(seed: int) -> None:
     import random

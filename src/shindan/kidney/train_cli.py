@@ -156,8 +156,8 @@ def register(app: typer.Typer) -> None:
             *([f"--exclude-cutouts {q(exclude_cutouts)}"] if exclude_cutouts else []),
             *([f"--glomerulus-focus {glomerulus_focus}"] if glomerulus_focus else []),
         ]
-        cfg = TrainConfig(
-            steps=steps,
+        cfg = TrainConfig.for_steps(
+            steps,
             batch_size=batch_size,
             lr=lr,
             eval_every=eval_every,
@@ -165,7 +165,6 @@ def register(app: typer.Typer) -> None:
             seed=seed,
             precision=precision,
             max_minutes=minutes,
-            warmup=min(100, steps // 10 + 1),
         )
         res = train_compartments(
             out,

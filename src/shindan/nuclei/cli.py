@@ -157,8 +157,8 @@ def train(
             raise InputError(f"{a}: no such file or folder")
     if boundary_px < 1 or boundary_weight <= 0:
         raise InputError("--boundary-px must be >= 1 and --boundary-weight > 0")
-    cfg = TrainConfig(
-        steps=steps,
+    cfg = TrainConfig.for_steps(
+        steps,
         batch_size=batch_size,
         lr=lr,
         eval_every=eval_every,
@@ -166,7 +166,6 @@ def train(
         seed=seed,
         precision=precision,
         max_minutes=minutes,
-        warmup=min(100, steps // 10 + 1),
         dice_classes=[1, 2],
         class_weights=None if boundary_weight == 1 else [1.0, 1.0, boundary_weight],
     )

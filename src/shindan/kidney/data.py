@@ -237,19 +237,20 @@ def _random_crop(
     size: int,
     rng: np.random.Generator,
     zoom: tuple[float, float] = (1.0, 1.0),
-    focus: int | None = None,
+    focus: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """A size×size crop, zoomed by a random factor in ``zoom`` (padded with unknown label and
-    white if the image is smaller). With ``focus`` (a class code present in the image) the
-    crop contains a random pixel of that class, anywhere in its central half."""
+    white if the image is smaller). With ``focus`` (flat indices of pixels to aim at, e.g. a
+    class's, from :func:`numpy.flatnonzero`) the crop contains a random one of them, anywhere
+    in its central half; an empty ``focus`` means a plain random crop.
+    """
     z = rng.uniform(*zoom)
     src = max(8, int(round(size / z)))
     h, w = img.label.shape
     y = int(rng.integers(0, max(1, h - src + 1)))
     x = int(rng.integers(0, max(1, w - src + 1)))
-    hits = np.flatnonzero(img.label == focus) if focus is not None else ()
-    if len(hits):
-        cy, cx = divmod(int(hits[int(rng.integers(len(hits)))]), w)
+    if focus is not None and len(focus):
+        cy, cx = divmod(int(focus[int(rng.integers(len(focus)))]), w)
         y = int(np.clip(cy - rng.integers(src // 4, 3 * src // 4 + 1), 0, max(0, h - src)))
         x = int(np.clip(cx - rng.integers(src // 4, 3 * src // 4 + 1), 0, max(0, w - src)))
     im = img.image[y : y + src, x : x + src]
@@ -555,21 +556,27 @@ def make_compartment_sampler(
     probs /= probs.sum()
     pas_zoom = (zoom[0] / 1.2, zoom[1] * 1.2)
 
-    def _focus(rng: np.random.Generator) -> int | None:
-        return GLOMERULUS if rng.random() < glomerulus_focus else None
+    glomerulus_px: dict[int, np.ndarray] = {}  # per image, found once: crops aim at them
+
+    def _focus(img: LabelledImage, rng: np.random.Generator) -> np.ndarray | None:
+        if rng.random() >= glomerulus_focus:
+            return None
+        if id(img) not in glomerulus_px:
+            glomerulus_px[id(img)] = np.flatnonzero(img.label == GLOMERULUS)
+        return glomerulus_px[id(img)]
 
     def sample(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         kind = sources[int(rng.choice(len(sources), p=probs))][1]
         if kind == "tile":
             t = data.tiles[int(rng.integers(len(data.tiles)))]
-            im, lab = _random_crop(t, size, rng, zoom, focus=_focus(rng))
+            im, lab = _random_crop(t, size, rng, zoom, focus=_focus(t, rng))
         elif kind == "composite":
             bg = data.backgrounds[int(rng.integers(len(data.backgrounds)))]
             im, lab = composite(bg, data.cutouts, size, rng, harmonised_prob=harmonised_prob)
         elif kind == "pas":
             t = data.pas[int(rng.integers(len(data.pas)))]
             # the PAS scale is an estimate: jitter it widely
-            im, lab = _random_crop(t, size, rng, pas_zoom, focus=_focus(rng))
+            im, lab = _random_crop(t, size, rng, pas_zoom, focus=_focus(t, rng))
         else:
             t = data.phantoms[int(rng.integers(len(data.phantoms)))]
             im, lab = _random_crop(t, size, rng, zoom)

@@ -239,12 +239,10 @@ def builtin_data(
         load_aapi_background(root, AAPI_TILES[0], target_mpp),
         split_columns(load_aapi_background(root, val_tile, target_mpp), 0.75)[0],
     ]
-    cutouts = load_aapi_cutouts(root, target_mpp, exclude=(test_tile, *exclude_cutouts))
+    stain_cutouts = load_aapi_cutouts(root, target_mpp, exclude=(test_tile,))
     # Excluded cut-outs still lend their slides' stain colours (not their pixels) to the
     # stain transfer: the shortcut was their texture, and their stain is a real lab's.
-    stain_cutouts = (
-        load_aapi_cutouts(root, target_mpp, exclude=(test_tile,)) if exclude_cutouts else cutouts
-    )
+    cutouts = [c for c in stain_cutouts if not any(e in c.name for e in exclude_cutouts)]
     harmonise_sources(cutouts, tuple(n for n in AAPI_TILES if n != test_tile))
     val_names = [str(i) for i in range(100, 110)]
     all_train = load_hubmap(root, "train", target_mpp)

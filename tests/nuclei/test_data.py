@@ -224,13 +224,15 @@ def test_train_cli_small_run_writes_tta_tuned_watershed_and_scores(tmp_path: Pat
         "train", str(tmp_path / "img"), "-a", str(tmp_path / "ann"), "--out", str(out),
         "--mpp", "0.5", "--target-mpp", "0.5", "--val", "b", "--holdout", "c",
         "--steps", "2", "--batch-size", "2", "--tile", "64", "--eval-every", "1",
-        "--tta", "hflip,vflip", "--quiet",
+        "--tta", "hflip,vflip", "--decoder-channels", "32,16,16,8,8", "--quiet",
     ]  # fmt: skip
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
     card = load_card(out)
     assert card.tta == ("hflip", "vflip")
     assert "--tta hflip,vflip" in card.data["training"]["command"]
+    assert "--decoder-channels 32,16,16,8,8" in card.data["training"]["command"]
+    assert card.data["architecture"]["kwargs"]["decoder_channels"] == [32, 16, 16, 8, 8]
     assert set(card.data["postprocess"]["watershed"]) == set(DEFAULTS)
     m = card.data["metrics"]
     assert 0 <= m["val_watershed_aji"] <= 1 and m["heldout_images"] == ["c"]
@@ -238,5 +240,11 @@ def test_train_cli_small_run_writes_tta_tuned_watershed_and_scores(tmp_path: Pat
     log = json.loads((out / "training_log.json").read_text())
     assert log["train"]["config"]["label_sets"] == {str(MERGED): [1, 2]}
     assert log["watershed_tuning"]["images"] == ["b"]
-    bad = CliRunner().invoke(app, [*args[:-3], "--tta", "spin", "--quiet"])
+    bad = CliRunner().invoke(app, [*args[:-5], "--tta", "spin", "--quiet"])
     assert bad.exit_code != 0 and "unknown test-time view" in str(bad.exception)
+    for opt, value, msg in (
+        ("--encoder", "no-such-net", "unknown U-Net encoder"),
+        ("--decoder-channels", "32,16", "5 positive integers"),
+    ):
+        bad = CliRunner().invoke(app, [*args[:-1], opt, value, "--quiet"])
+        assert bad.exit_code != 0 and msg in str(bad.exception)

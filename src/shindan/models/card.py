@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -142,6 +143,50 @@ def load_card(name_or_path: str | Path) -> ModelCard:
     return card
 
 
+# The default segmenter: small and fast on CPU; --encoder / --decoder-channels trade speed for
+# capacity (see :func:`unet_architecture`).
+DEFAULT_ENCODER = "timm-mobilenetv3_small_100"
+DEFAULT_DECODER = (96, 64, 32, 16, 16)
+
+
+def unet_architecture(
+    encoder: str, decoder_channels: str | Sequence[int]
+) -> tuple[str, tuple[int, ...]]:
+    """Check a U-Net encoder name and decoder widths (a sequence or "96,64,32,16,16").
+
+    Raises
+    ------
+    ModelError
+        If segmentation-models-pytorch has no such encoder, or the widths are not five
+        positive integers.
+
+    Examples
+    --------
+    >>> unet_architecture("timm-mobilenetv3_large_075", "128,64,32,16,16")
+    ('timm-mobilenetv3_large_075', (128, 64, 32, 16, 16))
+    """
+    import warnings
+
+    import segmentation_models_pytorch as smp
+
+    try:  # smp resolves aliases (timm-*, tu-*) only when it builds one: build it, no weights
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            smp.encoders.get_encoder(encoder, weights=None)
+    except (KeyError, RuntimeError, ValueError):
+        raise ModelError(
+            f"unknown U-Net encoder {encoder!r} (see segmentation_models_pytorch)"
+        ) from None
+    parts = decoder_channels.split(",") if isinstance(decoder_channels, str) else decoder_channels
+    try:
+        widths = tuple(int(c) for c in parts)
+    except ValueError:
+        widths = ()
+    if len(widths) != 5 or min(widths) < 1:
+        raise ModelError(f"decoder channels must be 5 positive integers, got {decoder_channels!r}")
+    return encoder, widths
+
+
 def unet_card(
     name: str,
     classes: list[str],
@@ -150,8 +195,8 @@ def unet_card(
     mpp: float,
     size: int = 512,
     overlap: int = 64,
-    encoder: str = "timm-mobilenetv3_small_100",
-    decoder_channels: tuple[int, ...] = (96, 64, 32, 16, 16),
+    encoder: str = DEFAULT_ENCODER,
+    decoder_channels: tuple[int, ...] = DEFAULT_DECODER,
     limits: list[str] | None = None,
 ) -> dict[str, Any]:
     """A card skeleton for an smp U-Net segmenter at ``mpp`` µm/px (training filled in later)."""

@@ -12,7 +12,7 @@ import numpy as np
 
 from shindan.engine.train_segmenter import TrainConfig, train_segmenter
 from shindan.errors import InputError, ModelError
-from shindan.models.card import unet_card
+from shindan.models.card import DEFAULT_DECODER, DEFAULT_ENCODER, unet_card
 from shindan.nuclei.data import LABEL_SETS, NucleiSample, find_pairs, load_sample, make_sampler
 from shindan.nuclei.metrics import aji, dice
 from shindan.nuclei.postprocess import DEFAULTS
@@ -25,8 +25,8 @@ def nuclei_card(
     *,
     size: int = 512,
     overlap: int = 64,
-    encoder: str = "timm-mobilenetv3_small_100",
-    decoder_channels: Sequence[int] = (96, 64, 32, 16, 16),
+    encoder: str = DEFAULT_ENCODER,
+    decoder_channels: Sequence[int] = DEFAULT_DECODER,
 ) -> dict[str, Any]:
     """A model card skeleton for a nuclei U-Net (training fields are filled in later)."""
     card = unet_card(
@@ -252,6 +252,8 @@ def train_nuclei(
     boundary_px: int = 1,
     tta: Sequence[str] = (),
     init: str | None = None,
+    encoder: str = DEFAULT_ENCODER,
+    decoder_channels: Sequence[int] = DEFAULT_DECODER,
     command: str = "",
     data_note: str = "",
     licence: str = "",
@@ -259,6 +261,9 @@ def train_nuclei(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train (or fine-tune from ``init``) on image/annotation pairs and save to ``out``.
+
+    ``encoder`` and ``decoder_channels`` shape a new U-Net (a fine-tuned model keeps the
+    architecture of ``init``).
 
     ``val`` lists image stems kept out of training to choose the checkpoint (pixel Dice of
     interior and boundary) and tune the watershed (AJI, on those with instance polygons).
@@ -319,7 +324,7 @@ def train_nuclei(
         net = load_network(base)
         net.train()
     else:
-        card = nuclei_card(target_mpp)
+        card = nuclei_card(target_mpp, encoder=encoder, decoder_channels=decoder_channels)
         net = None
     card["input"] = {k: v for k, v in card["input"].items() if k != "tta"}
     if views:

@@ -12,6 +12,9 @@ from shindan.io.slide import Slide
 from shindan.kidney.scores import GLOMERULUS
 from shindan.tiling import read_at_mpp, require_mpp
 
+# Smaller glomerulus regions are fragments or false positives: not counted, not kept in maps.
+MIN_GLOMERULUS_UM2 = 2000.0
+
 
 @dataclass
 class Glomerulus:
@@ -31,7 +34,11 @@ class Glomerulus:
 
 
 def find_glomeruli(
-    labels: np.ndarray, mpp: float, slide_mpp: float, *, min_area_um2: float = 2000.0
+    labels: np.ndarray,
+    mpp: float,
+    slide_mpp: float,
+    *,
+    min_area_um2: float = MIN_GLOMERULUS_UM2,
 ) -> list[Glomerulus]:
     """Connected glomerulus regions of a label map at ``mpp`` µm/px.
 

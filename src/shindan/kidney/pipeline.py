@@ -27,6 +27,7 @@ from shindan.engine.tiled import segment_slide
 from shindan.errors import ModelError
 from shindan.io.inputs import SLIDE_SUFFIXES, expand_inputs
 from shindan.io.slide import Slide, open_slide
+from shindan.kidney.cleanup import min_region_areas, remove_small_regions
 from shindan.kidney.glomeruli import Glomerulus, classify_glomeruli, find_glomeruli
 from shindan.kidney.scores import COMPARTMENTS, INTERSTITIUM, ScoreAccumulator
 from shindan.tiling import detect_tissue, read_at_mpp, require_mpp
@@ -261,6 +262,7 @@ def analyze_case(
         )
         o_mpp, o_w, o_h = output_grid(slide)
         labels = resample_labels(seg.labels(), seg.mpp, o_mpp, o_w, o_h)
+        labels = remove_small_regions(labels, o_mpp, min_region_areas(models.compartments.card))
         Image.fromarray(labels).save(tmp / "compartments.png", optimize=False)
         acc = ScoreAccumulator()
         acc.add_labels(labels, o_mpp)

@@ -23,6 +23,7 @@ from shindan.io.annotations import (
     read_annotations,
     read_label_mask,
 )
+from shindan.kidney.cleanup import min_region_areas, remove_small_regions
 from shindan.kidney.data import (
     AAPI_TILES,
     CLASSES,
@@ -43,7 +44,8 @@ from shindan.kidney.data import (
     split_columns,
     stain_references,
 )
-from shindan.models.card import unet_card
+from shindan.kidney.glomeruli import MIN_GLOMERULUS_UM2
+from shindan.models.card import DEFAULT_DECODER, DEFAULT_ENCODER, unet_card
 
 # Class names users write in QuPath / ImageScope / labelme, mapped to the contract's codes.
 CLASS_NAMES = {
@@ -81,11 +83,11 @@ def compartments_card(
     *,
     size: int = 512,
     overlap: int = 64,
-    encoder: str = "timm-mobilenetv3_small_100",
-    decoder_channels: Sequence[int] = (96, 64, 32, 16, 16),
+    encoder: str = DEFAULT_ENCODER,
+    decoder_channels: Sequence[int] = DEFAULT_DECODER,
 ) -> dict[str, Any]:
     """A model card skeleton for the compartment U-Net (training fields filled in later)."""
-    return unet_card(
+    card = unet_card(
         "kidney-compartments",
         list(CLASSES),
         "Kidney biopsy compartments (non-tissue, interstitium, glomerulus, tubule, vessel), "
@@ -106,19 +108,26 @@ def compartments_card(
             "Research use; not a medical device.",
         ],
     )
+    card["postprocess"] = {"min_region_um2": {"glomerulus": MIN_GLOMERULUS_UM2}}
+    return card
 
 
 # --------------------------------------------------------------------------- evaluation
 def _predict_labels(predictor: Any, image: np.ndarray) -> np.ndarray:
-    """Argmax labels of an image: one padded pass when it fits a tile, else tiled blending."""
+    """Labels of an image as the analysis makes them: argmax of one padded pass when it fits a
+    tile, else of tiled blending, then the card's small-region clean-up."""
     from shindan.engine.tiled import predict_array
 
     h, w = image.shape[:2]
     if max(h, w) <= predictor.card.size:
         ph, pw = (-h) % 32, (-w) % 32
         padded = np.pad(image, ((0, ph), (0, pw), (0, 0)), mode="reflect")
-        return predictor.predict(padded[None])[0, :, :h, :w].argmax(0).astype(np.uint8)
-    return predict_array(predictor, image).argmax(0).astype(np.uint8)
+        labels = predictor.predict(padded[None])[0, :, :h, :w].argmax(0).astype(np.uint8)
+    else:
+        labels = predict_array(predictor, image).argmax(0).astype(np.uint8)
+    # scored as the analysis uses it: with the card's clean-up
+    card = predictor.card
+    return remove_small_regions(labels, card.mpp, min_region_areas(card))
 
 
 def dice_summary(cm: np.ndarray, n_images: int) -> dict[str, Any]:
@@ -410,7 +419,9 @@ def train_compartments(
         card = {**base.data, "input": {**base.data["input"]}}
         net = load_network(base)
         target_mpp = card["input"]["mpp"] or target_mpp
-        card.setdefault("limits", compartments_card(target_mpp)["limits"])
+        skeleton = compartments_card(target_mpp)
+        card.setdefault("limits", skeleton["limits"])
+        card.setdefault("postprocess", skeleton["postprocess"])
     else:
         card = compartments_card(target_mpp)
         net = None

@@ -86,10 +86,15 @@ def test_kidney_train_from_scratch_on_mixed_annotations(tmp_path: Path) -> None:
         "64",
         "--eval-every",
         "2",
+        "--decoder-channels",
+        "64,32,16,16,8",
         "--quiet",
     )
     assert r.returncode == 0, r.stderr
     card = json.loads((out / "card.json").read_text())
+    assert card["architecture"]["kwargs"]["decoder_channels"] == [64, 32, 16, 16, 8]
+    assert "--decoder-channels 64,32,16,16,8" in card["training"]["command"]
+    assert card["postprocess"] == {"min_region_um2": {"glomerulus": 2000.0}}
     assert card["classes"] == ["non-tissue", "interstitium", "glomerulus", "tubule", "vessel"]
     assert card["input"]["mpp"] == 2.0
     assert card["training"]["command"].startswith("shindan kidney train ")
@@ -112,6 +117,13 @@ def test_kidney_train_bad_input_exit_2(tmp_path: Path) -> None:
     assert not (tmp_path / "m").exists()
     r = _shindan("kidney", "train", "--out", str(tmp_path / "m"))
     assert r.returncode == 2 and "error: " in r.stderr
+    (tmp_path / "img.png").touch()
+    r = _shindan(
+        "kidney", "train", str(tmp_path / "img.png"), "-a", str(tmp_path),
+        "--out", str(tmp_path / "m"), "--encoder", "no-such-net",
+    )  # fmt: skip
+    assert r.returncode == 2 and "error: unknown U-Net encoder 'no-such-net'" in r.stderr
+    assert not (tmp_path / "m").exists()
 
 
 def test_kidney_train_bad_test_tile_exit_2(tmp_path: Path) -> None:

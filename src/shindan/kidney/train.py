@@ -384,6 +384,8 @@ def train_compartments(
     target_mpp: float = 1.0,
     classes: dict[str, int] | None = None,
     init: str | None = None,
+    encoder: str = DEFAULT_ENCODER,
+    decoder_channels: Sequence[int] = DEFAULT_DECODER,
     config: TrainConfig | None = None,
     tile: int = 256,
     test_tile: str = "HE_001",
@@ -399,7 +401,9 @@ def train_compartments(
     :data:`RECIPE_SAMPLER`, CE weights :data:`RECIPE_CLASS_WEIGHTS` unless ``config`` has
     some, AAPI tile ``test_tile`` held out) and the held-out scores go into the card;
     otherwise ``inputs`` + ``annotations`` are used, with every fifth image (or, with a
-    single image, its right fifth) kept for validation. ``glomerulus_focus``: chance that a
+    single image, its right fifth) kept for validation. ``encoder`` and ``decoder_channels``
+    shape a new U-Net (a fine-tuned model keeps the architecture of ``init``).
+    ``glomerulus_focus``: chance that a
     crop of a labelled image is placed on a glomerulus (see
     :func:`~shindan.kidney.data.make_compartment_sampler`).
     """
@@ -423,7 +427,7 @@ def train_compartments(
         card.setdefault("limits", skeleton["limits"])
         card.setdefault("postprocess", skeleton["postprocess"])
     else:
-        card = compartments_card(target_mpp)
+        card = compartments_card(target_mpp, encoder=encoder, decoder_channels=decoder_channels)
         net = None
     if builtin is not None:
         say(f"loading the built-in real-data recipe from {builtin} at {target_mpp} µm/px")

@@ -10,6 +10,13 @@ from typing import Annotated
 import typer
 
 from shindan.errors import InputError
+from shindan.models.card import DEFAULT_ENCODER
+from shindan.util.architecture_options import (
+    DEFAULT_DECODER_TEXT,
+    DecoderOpt,
+    EncoderOpt,
+    parse_architecture,
+)
 
 
 def _parse_classes(text: str) -> dict[str, int]:
@@ -78,6 +85,8 @@ def register(app: typer.Typer) -> None:
                 "from scratch."
             ),
         ] = None,
+        encoder: EncoderOpt = DEFAULT_ENCODER,
+        decoder_channels: DecoderOpt = DEFAULT_DECODER_TEXT,
         steps: Annotated[int, typer.Option(help="Maximum optimiser steps.")] = 3000,
         batch_size: Annotated[int, typer.Option(help="Tiles per step.")] = 8,
         tile: Annotated[int, typer.Option(help="Training tile side (px at --target-mpp).")] = 256,
@@ -131,6 +140,7 @@ def register(app: typer.Typer) -> None:
         if mpp is not None and mpp <= 0:
             raise InputError(f"--mpp must be positive, got {mpp}")
         cls = _parse_classes(classes)
+        encoder, widths, arch_words = parse_architecture(encoder, decoder_channels)
         q = shlex.quote
         parts = [
             "shindan kidney train",
@@ -143,6 +153,7 @@ def register(app: typer.Typer) -> None:
             f"--target-mpp {target_mpp}",
             *([f"--classes {q(classes)}"] if classes else []),
             *([f"--init {q(init)}"] if init else []),
+            *arch_words,
             f"--steps {steps}",
             f"--batch-size {batch_size}",
             f"--tile {tile}",
@@ -176,6 +187,8 @@ def register(app: typer.Typer) -> None:
             target_mpp=target_mpp,
             classes=cls,
             init=init,
+            encoder=encoder,
+            decoder_channels=widths,
             config=cfg,
             tile=tile,
             test_tile=test_tile,

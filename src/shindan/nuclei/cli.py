@@ -8,9 +8,15 @@ from typing import Annotated
 
 import typer
 
-from shindan.errors import InputError, ModelError
+from shindan.errors import InputError
 from shindan.io.inputs import SLIDE_SUFFIXES, expand_inputs
-from shindan.models.card import DEFAULT_DECODER, DEFAULT_ENCODER, unet_architecture
+from shindan.models.card import DEFAULT_ENCODER
+from shindan.util.architecture_options import (
+    DEFAULT_DECODER_TEXT,
+    DecoderOpt,
+    EncoderOpt,
+    parse_architecture,
+)
 
 app = typer.Typer(help="Nucleus instance segmentation.", no_args_is_help=True)
 
@@ -111,16 +117,8 @@ def train(
             help="Fine-tune from this model (name or folder) instead of training from scratch."
         ),
     ] = None,
-    encoder: Annotated[
-        str,
-        typer.Option(
-            help="U-Net encoder of a new model (a segmentation-models-pytorch name; ignored "
-            "with --init)."
-        ),
-    ] = DEFAULT_ENCODER,
-    decoder_channels: Annotated[
-        str, typer.Option(help="U-Net decoder widths of a new model, five comma-separated.")
-    ] = ",".join(map(str, DEFAULT_DECODER)),
+    encoder: EncoderOpt = DEFAULT_ENCODER,
+    decoder_channels: DecoderOpt = DEFAULT_DECODER_TEXT,
     steps: Annotated[int, typer.Option(help="Maximum optimiser steps.")] = 3000,
     batch_size: Annotated[int, typer.Option(help="Tiles per step.")] = 8,
     tile: Annotated[int, typer.Option(help="Training tile side (pixels at --target-mpp).")] = 256,
@@ -168,11 +166,7 @@ def train(
             raise InputError(f"{a}: no such file or folder")
     if boundary_px < 1 or boundary_weight <= 0:
         raise InputError("--boundary-px must be >= 1 and --boundary-weight > 0")
-    try:
-        encoder, widths = unet_architecture(encoder, decoder_channels)
-        decoder_channels = ",".join(map(str, widths))
-    except ModelError as exc:
-        raise InputError(str(exc)) from None
+    encoder, widths, arch_words = parse_architecture(encoder, decoder_channels)
     cfg = TrainConfig.for_steps(
         steps,
         batch_size=batch_size,
@@ -196,8 +190,7 @@ def train(
         *([f"--holdout {holdout}"] if holdout else []),
         *([f"--val {val}"] if val else []),
         *([f"--init {init}"] if init else []),
-        *([f"--encoder {encoder}"] if encoder != DEFAULT_ENCODER else []),
-        *([f"--decoder-channels {decoder_channels}"] if widths != DEFAULT_DECODER else []),
+        *arch_words,
         f"--steps {steps}",
         f"--batch-size {batch_size}",
         f"--tile {tile}",

@@ -19,10 +19,12 @@ from shindan.kidney.data import (
     Cutout,
     LabelledImage,
     add_glass_edge,
+    aidpath_lab,
     composite,
     cutout_class,
     glass_mask,
     load_aapi_tile,
+    load_aidpath,
     load_hubmap,
     make_compartment_sampler,
     split_columns,
@@ -120,6 +122,51 @@ def test_glomerulus_focus_puts_crops_on_glomeruli() -> None:
 
     assert hit_rate(1.0) == 1.0
     assert hit_rate(0.0) < 0.3
+
+
+def test_pas_draws_split_between_images_and_crops() -> None:
+    """With glomerulus crops, half the PAS draws come from them; without, none change."""
+    lab = np.full((200, 200), NOT_GLOMERULUS, np.uint8)
+    pas = LabelledImage("p", np.full((200, 200, 3), 150, np.uint8), lab, "PAS", 1.0)
+    crop_lab = np.full((40, 40), GLOMERULUS, np.uint8)
+    crop = LabelledImage("c", np.full((40, 40, 3), 90, np.uint8), crop_lab, "PAS", 1.0)
+
+    def draws(data: CompartmentData) -> list[np.ndarray]:
+        s = make_compartment_sampler(data, 64, mix=(0, 0, 1, 0), glass_edge=0)
+        rng = np.random.default_rng(1)
+        return [s(rng)[1] for _ in range(60)]
+
+    mixed = draws(CompartmentData([], [], [], [pas], crops=[crop]))
+    from_crops = np.mean([(d == GLOMERULUS).any() for d in mixed])
+    assert 0.3 < from_crops < 0.7
+    # a crop smaller than the tile is padded with "unknown", never with a class
+    assert all(
+        set(np.unique(d[(d != NOT_GLOMERULUS)]).tolist()) <= {GLOMERULUS, IGNORE} for d in mixed
+    )
+    only_crops = draws(CompartmentData([], [], [], [], crops=[crop]))
+    assert all((d == GLOMERULUS).any() for d in only_crops)
+    assert all((d == NOT_GLOMERULUS).all() for d in draws(CompartmentData([], [], [], [pas])))
+
+
+def test_aidpath_labs(tmp_path: Path) -> None:
+    from shindan.errors import InputError
+    from shindan.kidney.train import builtin_data
+
+    assert aidpath_lab("SESCAM_1_0-32") == "SESCAM"
+    assert aidpath_lab("aidpath-nonGS-SAS_21937_001-4") == "SAS"
+    assert aidpath_lab("aidpath-GS-VUHSK_1352-24") == "VUHSK"
+    for bad in (["SAS", "SESCAM", "VUHSK"], ["NOPE"]):  # a lab must be left to test on
+        with pytest.raises(InputError, match="AIDPATH training labs"):
+            builtin_data(tmp_path, 1.0, aidpath_train_labs=bad)
+
+
+def test_real_aidpath_lab_filter(shared_data: Path) -> None:
+    root = shared_data / "kidney"
+    crops = load_aidpath(root, 0.9, 1.0, labs=["VUHSK"])
+    assert len(crops) == 375 and {aidpath_lab(c.name) for c in crops} == {"VUHSK"}
+    c = crops[0]
+    assert abs(c.label.shape[0] - 202) <= 1  # 224 px at 0.9 µm/px → ≈202 at 1 µm/px
+    assert set(np.unique(c.label).tolist()) <= {GLOMERULUS, NOT_GLOMERULUS}
 
 
 def test_real_aapi_tile_and_hubmap(shared_data: Path) -> None:

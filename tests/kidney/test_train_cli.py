@@ -123,6 +123,11 @@ def test_kidney_train_bad_input_exit_2(tmp_path: Path) -> None:
         "--out", str(tmp_path / "m"), "--encoder", "no-such-net",
     )  # fmt: skip
     assert r.returncode == 2 and "error: unknown U-Net encoder 'no-such-net'" in r.stderr
+    r = _shindan(
+        "kidney", "train", str(tmp_path / "img.png"), "-a", str(tmp_path),
+        "--out", str(tmp_path / "m"), "--aidpath-train-labs", "SAS",
+    )  # fmt: skip
+    assert r.returncode == 2 and "error: --aidpath-train-labs needs --builtin" in r.stderr
     assert not (tmp_path / "m").exists()
 
 

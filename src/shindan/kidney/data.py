@@ -12,13 +12,15 @@ Sources (``root`` is the shared ``data/kidney`` folder):
   tiles' interstitium backgrounds (every structure painted black) to make new compositions;
 * ``glomeruli-hubmap-pas/``: PAS images with glomerulus polygons (labelme), scale estimated
   at ≈0.95 µm/px from glomerulus sizes (see :data:`HUBMAP_MPP`);
-* ``glomerulosclerosis-aidpath/``: PAS glomerulus crops with masks (evaluation only: its
-  licence is non-commercial).
+* ``glomerulosclerosis-aidpath/``: PAS glomerulus crops with masks from three labs
+  (:data:`AIDPATH_LABS`); a recipe may train on some labs' crops and test on the others' (their
+  licence is non-commercial, and a model trained on them inherits it).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -190,13 +192,34 @@ def load_hubmap(
     return out
 
 
+# AIDPATH crops name their lab first (e.g. SESCAM_1_0-32.jpg): three Spanish and Lithuanian
+# hospital labs, so a lab split is an unseen-lab test.
+AIDPATH_LABS = ("SAS", "SESCAM", "VUHSK")
+# The crops were resized to 224 px whatever the glomerulus size: 0.9 µm/px is a typical scale
+# (a 200 µm field), and training jitters it widely.
+AIDPATH_CROP_MPP = 0.9
+
+
+def aidpath_lab(name: str) -> str:
+    """The lab of an AIDPATH crop from its file stem or :func:`load_aidpath` name."""
+    stem = name.split("-", 2)[2] if name.startswith("aidpath-") else name
+    return stem.split("_", 1)[0]
+
+
 def load_aidpath(
-    root: Path, crop_mpp: float, mpp: float, limit: int | None = None
+    root: Path,
+    crop_mpp: float,
+    mpp: float,
+    limit: int | None = None,
+    labs: Sequence[str] | None = None,
 ) -> list[LabelledImage]:
-    """AIDPATH glomerulus crops (assumed ``crop_mpp`` µm/px) with masks: glomerulus 2, rest 254."""
+    """AIDPATH glomerulus crops (assumed ``crop_mpp`` µm/px) with masks: glomerulus 2, rest 254;
+    only those of ``labs`` (see :data:`AIDPATH_LABS`) when given."""
     base = root / "glomerulosclerosis-aidpath"
     out = []
     paths = sorted((base / "nonGS").glob("*.jpg")) + sorted((base / "GS").glob("*.jpg"))
+    if labs is not None:
+        paths = [p for p in paths if aidpath_lab(p.stem) in labs]
     for p in paths[:limit] if limit else paths:
         m = base / "masks" / f"{p.stem}.png"
         if not m.exists():
@@ -468,6 +491,8 @@ class CompartmentData:
     cutouts: list[Cutout]
     pas: list[LabelledImage]
     phantoms: list[LabelledImage] = field(default_factory=list)
+    # glomerulus crops (PAS, other labs): half of the PAS draws when present
+    crops: list[LabelledImage] = field(default_factory=list)
     # colour statistics by stain for stain transfer (see stain_references)
     stain_refs: dict[str, list[tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict)
 
@@ -546,7 +571,7 @@ def make_compartment_sampler(
         if {
             "tile": data.tiles,
             "composite": data.backgrounds and data.cutouts,
-            "pas": data.pas,
+            "pas": data.pas or data.crops,
             "phantom": data.phantoms,
         }[s]
     ]
@@ -574,7 +599,10 @@ def make_compartment_sampler(
             bg = data.backgrounds[int(rng.integers(len(data.backgrounds)))]
             im, lab = composite(bg, data.cutouts, size, rng, harmonised_prob=harmonised_prob)
         elif kind == "pas":
-            t = data.pas[int(rng.integers(len(data.pas)))]
+            # no extra draw without crops: the shipped models' draws stay as they were
+            crops = data.crops and (not data.pas or rng.random() < 0.5)
+            pool = data.crops if crops else data.pas
+            t = pool[int(rng.integers(len(pool)))]
             # the PAS scale is an estimate: jitter it widely
             im, lab = _random_crop(t, size, rng, pas_zoom, focus=_focus(t, rng))
         else:

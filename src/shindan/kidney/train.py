@@ -26,6 +26,8 @@ from shindan.io.annotations import (
 from shindan.kidney.cleanup import min_region_areas, remove_small_regions
 from shindan.kidney.data import (
     AAPI_TILES,
+    AIDPATH_CROP_MPP,
+    AIDPATH_LABS,
     CLASSES,
     GLOMERULUS,
     INTERSTITIUM,
@@ -33,6 +35,7 @@ from shindan.kidney.data import (
     TUBULE,
     CompartmentData,
     LabelledImage,
+    aidpath_lab,
     harmonise_sources,
     load_aapi_background,
     load_aapi_cutouts,
@@ -206,15 +209,25 @@ RECIPE_SAMPLER = {
 RECIPE_CLASS_WEIGHTS = (1.0, 1.5, 1.0, 1.0, 1.0)
 
 
-def heldout_notes(test_tile: str, val_tile: str) -> str:
+def heldout_notes(test_tile: str, val_tile: str, aidpath_train_labs: Sequence[str] = ()) -> str:
     """How the held-out figures of the built-in recipe were measured (for the card)."""
+    if aidpath_train_labs:
+        aid = (
+            "every AIDPATH crop of the labs not trained on (their labs are unseen; crops "
+            f"assumed {AIDPATH_CROP_MPP} µm/px, glomerulus vs rest; the crops of "
+            f"{', '.join(aidpath_train_labs)} trained, every 10th of them validated)"
+        )
+    else:
+        aid = (
+            "every 4th AIDPATH crop (another lab, never trained on; crops assumed "
+            f"{AIDPATH_CROP_MPP} µm/px, glomerulus vs rest)"
+        )
     return (
         f"H&E: AAPI tile {test_tile} (never trained on, nor its background or cut-outs named "
         "after it), pooled per-class Dice over its labelled pixels at the model's µm/px, tiled "
-        "inference as shipped. PAS: HuBMAP test split (10 images, same source as the PAS "
-        "training images; glomerulus vs rest, 5-px rim around outlines not scored) and every "
-        "4th AIDPATH crop (another lab, never trained on; crops assumed 0.9 µm/px, glomerulus "
-        f"vs rest). Model selection used the right 25% of tile {val_tile} (its left 75% is "
+        "inference and clean-up as shipped. PAS: HuBMAP test split (10 images, same source as "
+        "the PAS training images; glomerulus vs rest, 5-px rim around outlines not scored) and "
+        f"{aid}. Model selection used the right 25% of tile {val_tile} (its left 75% is "
         "trained on) and the HuBMAP train images named 100-109 (4 exist: 106-109)."
     )
 
@@ -225,6 +238,7 @@ def builtin_data(
     phantoms: int = 0,
     test_tile: str = "HE_001",
     exclude_cutouts: Sequence[str] = (),
+    aidpath_train_labs: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Training, validation and test sets of the real-data recipe (see the module docstring of
     :mod:`shindan.kidney.data`).
@@ -238,9 +252,19 @@ def builtin_data(
     ``exclude_cutouts`` are left out (e.g. "HE_00": slides that gave only glomeruli and
     vessels, whose scanner texture alone would then tell the class); their slides' colour
     statistics still serve as stain-transfer references.
+
+    AIDPATH glomerulus crops (PAS, three labs) are the unseen-lab test: every 4th crop, or
+    with ``aidpath_train_labs`` every crop of the other labs, while the named labs' crops
+    train (every 10th validates).
     """
     if test_tile not in AAPI_TILES or test_tile == AAPI_TILES[0]:
         raise InputError(f"test tile must be one of {', '.join(AAPI_TILES[1:])}, got {test_tile!r}")
+    test_labs = [lab for lab in AIDPATH_LABS if lab not in aidpath_train_labs]
+    if set(aidpath_train_labs) - set(AIDPATH_LABS) or not test_labs:
+        raise InputError(
+            f"AIDPATH training labs must be some (not all) of {', '.join(AIDPATH_LABS)}, "
+            f"got {', '.join(aidpath_train_labs)}"
+        )
     val_tile = "13600_18000_0" if test_tile != "13600_18000_0" else "HE_001"
     tiles = {n: load_aapi_tile(root, n, target_mpp) for n in AAPI_TILES}
     left, right = split_columns(tiles[val_tile], 0.75)
@@ -258,18 +282,28 @@ def builtin_data(
     pas_train = [p for p in all_train if p.name.rsplit("-", 1)[-1] not in val_names]
     pas_val = [p for p in all_train if p.name.rsplit("-", 1)[-1] in val_names]
     train_tiles = [tiles[AAPI_TILES[0]], left]
+    crops: list[LabelledImage] = []
+    if aidpath_train_labs:
+        own = load_aidpath(root, AIDPATH_CROP_MPP, target_mpp, labs=aidpath_train_labs)
+        crops = [c for k, c in enumerate(own) if k % 10 != 9]
+        pas_val += own[9::10]
+        test_aid = load_aidpath(root, AIDPATH_CROP_MPP, target_mpp, labs=test_labs)
+    else:
+        test_aid = load_aidpath(root, AIDPATH_CROP_MPP, target_mpp)[::4]
     return {
         "train": CompartmentData(
             train_tiles,
             bgs,
             cutouts,
             pas_train,
-            load_phantoms(phantoms, target_mpp) if phantoms else [],
-            stain_references(stain_cutouts, [*train_tiles, *pas_train]),
+            phantoms=load_phantoms(phantoms, target_mpp) if phantoms else [],
+            stain_refs=stain_references(stain_cutouts, [*train_tiles, *pas_train]),
+            crops=crops,
         ),
         "val": [right, *pas_val],
         "test_he": [tiles[test_tile]],
         "test_pas": load_hubmap(root, "test", target_mpp),
+        "test_aid": test_aid,
         "test_tile": test_tile,
         "val_tile": val_tile,
     }
@@ -391,6 +425,7 @@ def train_compartments(
     test_tile: str = "HE_001",
     exclude_cutouts: Sequence[str] = (),
     glomerulus_focus: float = 0.0,
+    aidpath_train_labs: Sequence[str] = (),
     command: str = "",
     log: Callable[[str], None] | None = None,
     progress: bool = True,
@@ -431,16 +466,29 @@ def train_compartments(
         net = None
     if builtin is not None:
         say(f"loading the built-in real-data recipe from {builtin} at {target_mpp} µm/px")
-        sets = builtin_data(builtin, target_mpp, phantoms, test_tile, exclude_cutouts)
+        sets = builtin_data(
+            builtin, target_mpp, phantoms, test_tile, exclude_cutouts, aidpath_train_labs
+        )
         train_data, val = sets["train"], sets["val"]
         data_note = (
             "AAPI H&E kidney transplant biopsies (2 rebuilt tiles with full labels, "
             f"{len(train_data.cutouts)} structure cut-outs pasted onto interstitium "
             f"backgrounds) + HuBMAP PAS ({len(train_data.pas)} images, glomerulus "
             "polygons only; other tissue trained as 'not glomerulus')"
+            + (
+                f" + AIDPATH PAS glomerulus crops of lab(s) {', '.join(aidpath_train_labs)} "
+                f"({len(train_data.crops)}, glomerulus masks; other tissue 'not glomerulus')"
+                if train_data.crops
+                else ""
+            )
             + (f" + {phantoms} synthetic shindan.phantom biopsies" if phantoms else "")
         )
-        licence = "MIT (AAPI, HuBMAP)"
+        licence = (
+            "MIT (AAPI, HuBMAP) + CC BY-NC-SA 4.0 (AIDPATH): non-commercial use only, "
+            "inherited by this model"
+            if train_data.crops
+            else "MIT (AAPI, HuBMAP)"
+        )
     else:
         pairs = pair_files(inputs, annotations)
         names = {**CLASS_NAMES, **{k.lower(): v for k, v in (classes or {}).items()}}
@@ -489,8 +537,10 @@ def train_compartments(
         pred = load_predictor(out, "torch")
         result["test_he"] = score_images(pred, sets["test_he"])
         result["test_pas_hubmap"] = glomerulus_dice(pred, sets["test_pas"])
-        aid = load_aidpath(builtin, crop_mpp=0.9, mpp=target_mpp)[::4]
-        result["test_pas_aidpath"] = glomerulus_dice(pred, aid)
+        result["test_pas_aidpath"] = {
+            **glomerulus_dice(pred, sets["test_aid"]),
+            "labs": sorted({aidpath_lab(c.name) for c in sets["test_aid"]}),
+        }
         say(f"H&E {sets['test_tile']}: {result['test_he']}")
         say(f"PAS HuBMAP test glomerulus: {result['test_pas_hubmap']}")
         say(f"PAS AIDPATH glomerulus: {result['test_pas_aidpath']}")
@@ -502,7 +552,7 @@ def train_compartments(
             "heldout_pas_hubmap_test_glomerulus": result["test_pas_hubmap"],
             "heldout_pas_aidpath_glomerulus": result["test_pas_aidpath"],
             "validated_on_stain": VALIDATED_ON,
-            "heldout_notes": heldout_notes(sets["test_tile"], sets["val_tile"]),
+            "heldout_notes": heldout_notes(sets["test_tile"], sets["val_tile"], aidpath_train_labs),
         }
         he, hub, aid_r = result["test_he"], result["test_pas_hubmap"], result["test_pas_aidpath"]
         data["headline"] = (

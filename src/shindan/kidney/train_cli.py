@@ -119,6 +119,14 @@ def register(app: typer.Typer) -> None:
                 "glomerulus (they cover a few % of cortex, so random crops rarely show them)."
             ),
         ] = 0.0,
+        aidpath_train_labs: Annotated[
+            str,
+            typer.Option(
+                help="With --builtin: also train on the AIDPATH PAS glomerulus crops of these "
+                "comma-separated labs (SAS, SESCAM, VUHSK; non-commercial licence); the other "
+                "labs' crops become the unseen-lab test."
+            ),
+        ] = "",
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
     ) -> None:
         """Train or fine-tune the compartment model on your annotations or the built-in data."""
@@ -135,6 +143,8 @@ def register(app: typer.Typer) -> None:
             )
         if not 0.0 <= glomerulus_focus <= 1.0:
             raise InputError(f"--glomerulus-focus must be between 0 and 1, got {glomerulus_focus}")
+        if aidpath_train_labs and builtin is None:
+            raise InputError("--aidpath-train-labs needs --builtin")
         if inputs and not annotations:
             raise InputError("--annotations is required with INPUTS")
         if mpp is not None and mpp <= 0:
@@ -166,6 +176,7 @@ def register(app: typer.Typer) -> None:
             *([f"--test-tile {test_tile}"] if builtin and test_tile != "HE_001" else []),
             *([f"--exclude-cutouts {q(exclude_cutouts)}"] if exclude_cutouts else []),
             *([f"--glomerulus-focus {glomerulus_focus}"] if glomerulus_focus else []),
+            *([f"--aidpath-train-labs {q(aidpath_train_labs)}"] if aidpath_train_labs else []),
         ]
         cfg = TrainConfig.for_steps(
             steps,
@@ -194,6 +205,7 @@ def register(app: typer.Typer) -> None:
             test_tile=test_tile,
             exclude_cutouts=[e.strip() for e in exclude_cutouts.split(",") if e.strip()],
             glomerulus_focus=glomerulus_focus,
+            aidpath_train_labs=[e.strip() for e in aidpath_train_labs.split(",") if e.strip()],
             command=" ".join(parts),
             progress=not quiet,
         )

@@ -131,14 +131,16 @@ def test_pas_draws_split_between_images_and_crops() -> None:
     crop_lab = np.full((40, 40), GLOMERULUS, np.uint8)
     crop = LabelledImage("c", np.full((40, 40, 3), 90, np.uint8), crop_lab, "PAS", 1.0)
 
-    def draws(data: CompartmentData) -> list[np.ndarray]:
-        s = make_compartment_sampler(data, 64, mix=(0, 0, 1, 0), glass_edge=0)
+    def draws(data: CompartmentData, share: float = 0.5) -> list[np.ndarray]:
+        s = make_compartment_sampler(data, 64, mix=(0, 0, 1, 0), glass_edge=0, crop_share=share)
         rng = np.random.default_rng(1)
         return [s(rng)[1] for _ in range(60)]
 
     mixed = draws(CompartmentData([], [], [], [pas], crops=[crop]))
     from_crops = np.mean([(d == GLOMERULUS).any() for d in mixed])
     assert 0.3 < from_crops < 0.7
+    rare = draws(CompartmentData([], [], [], [pas], crops=[crop]), share=0.1)
+    assert 0 < np.mean([(d == GLOMERULUS).any() for d in rare]) < 0.25
     # a crop smaller than the tile is padded with "unknown", never with a class
     assert all(
         set(np.unique(d[(d != NOT_GLOMERULUS)]).tolist()) <= {GLOMERULUS, IGNORE} for d in mixed

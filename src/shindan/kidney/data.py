@@ -491,7 +491,7 @@ class CompartmentData:
     cutouts: list[Cutout]
     pas: list[LabelledImage]
     phantoms: list[LabelledImage] = field(default_factory=list)
-    # glomerulus crops (PAS, other labs): half of the PAS draws when present
+    # glomerulus crops (PAS, other labs): a share of the PAS draws when present
     crops: list[LabelledImage] = field(default_factory=list)
     # colour statistics by stain for stain transfer (see stain_references)
     stain_refs: dict[str, list[tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict)
@@ -549,6 +549,7 @@ def make_compartment_sampler(
     transfer: float = 0.0,
     transfer_pas: float = 0.4,
     glomerulus_focus: float = 0.0,
+    crop_share: float = 0.5,
 ):
     """Sampler of (image, label) tiles: real H&E tiles, H&E composites, PAS images and
     phantoms in the proportions ``mix`` (missing sources are skipped), with stain and
@@ -561,7 +562,8 @@ def make_compartment_sampler(
     a tile to a random training slide's colour statistics (``data.stain_refs``; a PAS one
     with chance ``transfer_pas``), see :func:`transfer_stain`; ``glomerulus_focus``: chance
     that a crop of a real tile or PAS image is placed on a glomerulus (glomeruli cover a few %
-    of cortex, so random crops rarely teach them).
+    of cortex, so random crops rarely teach them); ``crop_share``: the share of PAS draws
+    taken from ``data.crops`` when there are PAS images too.
     """
     from shindan.kidney.augment import flip_rotate, stain_augment
 
@@ -600,7 +602,7 @@ def make_compartment_sampler(
             im, lab = composite(bg, data.cutouts, size, rng, harmonised_prob=harmonised_prob)
         elif kind == "pas":
             # no extra draw without crops: the shipped models' draws stay as they were
-            crops = data.crops and (not data.pas or rng.random() < 0.5)
+            crops = data.crops and (not data.pas or rng.random() < crop_share)
             pool = data.crops if crops else data.pas
             t = pool[int(rng.integers(len(pool)))]
             # the PAS scale is an estimate: jitter it widely

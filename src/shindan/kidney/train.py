@@ -426,6 +426,7 @@ def train_compartments(
     exclude_cutouts: Sequence[str] = (),
     glomerulus_focus: float = 0.0,
     aidpath_train_labs: Sequence[str] = (),
+    aidpath_share: float = 0.5,
     command: str = "",
     log: Callable[[str], None] | None = None,
     progress: bool = True,
@@ -440,7 +441,8 @@ def train_compartments(
     shape a new U-Net (a fine-tuned model keeps the architecture of ``init``).
     ``glomerulus_focus``: chance that a
     crop of a labelled image is placed on a glomerulus (see
-    :func:`~shindan.kidney.data.make_compartment_sampler`).
+    :func:`~shindan.kidney.data.make_compartment_sampler`); ``aidpath_train_labs``: AIDPATH labs
+    whose crops train (see :func:`builtin_data`), drawn for ``aidpath_share`` of the PAS tiles.
     """
     from shindan.engine import load_predictor
     from shindan.models import load_card, load_network, save_model
@@ -512,6 +514,7 @@ def train_compartments(
         tile,
         **(RECIPE_SAMPLER if builtin is not None else {}),
         glomerulus_focus=glomerulus_focus,
+        crop_share=aidpath_share,
     )
 
     def save(net_, res: dict[str, Any]) -> None:

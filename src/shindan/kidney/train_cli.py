@@ -127,6 +127,10 @@ def register(app: typer.Typer) -> None:
                 "labs' crops become the unseen-lab test."
             ),
         ] = "",
+        aidpath_share: Annotated[
+            float,
+            typer.Option(help="Share (0-1) of the PAS training tiles drawn from those crops."),
+        ] = 0.5,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
     ) -> None:
         """Train or fine-tune the compartment model on your annotations or the built-in data."""
@@ -145,6 +149,8 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"--glomerulus-focus must be between 0 and 1, got {glomerulus_focus}")
         if aidpath_train_labs and builtin is None:
             raise InputError("--aidpath-train-labs needs --builtin")
+        if not 0.0 <= aidpath_share <= 1.0:
+            raise InputError(f"--aidpath-share must be between 0 and 1, got {aidpath_share}")
         if inputs and not annotations:
             raise InputError("--annotations is required with INPUTS")
         if mpp is not None and mpp <= 0:
@@ -177,6 +183,7 @@ def register(app: typer.Typer) -> None:
             *([f"--exclude-cutouts {q(exclude_cutouts)}"] if exclude_cutouts else []),
             *([f"--glomerulus-focus {glomerulus_focus}"] if glomerulus_focus else []),
             *([f"--aidpath-train-labs {q(aidpath_train_labs)}"] if aidpath_train_labs else []),
+            *([f"--aidpath-share {aidpath_share}"] if aidpath_train_labs else []),
         ]
         cfg = TrainConfig.for_steps(
             steps,
@@ -206,6 +213,7 @@ def register(app: typer.Typer) -> None:
             exclude_cutouts=[e.strip() for e in exclude_cutouts.split(",") if e.strip()],
             glomerulus_focus=glomerulus_focus,
             aidpath_train_labs=[e.strip() for e in aidpath_train_labs.split(",") if e.strip()],
+            aidpath_share=aidpath_share,
             command=" ".join(parts),
             progress=not quiet,
         )

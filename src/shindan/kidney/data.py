@@ -602,8 +602,8 @@ def make_compartment_sampler(
             im, lab = composite(bg, data.cutouts, size, rng, harmonised_prob=harmonised_prob)
         elif kind == "pas":
             # no extra draw without crops: the shipped models' draws stay as they were
-            crops = data.crops and (not data.pas or rng.random() < crop_share)
-            pool = data.crops if crops else data.pas
+            from_crops = bool(data.crops) and (not data.pas or rng.random() < crop_share)
+            pool = data.crops if from_crops else data.pas
             t = pool[int(rng.integers(len(pool)))]
             # the PAS scale is an estimate: jitter it widely
             im, lab = _random_crop(t, size, rng, pas_zoom, focus=_focus(t, rng))

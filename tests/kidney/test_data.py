@@ -166,6 +166,8 @@ def test_real_aidpath_lab_filter(shared_data: Path) -> None:
     root = shared_data / "kidney"
     crops = load_aidpath(root, 0.9, 1.0, labs=["VUHSK"])
     assert len(crops) == 375 and {aidpath_lab(c.name) for c in crops} == {"VUHSK"}
+    every5 = load_aidpath(root, 0.9, 1.0, labs=["VUHSK"], every=5)
+    assert [c.name for c in every5] == [c.name for c in crops[::5]]
     c = crops[0]
     assert abs(c.label.shape[0] - 202) <= 1  # 224 px at 0.9 µm/px → ≈202 at 1 µm/px
     assert set(np.unique(c.label).tolist()) <= {GLOMERULUS, NOT_GLOMERULUS}

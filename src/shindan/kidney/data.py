@@ -212,14 +212,17 @@ def load_aidpath(
     mpp: float,
     limit: int | None = None,
     labs: Sequence[str] | None = None,
+    every: int = 1,
 ) -> list[LabelledImage]:
     """AIDPATH glomerulus crops (assumed ``crop_mpp`` µm/px) with masks: glomerulus 2, rest 254;
-    only those of ``labs`` (see :data:`AIDPATH_LABS`) when given."""
+    only those of ``labs`` (see :data:`AIDPATH_LABS`) when given, and only every ``every``-th
+    crop (chosen before reading, so the others are never read)."""
     base = root / "glomerulosclerosis-aidpath"
     out = []
     paths = sorted((base / "nonGS").glob("*.jpg")) + sorted((base / "GS").glob("*.jpg"))
     if labs is not None:
         paths = [p for p in paths if aidpath_lab(p.stem) in labs]
+    paths = paths[::every]
     for p in paths[:limit] if limit else paths:
         m = base / "masks" / f"{p.stem}.png"
         if not m.exists():

@@ -289,7 +289,7 @@ def builtin_data(
         pas_val += own[9::10]
         test_aid = load_aidpath(root, AIDPATH_CROP_MPP, target_mpp, labs=test_labs)
     else:
-        test_aid = load_aidpath(root, AIDPATH_CROP_MPP, target_mpp)[::4]
+        test_aid = load_aidpath(root, AIDPATH_CROP_MPP, target_mpp, every=4)
     return {
         "train": CompartmentData(
             train_tiles,

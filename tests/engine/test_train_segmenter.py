@@ -14,6 +14,7 @@ from shindan.engine.train_segmenter import (
     dice_from_confusion,
     train_segmenter,
     use_bf16,
+    validation_score,
 )
 from tests.helpers import seg_card_dict
 
@@ -49,6 +50,18 @@ def test_confusion_and_dice() -> None:
     assert d[0] == pytest.approx(2 / 3) and d[2] == pytest.approx(2 / 3)
 
 
+def test_validation_score_averages_groups_over_their_classes() -> None:
+    big = np.array([[0, 0], [10, 990]])  # class 1 only, Dice 0.995
+    small = np.array([[50, 50], [50, 50]])  # both classes, Dice 0.5 each
+    score, groups = validation_score({"big": big, "small": small}, [0, 1])
+    # a class absent from a group's truth is not scored there (big: class 0 only predicted)
+    assert groups["big"] == pytest.approx(990 * 2 / (2 * 990 + 10))
+    assert score == pytest.approx((groups["big"] + 0.5) / 2)
+    pooled, _ = validation_score({"all": big + small}, [0, 1])
+    assert pooled != pytest.approx(score)  # pooling lets the big group dominate class 1
+    assert validation_score({}, [0, 1]) == (0.0, {})
+
+
 def _card() -> dict:
     return seg_card_dict(classes=2, decoder_channels=(16, 8, 8))
 
@@ -82,6 +95,19 @@ def test_tiny_training_learns_and_reports() -> None:
     assert res["history"][0]["loss"] > res["history"][-1]["loss"]
     assert res["best_dice"] > 0.6
     assert not net.training
+
+
+def test_grouped_validation_is_reported_per_group() -> None:
+    rng = np.random.default_rng(3)
+    val = {"a": [_sampler(rng)], "b": [_sampler(rng), _sampler(rng)]}
+    cfg = TrainConfig(steps=10, batch_size=2, lr=5e-3, warmup=2, eval_every=5, seed=0)
+    _, res = train_segmenter(_card(), _sampler, val, cfg, progress=False)
+    for h in res["history"]:
+        assert set(h["group_dice"]) == {"a", "b"}
+        assert h["mean_dice"] == pytest.approx(np.mean(list(h["group_dice"].values())), abs=2e-4)
+    assert set(res["group_dice"]) == {"a", "b"}
+    _, single = train_segmenter(_card(), _sampler, val["b"], cfg, progress=False)
+    assert "group_dice" not in single["history"][0]
 
 
 def test_early_stopping() -> None:

@@ -316,6 +316,42 @@ def test_transfer_stain_recolours_tissue_not_glass() -> None:
     assert s(np.random.default_rng(1))[0].shape == (32, 32, 3)
 
 
+def test_crops_keep_their_stain_under_transfer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With crops_keep_stain, a PAS crop is re-coloured only to PAS references; other draws
+    still reach H&E ones."""
+    import shindan.kidney.data as kd
+
+    refs = {"H&E": [(np.zeros(3), np.ones(3))], "PAS": [(np.ones(3), np.ones(3))]}
+    used: list[str] = []
+    real = kd.transfer_stain
+
+    def spy(image, reference, rng=None):
+        used.append("PAS" if reference[0][0] == 1 else "H&E")
+        return real(image, reference, rng)
+
+    crop_lab = np.full((40, 40), GLOMERULUS, np.uint8)
+    crop = LabelledImage("c", np.full((40, 40, 3), 90, np.uint8), crop_lab, "PAS", 1.0)
+    monkeypatch.setattr(kd, "transfer_stain", spy)
+    for keep, crops_only_pas in ((True, True), (False, False)):
+        used.clear()
+        data = CompartmentData([_bg()], [], [], [], crops=[crop], stain_refs=refs)
+        s = make_compartment_sampler(
+            data, 32, mix=(0, 0, 1, 0), transfer=1.0, transfer_pas=0.3, crops_keep_stain=keep
+        )
+        rng = np.random.default_rng(0)
+        for _ in range(30):
+            s(rng)
+        assert len(used) == 30 and (set(used) == {"PAS"}) is crops_only_pas
+        # real tiles are not crops: they go on reaching both stains
+        tiles = make_compartment_sampler(
+            data, 32, mix=(1, 0, 0, 0), transfer=1.0, transfer_pas=0.3, crops_keep_stain=keep
+        )
+        used.clear()
+        for _ in range(30):
+            tiles(rng)
+        assert set(used) == {"H&E", "PAS"}
+
+
 def test_dice_summary_means() -> None:
     from shindan.kidney.train import dice_summary
 

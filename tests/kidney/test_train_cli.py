@@ -128,6 +128,15 @@ def test_kidney_train_bad_input_exit_2(tmp_path: Path) -> None:
         "--out", str(tmp_path / "m"), "--aidpath-train-labs", "SAS",
     )  # fmt: skip
     assert r.returncode == 2 and "error: --aidpath-train-labs needs --builtin" in r.stderr
+    for opt, msg in (
+        ("--select-by-source", "--select-by-source needs --builtin"),
+        ("--crops-keep-stain", "--crops-keep-stain needs --aidpath-train-labs"),
+    ):
+        r = _shindan(
+            "kidney", "train", str(tmp_path / "img.png"), "-a", str(tmp_path),
+            "--out", str(tmp_path / "m"), opt,
+        )  # fmt: skip
+        assert r.returncode == 2 and f"error: {msg}" in r.stderr
     assert not (tmp_path / "m").exists()
 
 

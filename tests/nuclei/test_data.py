@@ -224,6 +224,7 @@ def test_train_cli_small_run_writes_tta_tuned_watershed_and_scores(tmp_path: Pat
         "train", str(tmp_path / "img"), "-a", str(tmp_path / "ann"), "--out", str(out),
         "--mpp", "0.5", "--target-mpp", "0.5", "--val", "b", "--holdout", "c",
         "--steps", "2", "--batch-size", "2", "--tile", "64", "--eval-every", "1",
+        "--density", "0.6,1.2",
         "--tta", "hflip,vflip", "--decoder-channels", "32,16,16,8,8", "--quiet",
     ]  # fmt: skip
     r = CliRunner().invoke(app, args)
@@ -232,6 +233,7 @@ def test_train_cli_small_run_writes_tta_tuned_watershed_and_scores(tmp_path: Pat
     assert card.tta == ("hflip", "vflip")
     assert "--tta hflip,vflip" in card.data["training"]["command"]
     assert "--decoder-channels 32,16,16,8,8" in card.data["training"]["command"]
+    assert "--density 0.6,1.2" in card.data["training"]["command"]
     assert card.data["architecture"]["kwargs"]["decoder_channels"] == [32, 16, 16, 8, 8]
     assert set(card.data["postprocess"]["watershed"]) == set(DEFAULTS)
     m = card.data["metrics"]
@@ -245,6 +247,8 @@ def test_train_cli_small_run_writes_tta_tuned_watershed_and_scores(tmp_path: Pat
     for opt, value, msg in (
         ("--encoder", "no-such-net", "unknown U-Net encoder"),
         ("--decoder-channels", "32,16", "5 positive integers"),
+        ("--density", "1.2,0.6", "0 < LOW <= HIGH"),
+        ("--density", "pale", "LOW,HIGH (two numbers)"),
     ):
         bad = CliRunner().invoke(app, [*args[:-1], opt, value, "--quiet"])
         assert bad.exit_code != 0 and msg in str(bad.exception)

@@ -553,6 +553,7 @@ def make_compartment_sampler(
     transfer_pas: float = 0.4,
     glomerulus_focus: float = 0.0,
     crop_share: float = 0.5,
+    crops_keep_stain: bool = False,
 ):
     """Sampler of (image, label) tiles: real H&E tiles, H&E composites, PAS images and
     phantoms in the proportions ``mix`` (missing sources are skipped), with stain and
@@ -566,7 +567,9 @@ def make_compartment_sampler(
     with chance ``transfer_pas``), see :func:`transfer_stain`; ``glomerulus_focus``: chance
     that a crop of a real tile or PAS image is placed on a glomerulus (glomeruli cover a few %
     of cortex, so random crops rarely teach them); ``crop_share``: the share of PAS draws
-    taken from ``data.crops`` when there are PAS images too.
+    taken from ``data.crops`` when there are PAS images too; ``crops_keep_stain``: stain
+    transfer re-colours a crop only to references of its own stain (a PAS glomerulus turned
+    H&E-pink looks like a pale H&E tubule, and teaches tubules to be glomeruli).
     """
     from shindan.kidney.augment import flip_rotate, stain_augment
 
@@ -597,6 +600,7 @@ def make_compartment_sampler(
 
     def sample(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         kind = sources[int(rng.choice(len(sources), p=probs))][1]
+        from_crops = False
         if kind == "tile":
             t = data.tiles[int(rng.integers(len(data.tiles)))]
             im, lab = _random_crop(t, size, rng, zoom, focus=_focus(t, rng))
@@ -617,7 +621,10 @@ def make_compartment_sampler(
         if rng.random() < glass_edge:
             im, lab = add_glass_edge(im, lab, rng)
         if data.stain_refs and rng.random() < transfer:
-            group = "PAS" if "PAS" in data.stain_refs and rng.random() < transfer_pas else "H&E"
+            if from_crops and crops_keep_stain and t.stain in data.stain_refs:
+                group = t.stain
+            else:
+                group = "PAS" if "PAS" in data.stain_refs and rng.random() < transfer_pas else "H&E"
             refs = data.stain_refs.get(group) or next(iter(data.stain_refs.values()))
             im = transfer_stain(im, refs[int(rng.integers(len(refs)))], rng)
         im = stain_augment(

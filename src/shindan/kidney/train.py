@@ -283,10 +283,12 @@ def builtin_data(
     pas_val = [p for p in all_train if p.name.rsplit("-", 1)[-1] in val_names]
     train_tiles = [tiles[AAPI_TILES[0]], left]
     crops: list[LabelledImage] = []
+    val_groups = {"H&E": [right], "HuBMAP": list(pas_val)}
     if aidpath_train_labs:
         own = load_aidpath(root, AIDPATH_CROP_MPP, target_mpp, labs=aidpath_train_labs)
         crops = [c for k, c in enumerate(own) if k % 10 != 9]
         pas_val += own[9::10]
+        val_groups["AIDPATH"] = own[9::10]
         test_aid = load_aidpath(root, AIDPATH_CROP_MPP, target_mpp, labs=test_labs)
     else:
         test_aid = load_aidpath(root, AIDPATH_CROP_MPP, target_mpp, every=4)
@@ -301,6 +303,7 @@ def builtin_data(
             crops=crops,
         ),
         "val": [right, *pas_val],
+        "val_groups": val_groups,
         "test_he": [tiles[test_tile]],
         "test_pas": load_hubmap(root, "test", target_mpp),
         "test_aid": test_aid,
@@ -427,6 +430,8 @@ def train_compartments(
     glomerulus_focus: float = 0.0,
     aidpath_train_labs: Sequence[str] = (),
     aidpath_share: float = 0.5,
+    crops_keep_stain: bool = False,
+    select_by_source: bool = False,
     command: str = "",
     log: Callable[[str], None] | None = None,
     progress: bool = True,
@@ -442,7 +447,11 @@ def train_compartments(
     ``glomerulus_focus``: chance that a
     crop of a labelled image is placed on a glomerulus (see
     :func:`~shindan.kidney.data.make_compartment_sampler`); ``aidpath_train_labs``: AIDPATH labs
-    whose crops train (see :func:`builtin_data`), drawn for ``aidpath_share`` of the PAS tiles.
+    whose crops train (see :func:`builtin_data`), drawn for ``aidpath_share`` of the PAS tiles,
+    and re-coloured only to PAS references with ``crops_keep_stain``; ``select_by_source``:
+    the checkpoint is chosen on the mean of each validation source's Dice (H&E strip,
+    HuBMAP, AIDPATH crops) instead of the pooled pixels, where glomerulus-filled crops
+    outvote the H&E strip.
     """
     from shindan.engine import load_predictor
     from shindan.models import load_card, load_network, save_model
@@ -515,6 +524,7 @@ def train_compartments(
         **(RECIPE_SAMPLER if builtin is not None else {}),
         glomerulus_focus=glomerulus_focus,
         crop_share=aidpath_share,
+        crops_keep_stain=crops_keep_stain,
     )
 
     def save(net_, res: dict[str, Any]) -> None:
@@ -527,7 +537,14 @@ def train_compartments(
         }
         save_model(net_, card, out)
 
-    val_tiles = [(v.image, v.label) for v in val]
+    def tiles(images: Sequence[LabelledImage]) -> list[tuple[np.ndarray, np.ndarray]]:
+        return [(v.image, v.label) for v in images]
+
+    val_tiles = (
+        {g: tiles(v) for g, v in sets["val_groups"].items()}
+        if select_by_source and builtin is not None
+        else tiles(val)
+    )
     net, res = train_segmenter(
         card, sampler, val_tiles, cfg, net=net, on_best=save, log=say, progress=progress
     )

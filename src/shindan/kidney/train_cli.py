@@ -131,6 +131,21 @@ def register(app: typer.Typer) -> None:
             float,
             typer.Option(help="Share (0-1) of the PAS training tiles drawn from those crops."),
         ] = 0.5,
+        crops_keep_stain: Annotated[
+            bool,
+            typer.Option(
+                "--crops-keep-stain",
+                help="Stain transfer re-colours those crops only to PAS, never to H&E.",
+            ),
+        ] = False,
+        select_by_source: Annotated[
+            bool,
+            typer.Option(
+                "--select-by-source",
+                help="Built-in data: choose the checkpoint on the mean of each validation "
+                "source's Dice (H&E, HuBMAP, AIDPATH) instead of their pooled pixels.",
+            ),
+        ] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
     ) -> None:
         """Train or fine-tune the compartment model on your annotations or the built-in data."""
@@ -151,6 +166,10 @@ def register(app: typer.Typer) -> None:
             raise InputError("--aidpath-train-labs needs --builtin")
         if not 0.0 <= aidpath_share <= 1.0:
             raise InputError(f"--aidpath-share must be between 0 and 1, got {aidpath_share}")
+        if crops_keep_stain and not aidpath_train_labs:
+            raise InputError("--crops-keep-stain needs --aidpath-train-labs (the crops)")
+        if select_by_source and builtin is None:
+            raise InputError("--select-by-source needs --builtin (its validation sources)")
         if inputs and not annotations:
             raise InputError("--annotations is required with INPUTS")
         if mpp is not None and mpp <= 0:
@@ -184,6 +203,8 @@ def register(app: typer.Typer) -> None:
             *([f"--glomerulus-focus {glomerulus_focus}"] if glomerulus_focus else []),
             *([f"--aidpath-train-labs {q(aidpath_train_labs)}"] if aidpath_train_labs else []),
             *([f"--aidpath-share {aidpath_share}"] if aidpath_train_labs else []),
+            *(["--crops-keep-stain"] if crops_keep_stain else []),
+            *(["--select-by-source"] if select_by_source else []),
         ]
         cfg = TrainConfig.for_steps(
             steps,
@@ -214,6 +235,8 @@ def register(app: typer.Typer) -> None:
             glomerulus_focus=glomerulus_focus,
             aidpath_train_labs=[e.strip() for e in aidpath_train_labs.split(",") if e.strip()],
             aidpath_share=aidpath_share,
+            crops_keep_stain=crops_keep_stain,
+            select_by_source=select_by_source,
             command=" ".join(parts),
             progress=not quiet,
         )

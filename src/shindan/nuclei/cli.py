@@ -126,6 +126,13 @@ def train(
     stain: Annotated[
         float, typer.Option(help="Stain/colour augmentation strength (0 = none, 1 = strong).")
     ] = 1.0,
+    density: Annotated[
+        str,
+        typer.Option(
+            help="Range LOW,HIGH of a global stain-intensity factor drawn per tile (1,1 = off): "
+            "below 1 lightens the stain, which teaches pale (vesicular) nuclei."
+        ),
+    ] = "1,1",
     boundary_px: Annotated[
         int, typer.Option(help="Width of the nucleus-boundary class (pixels at --target-mpp).")
     ] = 1,
@@ -166,6 +173,12 @@ def train(
             raise InputError(f"{a}: no such file or folder")
     if boundary_px < 1 or boundary_weight <= 0:
         raise InputError("--boundary-px must be >= 1 and --boundary-weight > 0")
+    try:
+        low, high = (float(v) for v in density.split(","))
+    except ValueError:
+        raise InputError(f"--density must be LOW,HIGH (two numbers), got {density!r}") from None
+    if not 0 < low <= high:
+        raise InputError(f"--density needs 0 < LOW <= HIGH, got {density!r}")
     encoder, widths, arch_words = parse_architecture(encoder, decoder_channels)
     cfg = TrainConfig.for_steps(
         steps,
@@ -196,6 +209,7 @@ def train(
         f"--tile {tile}",
         f"--lr {lr}",
         f"--stain {stain}",
+        *([f"--density {low},{high}"] if (low, high) != (1.0, 1.0) else []),
         f"--boundary-px {boundary_px}",
         f"--boundary-weight {boundary_weight}",
         *([f"--tta {tta}"] if tta else []),
@@ -219,6 +233,7 @@ def train(
         config=cfg,
         tile=tile,
         stain=stain,
+        density=(low, high),
         boundary_px=boundary_px,
         tta=[v for v in tta.split(",") if v],
         init=init,

@@ -187,8 +187,16 @@ def find_pairs(images: Path, annotations: list[Path]) -> list[tuple[Path, Path |
     return [(p, by_stem.get(p.stem)) for p in imgs]
 
 
-def make_sampler(samples: list[NucleiSample], size: int, *, stain: float = 1.0):
-    """A training-tile sampler: random crop, dihedral transform, stain jitter, scale jitter."""
+def make_sampler(
+    samples: list[NucleiSample],
+    size: int,
+    *,
+    stain: float = 1.0,
+    density: tuple[float, float] = (1.0, 1.0),
+):
+    """A training-tile sampler: random crop, dihedral transform, stain jitter (``stain``:
+    strength; ``density``: range of a global stain-intensity factor, see
+    :func:`shindan.kidney.augment.hed_jitter`), scale jitter."""
     from shindan.kidney.augment import flip_rotate, stain_augment
 
     weights = np.array([s.image.shape[0] * s.image.shape[1] for s in samples], float)
@@ -208,7 +216,7 @@ def make_sampler(samples: list[NucleiSample], size: int, *, stain: float = 1.0):
         img = resize(img, (size, size))
         tgt = resize(tgt, (size, size), nearest=True)
         img, tgt = flip_rotate(img, tgt, rng)
-        img = stain_augment(img, rng, strength=stain)
+        img = stain_augment(img, rng, strength=stain, density=density)
         return img, tgt
 
     return sample

@@ -249,6 +249,7 @@ def train_nuclei(
     config: TrainConfig | None = None,
     tile: int = 256,
     stain: float = 1.0,
+    density: tuple[float, float] = (1.0, 1.0),
     boundary_px: int = 1,
     tta: Sequence[str] = (),
     init: str | None = None,
@@ -270,6 +271,7 @@ def train_nuclei(
     ``holdout`` lists image stems kept out of training and out of every choice: they are only
     scored at the end (Dice and AJI when they have instance polygons). Without ``val`` the
     checkpoint is chosen on training images and the watershed tuned on training polygons.
+    ``stain`` and ``density`` set the stain augmentation (see :func:`make_sampler`).
     ``boundary_px`` is the width of the boundary class on the model's grid. ``tta`` lists
     test-time views (see :mod:`shindan.engine.tta`) written to the card: the watershed is
     tuned and the held-out images scored with them, as every later prediction will run.
@@ -349,7 +351,7 @@ def train_nuclei(
         }
         save_model(net_, card, out)
 
-    sampler = make_sampler(train, tile, stain=stain)
+    sampler = make_sampler(train, tile, stain=stain, density=density)
     net, res = train_segmenter(
         card, sampler, val_tiles, cfg, net=net, on_best=save, log=say, progress=progress
     )

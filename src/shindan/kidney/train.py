@@ -283,11 +283,10 @@ def builtin_data(
     pas_val = [p for p in all_train if p.name.rsplit("-", 1)[-1] in val_names]
     train_tiles = [tiles[AAPI_TILES[0]], left]
     crops: list[LabelledImage] = []
-    val_groups = {"H&E": [right], "HuBMAP": list(pas_val)}
+    val_groups = {"H&E": [right], "HuBMAP": pas_val}
     if aidpath_train_labs:
         own = load_aidpath(root, AIDPATH_CROP_MPP, target_mpp, labs=aidpath_train_labs)
         crops = [c for k, c in enumerate(own) if k % 10 != 9]
-        pas_val += own[9::10]
         val_groups["AIDPATH"] = own[9::10]
         test_aid = load_aidpath(root, AIDPATH_CROP_MPP, target_mpp, labs=test_labs)
     else:
@@ -302,7 +301,7 @@ def builtin_data(
             stain_refs=stain_references(stain_cutouts, [*train_tiles, *pas_train]),
             crops=crops,
         ),
-        "val": [right, *pas_val],
+        "val": [v for group in val_groups.values() for v in group],
         "val_groups": val_groups,
         "test_he": [tiles[test_tile]],
         "test_pas": load_hubmap(root, "test", target_mpp),

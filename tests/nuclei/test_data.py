@@ -9,10 +9,10 @@ import pytest
 
 from shindan.io.annotations import IGNORE
 from shindan.nuclei.data import (
-    LABEL_SETS,
     MERGED,
     find_pairs,
     instance_targets,
+    label_sets,
     load_sample,
     make_sampler,
     mask_instances,
@@ -39,6 +39,22 @@ def test_instance_targets_thick_rim() -> None:
     assert (t[inst == 0] == 0).all()
     thin = instance_targets(inst)
     assert (t == 2).sum() > (thin == 2).sum()
+
+
+def test_instance_targets_core_one_centre_per_nucleus() -> None:
+    from scipy import ndimage
+
+    inst = np.zeros((24, 40), np.int32)
+    inst[2:22, 2:20] = 1
+    inst[2:22, 20:38] = 2  # touching neighbour
+    t = instance_targets(inst, boundary_px=2, core=0.5)
+    cores, n = ndimage.label(t == 3)
+    assert n == 2 and set(np.unique(inst[t == 3])) == {1, 2}
+    # the two centres are kept apart by rims and interiors, not just a 1-px line
+    assert not (t[:, 16:24] == 3).any()
+    assert ((t == 1) | (t == 3)).sum() == (instance_targets(inst, boundary_px=2) == 1).sum()
+    assert (instance_targets(inst, boundary_px=2, core=0.9) == 3).sum() < (t == 3).sum()
+    assert label_sets(core=True) == {MERGED: [1, 2, 3]} and label_sets() == {MERGED: [1, 2]}
 
 
 def test_mask_instances_marks_merged_blobs_unknown() -> None:
@@ -75,15 +91,20 @@ def test_mask_sample_merged_blob_is_partial_nucleus(tmp_path: Path) -> None:
     assert t[60, 60] == 1 and t[60, 51] == 2  # a single nucleus: exact interior and rim
     assert t[5, 5] == 0 and not (t == IGNORE).any()
     assert set(np.unique(t[~m])) == {0}
+    # with a core class: single nuclei get a centre, the merged blob none (its centres are
+    # not known either)
+    c = load_sample(tmp_path / "a.png", tmp_path / "a_mask.png", 0.25, 0.25, 2, core=0.5).target
+    assert c[60, 60] == 3 and c[60, 51] == 2 and c[25, 20] == MERGED
+    assert not (c[:45] == 3).any() and ((c == 3) | (c == 1)).sum() == (t == 1).sum()
     # the loss lets a merged pixel be interior or boundary, but not background
     logits = torch.zeros(1, 3, 1, 2)
     logits[0, 0, 0, 1] = 5.0  # second pixel: confidently background
     for cls in (1, 2):
         logits[0, cls, 0, 0] = 5.0  # first pixel: confidently interior or boundary
-        good = dice_ce_loss(logits[..., :1], torch.tensor([[[MERGED]]]), label_sets=LABEL_SETS)
+        good = dice_ce_loss(logits[..., :1], torch.tensor([[[MERGED]]]), label_sets=label_sets())
         assert float(good) < 0.02
         logits[0, cls, 0, 0] = 0.0
-    bad = dice_ce_loss(logits[..., 1:], torch.tensor([[[MERGED]]]), label_sets=LABEL_SETS)
+    bad = dice_ce_loss(logits[..., 1:], torch.tensor([[[MERGED]]]), label_sets=label_sets())
     assert float(bad) > 4.0
 
 
@@ -252,3 +273,38 @@ def test_train_cli_small_run_writes_tta_tuned_watershed_and_scores(tmp_path: Pat
     ):
         bad = CliRunner().invoke(app, [*args[:-1], opt, value, "--quiet"])
         assert bad.exit_code != 0 and msg in str(bad.exception)
+    bad = CliRunner().invoke(app, [*args[:-1], "--core", "1.5", "--quiet"])
+    assert bad.exit_code != 0 and "--core must be in [0, 1)" in str(bad.exception)
+    # fine-tuning with a core class: the 3-class head grows a fourth output
+    core_out = tmp_path / "core"
+    tune = ["--init", str(out), "--core", "0.5", "--quiet"]
+    r = CliRunner().invoke(app, [*args[:-1], *tune, "--out", str(core_out)])
+    assert r.exit_code == 0, r.output
+    core_card = load_card(core_out)
+    assert core_card.classes == ["background", "interior", "boundary", "core"]
+    assert "--core 0.5" in core_card.data["training"]["command"]
+    log = json.loads((core_out / "training_log.json").read_text())
+    assert log["train"]["config"]["label_sets"] == {str(MERGED): [1, 2, 3]}
+    assert log["train"]["config"]["dice_classes"] == [1, 2, 3]
+    from shindan.nuclei.segment import segment_nuclei
+
+    lab = segment_nuclei(np.full((64, 64, 3), 200, np.uint8), 0.5, model=str(core_out))
+    assert lab.shape == (64, 64)
+    again = CliRunner().invoke(app, [*args[:-1], "--init", str(core_out), "--quiet"])
+    assert again.exit_code != 0 and "has a core class" in str(again.exception)
+
+
+def test_core_head_starts_as_the_trained_network() -> None:
+    import torch
+
+    from shindan.models import build_network
+    from shindan.nuclei.train import nuclei_card, with_core_class
+
+    card = nuclei_card(0.5, decoder_channels=(32, 16, 16, 8, 8))
+    net = build_network(card).eval()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        before = net(x)
+        after = with_core_class(net).eval()(x)
+    assert after.shape[1] == 4
+    assert torch.allclose(after[:, :3], before) and torch.allclose(after[:, 3], before[:, 1])

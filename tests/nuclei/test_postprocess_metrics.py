@@ -57,12 +57,31 @@ def test_marker_h_splits_a_merged_seed() -> None:
     assert instances_from_probs(p2, marker_h=5.0, min_size_px=1).max() == 1
 
 
+def test_core_class_seeds_touching_nuclei_apart() -> None:
+    """With a fourth (core) channel, seeds come from the cores: two nuclei whose interiors
+    run together (no predicted boundary between them) are still two."""
+    truth = _two_touching_discs(centres=((32, 36), (32, 58)))
+    yy, xx = np.mgrid[: truth.shape[0], : truth.shape[1]]
+    core = ((yy - 32) ** 2 + (xx - 36) ** 2 < 36) | ((yy - 32) ** 2 + (xx - 58) ** 2 < 36)
+    p = np.zeros((4, *truth.shape), np.float32)
+    p[0], p[1], p[3] = truth == 0, (truth > 0) & ~core, core
+    p = 0.9 * p + 0.1 / 4
+    three = np.stack([p[0], p[1] + p[3], p[2]])
+    assert instances_from_probs(three).max() == 1  # interior seeds: one merged nucleus
+    lab = instances_from_probs(p)
+    assert lab.max() == 2 and aji(truth, lab) > 0.8
+    for i in (1, 2):  # each mostly on one disc (nothing marks where they meet)
+        assert np.bincount(truth[lab == i]).max() > 0.9 * (lab == i).sum()
+
+
 def test_watershed_empty_and_bad_shape() -> None:
     p = np.zeros((3, 10, 10), np.float32)
     p[0] = 1
     assert instances_from_probs(p).max() == 0
     with pytest.raises(ValueError):
         instances_from_probs(np.zeros((2, 4, 4), np.float32))
+    with pytest.raises(ValueError):
+        instances_from_probs(np.zeros((5, 4, 4), np.float32))
 
 
 def test_aji_cases() -> None:

@@ -1,13 +1,14 @@
 """Training data for nucleus instance segmentation (MoNuSeg-style: images + masks / polygons).
 
 Targets are three classes on the model's grid: 0 background, 1 nucleus interior, 2 nucleus
-boundary (the inner rim of each instance, ``boundary_px`` pixels wide), 255 = unknown,
-254 (:data:`MERGED`) = "interior or boundary". Images with instance polygons give exact
+boundary (the inner rim of each instance, ``boundary_px`` pixels wide), and optionally 3
+nucleus core (the centre of each instance, see :func:`instance_targets`), 255 = unknown,
+254 (:data:`MERGED`) = "some nucleus class". Images with instance polygons give exact
 boundaries; images with only a binary mask give instances as connected components. A
 component that looks like several merged nuclei (low solidity, large) keeps its exact rim
 against the background (boundary) and its exact surroundings (background), but its inside is
 only known to be nucleus: it gets the partial label :data:`MERGED`, since the boundaries
-between the touching nuclei in it are not drawn (see :data:`LABEL_SETS`).
+between the touching nuclei in it are not drawn (see :func:`label_sets`).
 """
 
 from __future__ import annotations
@@ -28,9 +29,13 @@ from shindan.io.annotations import (
 from shindan.io.inputs import IMAGE_SUFFIXES
 
 MONUSEG_MPP = 0.2527  # µm/px of the MoNuSeg 40x tiles
-MERGED = 254  # target code: nucleus interior or boundary (inside a merged-looking blob)
-# partial labels for the training loss (TrainConfig.label_sets): MERGED allows both classes
-LABEL_SETS: dict[int, list[int]] = {MERGED: [1, 2]}
+MERGED = 254  # target code: some nucleus class (inside a merged-looking blob)
+
+
+def label_sets(core: bool = False) -> dict[int, list[int]]:
+    """Partial labels for the training loss (``TrainConfig.label_sets``): :data:`MERGED`
+    allows every nucleus class (interior, boundary, and core when the model has it)."""
+    return {MERGED: [1, 2, 3] if core else [1, 2]}
 
 
 @dataclass
@@ -80,14 +85,30 @@ def resize(image: np.ndarray, shape_hw: tuple[int, int], nearest: bool = False) 
 
 
 def instance_targets(
-    instances: np.ndarray, unknown: np.ndarray | None = None, boundary_px: int = 1
+    instances: np.ndarray,
+    unknown: np.ndarray | None = None,
+    boundary_px: int = 1,
+    core: float = 0.0,
 ) -> np.ndarray:
-    """0/1/2 target (background / interior / inner boundary) of an instance map; 255 where
-    ``unknown``.
+    """0/1/2(/3) target (background / interior / inner boundary / core) of an instance map;
+    255 where ``unknown``.
 
     The boundary is the instance pixels within ``boundary_px`` pixels (4-connected steps for
     1, 8-connected steps beyond) of a pixel with another label or background: a thicker rim
-    makes the gap between touching nuclei easier to learn at fine resolutions.
+    makes the gap between touching nuclei easier to learn at fine resolutions. With ``core``
+    in (0, 1), the instance pixels at least ``core`` × the instance's largest distance from
+    its edge are class 3: one compact centre per nucleus, kept apart from its neighbours'
+    centres by two rims and interiors, which makes better watershed markers than the
+    interior (that touches its neighbours wherever a rim is missed).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> inst = np.zeros((9, 9), np.int32)
+    >>> inst[1:8, 1:8] = 1
+    >>> t = instance_targets(inst, core=0.6)
+    >>> t[4]
+    array([0, 2, 1, 3, 3, 3, 1, 2, 0], dtype=uint8)
     """
     from scipy import ndimage
     from skimage.segmentation import find_boundaries
@@ -101,10 +122,24 @@ def instance_targets(
         rim = (ndimage.grey_erosion(instances, size=size, mode="nearest") != instances) | (
             ndimage.grey_dilation(instances, size=size, mode="nearest") != instances
         )
+    if core > 0:
+        t[(instances > 0) & (_relative_depth(instances) >= core)] = 3
     t[rim & (instances > 0)] = 2
     if unknown is not None:
         t[unknown] = IGNORE
     return t
+
+
+def _relative_depth(instances: np.ndarray) -> np.ndarray:
+    """Each instance pixel's distance from its instance's edge over the instance's largest."""
+    from scipy import ndimage
+    from skimage.segmentation import find_boundaries
+
+    inside = (instances > 0) & ~find_boundaries(instances, mode="inner")
+    dist = ndimage.distance_transform_edt(inside)  # touching instances: edges count as outside
+    peak = ndimage.maximum(dist, instances, index=np.arange(int(instances.max()) + 1))
+    peak = np.asarray(peak, np.float64)
+    return np.where(instances > 0, dist / np.maximum(peak[instances], 1e-6), 0.0)
 
 
 def mask_instances(
@@ -135,9 +170,11 @@ def load_sample(
     mpp: float,
     target_mpp: float,
     boundary_px: int = 1,
+    core: float = 0.0,
 ) -> NucleiSample:
     """Read an image and its nucleus polygons or binary mask, resampled to ``target_mpp``
-    (``boundary_px``: rim width of the boundary class, see :func:`instance_targets`)."""
+    (``boundary_px``: rim width of the boundary class; ``core``: centre class, see
+    :func:`instance_targets`)."""
     image = read_rgb(image_path)
     h, w = image.shape[:2]
     scale = mpp / target_mpp
@@ -154,14 +191,14 @@ def load_sample(
             )
         m_small = resize((m > 0).astype(np.float32), shape) > 0.5
         lab, merged = mask_instances(m_small)
-        target = instance_targets(lab, boundary_px=boundary_px)
+        target = instance_targets(lab, boundary_px=boundary_px, core=core)
         # a merged blob's rim against background is a true boundary; inside it, the
-        # boundaries between its nuclei are unknown: nucleus, class not known
-        target[merged & (target == 1)] = MERGED
+        # boundaries (and centres) of its nuclei are unknown: nucleus, class not known
+        target[merged & ((target == 1) | (target == 3))] = MERGED
     else:
         anns = read_annotations(annotation_path)
         inst = rasterize_instances(anns, shape, scale=scale)
-        target = instance_targets(inst, boundary_px=boundary_px)
+        target = instance_targets(inst, boundary_px=boundary_px, core=core)
     return NucleiSample(Path(image_path).stem, small, target, inst)
 
 

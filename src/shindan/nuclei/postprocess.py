@@ -1,10 +1,11 @@
-"""From per-pixel probabilities (background / interior / boundary) to nucleus instances.
+"""From per-pixel probabilities (background / interior / boundary [/ core]) to nucleus instances.
 
 Markers are the confident interiors (interior probability above a threshold, boundary pixels
-excluded), and a marker-controlled watershed (scikit-image) on the inverted interior
-probability grows them over the whole nucleus foreground, which separates touching nuclei
-along their predicted boundary. Optionally (``marker_h`` > 0) a seed that still holds
-several nuclei is split at the h-maxima of its distance transform.
+excluded), or with a fourth "core" class the confident cores, and a marker-controlled
+watershed (scikit-image) on the inverted interior (plus core) probability grows them over the
+whole nucleus foreground, which separates touching nuclei along their predicted boundary.
+Optionally (``marker_h`` > 0) a seed that still holds several nuclei is split at the h-maxima
+of its distance transform.
 """
 
 from __future__ import annotations
@@ -29,16 +30,18 @@ def instances_from_probs(
     min_size_px: int = 12,
     marker_h: float = 0.0,
 ) -> np.ndarray:
-    """Instance labels (int32, 0 background, 1..N) from (3, H, W) probabilities.
+    """Instance labels (int32, 0 background, 1..N) from (3, H, W) or (4, H, W) probabilities.
 
     Parameters
     ----------
-    probs : ndarray (3, H, W)
-        Softmax probabilities of background, nucleus interior, nucleus boundary.
+    probs : ndarray (3, H, W) or (4, H, W)
+        Softmax probabilities of background, nucleus interior, nucleus boundary, and
+        optionally nucleus core (see :func:`shindan.nuclei.data.instance_targets`).
     interior_threshold : float
-        Interior probability a pixel needs to seed a nucleus.
+        Interior probability (core probability, with a core class) a pixel needs to seed a
+        nucleus.
     foreground_threshold : float
-        ``interior + boundary`` probability a pixel needs to belong to any nucleus.
+        Nucleus probability (1 - background) a pixel needs to belong to any nucleus.
     min_marker_px, min_size_px : int
         Seeds and nuclei smaller than this (pixels of this grid) are dropped.
     marker_h : float
@@ -51,15 +54,20 @@ def instances_from_probs(
     from skimage.segmentation import watershed
 
     p = np.asarray(probs, np.float32)
-    if p.ndim != 3 or p.shape[0] != 3:
-        raise ValueError(f"expected probabilities of shape (3, H, W), got {p.shape}")
-    fg = (p[1] + p[2]) > foreground_threshold
-    seeds = (p[1] > interior_threshold) & (p[1] > p[2]) & fg
+    if p.ndim != 3 or p.shape[0] not in (3, 4):
+        raise ValueError(f"expected probabilities of shape (3 or 4, H, W), got {p.shape}")
+    fg = (1.0 - p[0]) > foreground_threshold
+    if p.shape[0] == 4:  # seeds from the cores; flood from the centres outwards
+        seeds = (p[3] > interior_threshold) & fg
+        depth = p[1] + 2.0 * p[3]
+    else:
+        seeds = (p[1] > interior_threshold) & (p[1] > p[2]) & fg
+        depth = p[1]
     seeds = remove_small_objects(seeds, max_size=max(0, min_marker_px - 1))
     markers, n = ndimage.label(seeds)
     if n == 0:
         return np.zeros(fg.shape, np.int32)
-    surface = -p[1]
+    surface = -depth
     if marker_h > 0:
         markers, dist = _split_seeds(seeds, markers, marker_h)
         surface = surface - dist  # inside seeds, flood from the peaks outwards

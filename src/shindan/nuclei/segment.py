@@ -36,7 +36,8 @@ def _resize(arr: np.ndarray, shape_hw: tuple[int, int], nearest: bool = False) -
 def nuclei_probabilities(
     image: np.ndarray, mpp: float, predictor: Predictor, batch_size: int = 8, progress: bool = False
 ) -> np.ndarray:
-    """(3, h, w) background/interior/boundary probabilities on the model's µm/px grid."""
+    """(C, h, w) class probabilities (background, interior, boundary[, core]) on the model's
+    µm/px grid."""
     from shindan.engine.tiled import predict_array
 
     scale = mpp / predictor.card.mpp

@@ -1,4 +1,5 @@
-"""Train a nucleus instance-segmentation model (U-Net: background / interior / boundary)."""
+"""Train a nucleus instance-segmentation model (U-Net: background / interior / boundary, and
+optionally core)."""
 
 from __future__ import annotations
 
@@ -9,15 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from torch import nn
 
 from shindan.engine.train_segmenter import TrainConfig, train_segmenter
 from shindan.errors import InputError, ModelError
 from shindan.models.card import DEFAULT_DECODER, DEFAULT_ENCODER, unet_card
-from shindan.nuclei.data import LABEL_SETS, NucleiSample, find_pairs, load_sample, make_sampler
+from shindan.nuclei.data import NucleiSample, find_pairs, label_sets, load_sample, make_sampler
 from shindan.nuclei.metrics import aji, dice
 from shindan.nuclei.postprocess import DEFAULTS
 
 CLASSES = ["background", "interior", "boundary"]
+CORE = "core"  # the optional fourth class: each nucleus's centre (see instance_targets)
 
 
 def nuclei_card(
@@ -27,11 +31,13 @@ def nuclei_card(
     overlap: int = 64,
     encoder: str = DEFAULT_ENCODER,
     decoder_channels: Sequence[int] = DEFAULT_DECODER,
+    core: bool = False,
 ) -> dict[str, Any]:
-    """A model card skeleton for a nuclei U-Net (training fields are filled in later)."""
+    """A model card skeleton for a nuclei U-Net (training fields are filled in later);
+    ``core`` adds the nucleus-core class."""
     card = unet_card(
         "nuclei",
-        list(CLASSES),
+        [*CLASSES, CORE] if core else list(CLASSES),
         "Nucleus instance segmentation of H&E tissue: U-Net predicting background, nucleus "
         "interior and nucleus boundary, then marker-controlled watershed.",
         mpp=target_mpp,
@@ -237,6 +243,22 @@ def tune_and_score(
     return result
 
 
+def with_core_class(net: nn.Module) -> nn.Module:
+    """The U-Net with a fourth output, the nucleus core, whose weights start as a copy of the
+    interior's (so the fine-tune starts from the trained network's predictions)."""
+    conv = net.segmentation_head[0]
+    if conv.out_channels != len(CLASSES):
+        raise InputError(f"expected a 3-class nucleus network, got {conv.out_channels} classes")
+    new = nn.Conv2d(
+        conv.in_channels, conv.out_channels + 1, conv.kernel_size, conv.stride, conv.padding
+    )
+    with torch.no_grad():
+        new.weight.copy_(torch.cat([conv.weight, conv.weight[1:2]]))
+        new.bias.copy_(torch.cat([conv.bias, conv.bias[1:2]]))
+    net.segmentation_head[0] = new
+    return net
+
+
 def train_nuclei(
     images: Path,
     annotations: list[Path],
@@ -251,6 +273,7 @@ def train_nuclei(
     stain: float = 1.0,
     density: tuple[float, float] = (1.0, 1.0),
     boundary_px: int = 1,
+    core: float = 0.0,
     tta: Sequence[str] = (),
     init: str | None = None,
     encoder: str = DEFAULT_ENCODER,
@@ -272,7 +295,10 @@ def train_nuclei(
     scored at the end (Dice and AJI when they have instance polygons). Without ``val`` the
     checkpoint is chosen on training images and the watershed tuned on training polygons.
     ``stain`` and ``density`` set the stain augmentation (see :func:`make_sampler`).
-    ``boundary_px`` is the width of the boundary class on the model's grid. ``tta`` lists
+    ``boundary_px`` is the width of the boundary class on the model's grid; ``core`` > 0 adds
+    a nucleus-core class (see :func:`~shindan.nuclei.data.instance_targets`) whose confident
+    pixels seed the watershed; fine-tuning a model without one adds it (its outputs start as
+    copies of the interior's). ``tta`` lists
     test-time views (see :mod:`shindan.engine.tta`) written to the card: the watershed is
     tuned and the held-out images scored with them, as every later prediction will run.
     """
@@ -310,23 +336,30 @@ def train_nuclei(
         f"{len(held_pairs)} held-out images at {target_mpp} µm/px"
     )
     train: list[NucleiSample] = [
-        load_sample(p, a, mpp, target_mpp, boundary_px) for p, a in train_pairs
+        load_sample(p, a, mpp, target_mpp, boundary_px, core) for p, a in train_pairs
     ]
     val_samples: list[NucleiSample] = [
-        load_sample(p, a, mpp, target_mpp, boundary_px) for p, a in val_pairs
+        load_sample(p, a, mpp, target_mpp, boundary_px, core) for p, a in val_pairs
     ]
     cfg = config or TrainConfig()
-    if cfg.label_sets is None:  # merged blobs of binary masks: "interior or boundary"
-        cfg = dataclasses.replace(cfg, label_sets={k: list(v) for k, v in LABEL_SETS.items()})
+    if cfg.label_sets is None:  # merged blobs of binary masks: "some nucleus class"
+        cfg = dataclasses.replace(cfg, label_sets=label_sets(core > 0))
     if init:
         base = load_card(init)
         card = dict(base.data)
         card = {**card, "input": {**card["input"], "mpp": card["input"]["mpp"] or target_mpp}}
         card.setdefault("limits", nuclei_card(card["input"]["mpp"])["limits"])
         net = load_network(base)
+        if (CORE in card["classes"]) != (core > 0):
+            if core <= 0:
+                raise InputError(f"--init {init} has a core class: give --core to fine-tune it")
+            net = with_core_class(net)
+            card["classes"] = [*card["classes"], CORE]
         net.train()
     else:
-        card = nuclei_card(target_mpp, encoder=encoder, decoder_channels=decoder_channels)
+        card = nuclei_card(
+            target_mpp, encoder=encoder, decoder_channels=decoder_channels, core=core > 0
+        )
         net = None
     card["input"] = {k: v for k, v in card["input"].items() if k != "tta"}
     if views:

@@ -11,10 +11,20 @@ import typer
 
 from shindan.errors import InputError
 from shindan.models.card import DEFAULT_ENCODER
-from shindan.util.architecture_options import (
+from shindan.util.segmenter_options import (
     DEFAULT_DECODER_TEXT,
+    BatchSizeOpt,
     DecoderOpt,
     EncoderOpt,
+    EvalEveryOpt,
+    LrOpt,
+    MinutesOpt,
+    PatienceOpt,
+    PrecisionOpt,
+    SeedOpt,
+    StepsOpt,
+    TileOpt,
+    loop_config,
     parse_architecture,
 )
 
@@ -87,17 +97,15 @@ def register(app: typer.Typer) -> None:
         ] = None,
         encoder: EncoderOpt = DEFAULT_ENCODER,
         decoder_channels: DecoderOpt = DEFAULT_DECODER_TEXT,
-        steps: Annotated[int, typer.Option(help="Maximum optimiser steps.")] = 3000,
-        batch_size: Annotated[int, typer.Option(help="Tiles per step.")] = 8,
-        tile: Annotated[int, typer.Option(help="Training tile side (px at --target-mpp).")] = 256,
-        lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 2e-3,
-        eval_every: Annotated[int, typer.Option(help="Steps between validations.")] = 200,
-        patience: Annotated[int, typer.Option(help="Validations without gain before stop.")] = 6,
-        minutes: Annotated[float | None, typer.Option(help="Wall-clock budget in minutes.")] = None,
-        seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-        precision: Annotated[
-            str, typer.Option(help="auto (bf16 autocast where the hardware has it), bf16 or fp32.")
-        ] = "auto",
+        steps: StepsOpt = 3000,
+        batch_size: BatchSizeOpt = 8,
+        tile: TileOpt = 256,
+        lr: LrOpt = 2e-3,
+        eval_every: EvalEveryOpt = 200,
+        patience: PatienceOpt = 6,
+        minutes: MinutesOpt = None,
+        seed: SeedOpt = 0,
+        precision: PrecisionOpt = "auto",
         test_tile: Annotated[
             str,
             typer.Option(
@@ -149,7 +157,6 @@ def register(app: typer.Typer) -> None:
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
     ) -> None:
         """Train or fine-tune the compartment model on your annotations or the built-in data."""
-        from shindan.engine.train_segmenter import TrainConfig
         from shindan.kidney.train import train_compartments
 
         if builtin is None and not inputs:
@@ -176,6 +183,17 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"--mpp must be positive, got {mpp}")
         cls = _parse_classes(classes)
         encoder, widths, arch_words = parse_architecture(encoder, decoder_channels)
+        cfg, loop_words = loop_config(
+            steps,
+            batch_size=batch_size,
+            tile=tile,
+            lr=lr,
+            eval_every=eval_every,
+            patience=patience,
+            minutes=minutes,
+            seed=seed,
+            precision=precision,
+        )
         q = shlex.quote
         parts = [
             "shindan kidney train",
@@ -189,15 +207,7 @@ def register(app: typer.Typer) -> None:
             *([f"--classes {q(classes)}"] if classes else []),
             *([f"--init {q(init)}"] if init else []),
             *arch_words,
-            f"--steps {steps}",
-            f"--batch-size {batch_size}",
-            f"--tile {tile}",
-            f"--lr {lr}",
-            f"--eval-every {eval_every}",
-            f"--patience {patience}",
-            *([f"--minutes {minutes}"] if minutes is not None else []),
-            f"--seed {seed}",
-            *([f"--precision {precision}"] if precision != "auto" else []),
+            *loop_words,
             *([f"--test-tile {test_tile}"] if builtin and test_tile != "HE_001" else []),
             *([f"--exclude-cutouts {q(exclude_cutouts)}"] if exclude_cutouts else []),
             *([f"--glomerulus-focus {glomerulus_focus}"] if glomerulus_focus else []),
@@ -206,16 +216,6 @@ def register(app: typer.Typer) -> None:
             *(["--crops-keep-stain"] if crops_keep_stain else []),
             *(["--select-by-source"] if select_by_source else []),
         ]
-        cfg = TrainConfig.for_steps(
-            steps,
-            batch_size=batch_size,
-            lr=lr,
-            eval_every=eval_every,
-            patience=patience,
-            seed=seed,
-            precision=precision,
-            max_minutes=minutes,
-        )
         res = train_compartments(
             out,
             builtin=builtin,

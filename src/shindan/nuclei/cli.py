@@ -11,10 +11,20 @@ import typer
 from shindan.errors import InputError
 from shindan.io.inputs import SLIDE_SUFFIXES, expand_inputs
 from shindan.models.card import DEFAULT_ENCODER
-from shindan.util.architecture_options import (
+from shindan.util.segmenter_options import (
     DEFAULT_DECODER_TEXT,
+    BatchSizeOpt,
     DecoderOpt,
     EncoderOpt,
+    EvalEveryOpt,
+    LrOpt,
+    MinutesOpt,
+    PatienceOpt,
+    PrecisionOpt,
+    SeedOpt,
+    StepsOpt,
+    TileOpt,
+    loop_config,
     parse_architecture,
 )
 
@@ -119,10 +129,10 @@ def train(
     ] = None,
     encoder: EncoderOpt = DEFAULT_ENCODER,
     decoder_channels: DecoderOpt = DEFAULT_DECODER_TEXT,
-    steps: Annotated[int, typer.Option(help="Maximum optimiser steps.")] = 3000,
-    batch_size: Annotated[int, typer.Option(help="Tiles per step.")] = 8,
-    tile: Annotated[int, typer.Option(help="Training tile side (pixels at --target-mpp).")] = 256,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 2e-3,
+    steps: StepsOpt = 3000,
+    batch_size: BatchSizeOpt = 8,
+    tile: TileOpt = 256,
+    lr: LrOpt = 2e-3,
     stain: Annotated[
         float, typer.Option(help="Stain/colour augmentation strength (0 = none, 1 = strong).")
     ] = 1.0,
@@ -157,13 +167,11 @@ def train(
             "transpose): predictions average over them; the watershed is tuned with them."
         ),
     ] = "",
-    eval_every: Annotated[int, typer.Option(help="Steps between validations.")] = 200,
-    patience: Annotated[int, typer.Option(help="Validations without gain before stopping.")] = 6,
-    minutes: Annotated[float | None, typer.Option(help="Wall-clock budget in minutes.")] = None,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    precision: Annotated[
-        str, typer.Option(help="auto (bf16 autocast where the hardware has it), bf16 or fp32.")
-    ] = "auto",
+    eval_every: EvalEveryOpt = 200,
+    patience: PatienceOpt = 6,
+    minutes: MinutesOpt = None,
+    seed: SeedOpt = 0,
+    precision: PrecisionOpt = "auto",
     data_note: Annotated[str, typer.Option(help="Training-data description for the card.")] = "",
     licence: Annotated[str, typer.Option(help="Licence note for the card.")] = "",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
@@ -171,7 +179,6 @@ def train(
     """Train or fine-tune a nucleus model on images with masks and/or instance polygons."""
     import json
 
-    from shindan.engine.train_segmenter import TrainConfig
     from shindan.nuclei.train import train_nuclei
 
     if not images.exists():
@@ -190,15 +197,16 @@ def train(
     if not 0 < low <= high:
         raise InputError(f"--density needs 0 < LOW <= HIGH, got {density!r}")
     encoder, widths, arch_words = parse_architecture(encoder, decoder_channels)
-    cfg = TrainConfig.for_steps(
+    cfg, loop_words = loop_config(
         steps,
         batch_size=batch_size,
+        tile=tile,
         lr=lr,
         eval_every=eval_every,
         patience=patience,
+        minutes=minutes,
         seed=seed,
         precision=precision,
-        max_minutes=minutes,
         dice_classes=[1, 2, 3] if core else [1, 2],
         class_weights=None
         if boundary_weight == 1
@@ -216,21 +224,13 @@ def train(
         *([f"--val {val}"] if val else []),
         *([f"--init {init}"] if init else []),
         *arch_words,
-        f"--steps {steps}",
-        f"--batch-size {batch_size}",
-        f"--tile {tile}",
-        f"--lr {lr}",
+        *loop_words,
         f"--stain {stain}",
         *([f"--density {low},{high}"] if (low, high) != (1.0, 1.0) else []),
         f"--boundary-px {boundary_px}",
         f"--boundary-weight {boundary_weight}",
         *([f"--core {core}"] if core else []),
         *([f"--tta {tta}"] if tta else []),
-        f"--eval-every {eval_every}",
-        f"--patience {patience}",
-        *([f"--minutes {minutes}"] if minutes is not None else []),
-        f"--seed {seed}",
-        *([f"--precision {precision}"] if precision != "auto" else []),
     ]
     command = " ".join(parts)
     held = [s for s in holdout.split(",") if s]

@@ -39,7 +39,8 @@ def nuclei_card(
         "nuclei",
         [*CLASSES, CORE] if core else list(CLASSES),
         "Nucleus instance segmentation of H&E tissue: U-Net predicting background, nucleus "
-        "interior and nucleus boundary, then marker-controlled watershed.",
+        f"interior{', boundary and core' if core else ' and boundary'}, then "
+        "marker-controlled watershed.",
         mpp=target_mpp,
         size=size,
         overlap=overlap,
@@ -298,9 +299,9 @@ def train_nuclei(
     ``boundary_px`` is the width of the boundary class on the model's grid; ``core`` > 0 adds
     a nucleus-core class (see :func:`~shindan.nuclei.data.instance_targets`) whose confident
     pixels seed the watershed; fine-tuning a model without one adds it (its outputs start as
-    copies of the interior's). ``tta`` lists
-    test-time views (see :mod:`shindan.engine.tta`) written to the card: the watershed is
-    tuned and the held-out images scored with them, as every later prediction will run.
+    copies of the interior's). ``tta`` lists test-time views (see :mod:`shindan.engine.tta`)
+    written to the card: the watershed is tuned and the held-out images scored with them, as
+    every later prediction will run.
     """
     from shindan.engine.tta import check_views
     from shindan.models import load_card, load_network, save_model

@@ -151,7 +151,7 @@ def train(
         typer.Option(
             help="Add a nucleus-core class: the pixels at least this fraction of the way from "
             "a nucleus's edge to its centre (0 = no core class). Its confident pixels seed the "
-            "watershed, one per nucleus, which separates touching nuclei better."
+            "watershed: one compact seed per nucleus, even where neighbours' interiors touch."
         ),
     ] = 0.0,
     boundary_weight: Annotated[

@@ -98,8 +98,8 @@ def instance_targets(
     makes the gap between touching nuclei easier to learn at fine resolutions. With ``core``
     in (0, 1), the instance pixels at least ``core`` × the instance's largest distance from
     its edge are class 3: one compact centre per nucleus, kept apart from its neighbours'
-    centres by two rims and interiors, which makes better watershed markers than the
-    interior (that touches its neighbours wherever a rim is missed).
+    centres by two rims and interiors, so that as watershed markers they stay apart where
+    the interiors of touching nuclei meet (wherever a rim is missed).
 
     Examples
     --------

@@ -59,7 +59,7 @@ def nuclei_card(
             "Trained and validated on H&E only (MoNuSeg, TCGA, 7 organs); PAS or other "
             "stains are not validated.",
             "Images with only a binary mask teach nucleus versus background everywhere, but "
-            "inside merged-looking blobs only 'nucleus' (interior or boundary), so the "
+            "inside merged-looking blobs only 'nucleus' (any nucleus class), so the "
             "separation of touching nuclei is learnt from the images with instance polygons.",
             "Research use; not a medical device.",
         ],

@@ -60,16 +60,28 @@ def test_missing_and_wrong_kind(tmp_path):
         open_slide(tmp_path)
 
 
-def test_mpp_override_and_padding(tmp_path):
+def test_given_mpp_and_padding(tmp_path):
     img = np.zeros((40, 60, 3), np.uint8)
     img[..., 0] = 200
     Image.fromarray(img).save(tmp_path / "a.png")
     with open_slide(tmp_path / "a.png", mpp=0.5) as s:
-        assert s.mpp == 0.5
+        assert (s.mpp, s.mpp_source) == (0.5, "given")
         r = s.read_region((50, 30), 0, (20, 20))
         assert r[:10, :10, 0].min() == 200 and r[15, 15].tolist() == [255, 255, 255]
     with pytest.raises(InputError, match="--mpp"):
         open_slide(tmp_path / "a.png", mpp=-1)
+
+
+def test_a_files_own_mpp_wins_over_the_given_one(tmp_path):
+    # 50,800 dpi = 0.5 µm/px written by the scanner's export; --mpp is for files without one
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "c.png", dpi=(50800, 50800))
+    with open_slide(tmp_path / "c.png", mpp=2.0) as s:
+        assert (round(s.mpp, 3), s.mpp_source) == (0.5, "file")
+
+
+def test_a_slides_own_mpp_wins_over_the_given_one(shared_data):
+    with open_slide(shared_data / "slides" / "CMU-1-Small-Region.svs", mpp=0.95) as s:
+        assert (s.mpp, s.mpp_source) == (0.499, "file")
 
 
 def test_read_at_mpp_resamples_pyramid(shared_data):

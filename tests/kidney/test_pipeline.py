@@ -77,13 +77,15 @@ def test_analyze_writes_contract_outputs(tmp_path, models):
     image = smooth_image(300, 420, seed=2)
     image[disk((100, 100), 5)] = 20
     Image.fromarray(image).save(tmp_path / "case A.png")
-    Image.fromarray(image[:200]).save(tmp_path / "b.jpg")
+    # b.jpg records 1 µm/px (25,400 dpi): --mpp is for files that record none
+    Image.fromarray(image[:200]).save(tmp_path / "b.jpg", dpi=(25400, 25400))
     out = tmp_path / "out"
     results = analyze(
         [tmp_path / "case A.png", tmp_path / "b.jpg"], out, mpp=0.5, progress=False, models=models
     )
     assert [r.case for r in results] == ["case A", "b"]
-    for r, shape in zip(results, [(300, 420), (200, 420)], strict=True):
+    expected = [((300, 420), 0.5, "given"), ((200, 420), 1.0, "file")]
+    for r, (shape, mpp, source) in zip(results, expected, strict=True):
         d = out / r.case
         for f in (
             "scores.json",
@@ -96,7 +98,7 @@ def test_analyze_writes_contract_outputs(tmp_path, models):
         comp = np.asarray(Image.open(d / "compartments.png"))
         assert comp.shape == shape and comp.dtype == np.uint8 and comp.max() <= 4
         s = json.loads((d / "scores.json").read_text())
-        assert s["mpp"] == 0.5
+        assert (s["mpp"], s["input_mpp_source"]) == (mpp, source)
         assert set(s["areas_um2"]) == {
             "non_tissue",
             "interstitium",
@@ -104,7 +106,7 @@ def test_analyze_writes_contract_outputs(tmp_path, models):
             "tubule",
             "vessel",
         }
-        assert sum(s["areas_um2"].values()) == pytest.approx(shape[0] * shape[1] * 0.25, rel=1e-6)
+        assert sum(s["areas_um2"].values()) == pytest.approx(shape[0] * shape[1] * mpp**2, rel=1e-6)
         assert {"count", "sclerosed"} <= set(s["glomeruli"])
         assert "tiny-seg" in s["model"]
         html = (d / "report.html").read_text()

@@ -51,7 +51,9 @@ class Slide(ABC):
     level_dimensions : list of (width, height)
     level_downsamples : list of float
     mpp : float or None
-        Micrometres per level-0 pixel (metadata, or the override given to :func:`open_slide`).
+        Micrometres per level-0 pixel: the file's own, else the one given to :func:`open_slide`.
+    mpp_source : {"file", "given"} or None
+        Where ``mpp`` came from.
     """
 
     path: Path
@@ -60,6 +62,15 @@ class Slide(ABC):
     level_dimensions: list[tuple[int, int]]
     level_downsamples: list[float]
     mpp: float | None
+    mpp_source: str | None = None
+
+    def _set_mpp(self, from_file: float | None, given: float | None) -> None:
+        # The file's own scale wins: a --mpp for a folder of mixed inputs is meant for the
+        # plain images in it, not to rescale slides that record theirs.
+        if from_file is not None:
+            self.mpp, self.mpp_source = from_file, "file"
+        else:
+            self.mpp, self.mpp_source = given, ("given" if given is not None else None)
 
     @property
     def dimensions(self) -> tuple[int, int]:
@@ -178,7 +189,7 @@ class OpenSlideSlide(Slide):
         self.level_dimensions = [tuple(map(int, d)) for d in self._os.level_dimensions]
         self.level_downsamples = [float(d) for d in self._os.level_downsamples]
         meta = props.get("openslide.mpp-x")
-        self.mpp = mpp if mpp is not None else _plausible_mpp(float(meta) if meta else None)
+        self._set_mpp(_plausible_mpp(float(meta) if meta else None), mpp)
         # Decode one pixel now so a corrupt file fails at open, not halfway through a run.
         self._read((0, 0), self.level_count - 1, (1, 1))
 
@@ -227,7 +238,7 @@ class TiffFileSlide(Slide):
         self.level_dimensions = [(int(a.shape[xi]), int(a.shape[yi])) for a in self._levels]
         w0 = self.level_dimensions[0][0]
         self.level_downsamples = [w0 / w for w, _ in self.level_dimensions]
-        self.mpp = mpp if mpp is not None else self._metadata_mpp()
+        self._set_mpp(self._metadata_mpp(), mpp)
         # Fix one intensity window per slide from the smallest level so tiles agree with each other.
         small = self._plane(self._levels[-1], slice(None), slice(None)).astype(np.float32)
         self._lo, self._hi = (float(np.min(small)), float(np.max(small))) if small.size else (0, 1)
@@ -293,14 +304,15 @@ class ImageSlide(Slide):
         self.level_dimensions = [(w, h)]
         self.level_downsamples = [1.0]
         meta = 25400.0 / float(dpi[0]) if dpi and dpi[0] else None
-        self.mpp = mpp if mpp is not None else _plausible_mpp(meta)
+        self._set_mpp(_plausible_mpp(meta), mpp)
 
     @classmethod
     def from_array(cls, rgb: np.ndarray, mpp: float | None, name: str = "array") -> ImageSlide:
         """Wrap an in-memory RGB array (copied) as a slide."""
         self = cls.__new__(cls)
         self._rgb = np.array(rgb[..., :3], dtype=np.uint8, copy=True)
-        self.path, self.format, self.vendor, self.mpp = Path(name), "array", None, mpp
+        self.path, self.format, self.vendor = Path(name), "array", None
+        self._set_mpp(None, mpp)
         self.level_dimensions = [(self._rgb.shape[1], self._rgb.shape[0])]
         self.level_downsamples = [1.0]
         return self
@@ -321,7 +333,8 @@ def open_slide(path: str | Path, mpp: float | None = None) -> Slide:
     ----------
     path : str or Path
     mpp : float, optional
-        Micrometres per pixel at level 0; overrides (or supplies missing) metadata.
+        Micrometres per pixel at level 0 for a file that records none (a plain image, say).
+        A file's own plausible µm/px is kept; ``slide.mpp_source`` says which was used.
 
     Returns
     -------

@@ -30,9 +30,12 @@ def analyze(
     results = run(inputs, out, mpp=mpp, backend=backend)
     for r in results:
         s = r.scores
+        scale = ""
+        if mpp is not None and s["input_mpp_source"] == "file" and s["input_mpp"] != mpp:
+            scale = f"  (its own {s['input_mpp']:g} µm/px, not --mpp)"
         typer.echo(
             f"{r.case}: fibrosis {s['interstitial_fibrosis']:.3f}  inflammation "
-            f"{s['inflammation']:.4f}  glomeruli {s['glomeruli']['count']}",
+            f"{s['inflammation']:.4f}  glomeruli {s['glomeruli']['count']}{scale}",
             err=True,
         )
     typer.echo(f"wrote {Path(out) / 'cohort.csv'}", err=True)

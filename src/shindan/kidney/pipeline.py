@@ -233,7 +233,7 @@ def analyze_case(
     out : output folder (the case folder is created inside it)
     models : KidneyModels
     mpp : float, optional
-        µm/px of the input when its metadata has none (or to override it).
+        µm/px of the input when the file records none (a file's own µm/px is kept).
     nuclei_fn : callable, optional
         ``f(rgb, mpp) -> instance labels``; defaults to the ``nuclei`` model of ``models``.
     """
@@ -300,6 +300,7 @@ def analyze_case(
             },
             "mpp": o_mpp,
             "input_mpp": slide.mpp,
+            "input_mpp_source": slide.mpp_source,
             "analysis_mpp": {
                 "compartments": seg.mpp,
                 "nuclei": models.nuclei.card.mpp if models.nuclei else None,

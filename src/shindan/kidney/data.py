@@ -36,6 +36,35 @@ NOT_GLOMERULUS = 254
 # the model learnt to file all PAS tissue under vessel (free under the partial label), which
 # then leaked into pale H&E tubules.
 LABEL_SETS = {NOT_GLOMERULUS: [NON_TISSUE, INTERSTITIUM, TUBULE]}
+# User annotations with ``--unannotated other``: an image's unannotated pixels are "none of the
+# classes annotated in it", written as OTHER_BASE + the bit mask of the classes still allowed.
+OTHER_BASE = 200
+
+
+def other_code(annotated: Sequence[int]) -> int:
+    """The partial-label code of "none of ``annotated``" (IGNORE when that rules out every
+    class, and so says nothing).
+
+    Examples
+    --------
+    >>> other_code([GLOMERULUS]) - OTHER_BASE == 0b11011  # any class but glomerulus
+    True
+    >>> other_code(range(5)) == IGNORE
+    True
+    """
+    allowed = sum(1 << c for c in range(len(CLASSES)) if c not in set(annotated))
+    return OTHER_BASE + allowed if allowed else IGNORE
+
+
+def other_label_sets(codes: Sequence[int]) -> dict[int, list[int]]:
+    """The classes each :func:`other_code` in ``codes`` allows (other codes are skipped)."""
+    top = OTHER_BASE + (1 << len(CLASSES))
+    return {
+        int(c): [k for k in range(len(CLASSES)) if (int(c) - OTHER_BASE) >> k & 1]
+        for c in codes
+        if OTHER_BASE < c < top
+    }
+
 
 AAPI_MPP = 0.25
 # HuBMAP images carry no scale. Their glomeruli measure 190 px (median equivalent diameter,

@@ -44,11 +44,13 @@ from shindan.kidney.data import (
     load_hubmap,
     load_phantoms,
     make_compartment_sampler,
+    other_code,
+    other_label_sets,
     split_columns,
     stain_references,
 )
 from shindan.kidney.glomeruli import MIN_GLOMERULUS_UM2
-from shindan.models.card import DEFAULT_DECODER, DEFAULT_ENCODER, unet_card
+from shindan.models.card import DEFAULT_DECODER, DEFAULT_ENCODER, as_fine_tune, unet_card
 
 # Class names users write in QuPath / ImageScope / labelme, mapped to the contract's codes.
 CLASS_NAMES = {
@@ -323,13 +325,17 @@ def load_annotated(
     mpp: float | None,
     classes: dict[str, int],
     margin_um: float = 50.0,
+    unannotated: str = "ignore",
 ) -> LabelledImage:
     """An image or slide with its annotation file, read at ``target_mpp``.
 
-    Vector annotations: classes by name (unknown names are skipped), unannotated pixels are
-    255 (no loss), and only the annotations' bounding box (plus ``margin_um``) is read, so a
-    partly annotated slide trains on its annotated regions. Label masks: codes as written
-    (0-4, 255), same pixel grid as the image.
+    Vector annotations: classes by name (unknown names are skipped), and only the
+    annotations' bounding box (plus ``margin_um``) is read, so a partly annotated slide trains
+    on its annotated regions. Label masks: codes as written (0-4, 255), same pixel grid as the
+    image. Unannotated pixels (255) are not trained on with ``unannotated="ignore"``; with
+    ``"other"`` they are known to be none of the classes annotated in this image (the partial
+    label :func:`~shindan.kidney.data.other_code`), e.g. "not glomerulus" where only glomeruli
+    were outlined.
     """
     from shindan.io import open_slide
     from shindan.nuclei.data import resize
@@ -382,7 +388,11 @@ def load_annotated(
     else:
         cmap = {a.label: _class_code(a.label, classes) for a in anns}
         label = rasterize(anns, shape, cmap, scale=scale, offset=(box[0], box[1]), fill=IGNORE)
-    return LabelledImage(image_path.stem, image, label.astype(np.uint8), "unknown", target_mpp)
+    label = label.astype(np.uint8)
+    if unannotated == "other":
+        annotated = [int(c) for c in np.unique(label) if c < len(CLASSES)]
+        label = np.where(label == IGNORE, other_code(annotated), label).astype(np.uint8)
+    return LabelledImage(image_path.stem, image, label, "unknown", target_mpp)
 
 
 def pair_files(inputs: Sequence[Path], annotations: Sequence[Path]) -> list[tuple[Path, Path]]:
@@ -431,6 +441,7 @@ def train_compartments(
     aidpath_share: float = 0.5,
     crops_keep_stain: bool = False,
     select_by_source: bool = False,
+    unannotated: str = "ignore",
     command: str = "",
     log: Callable[[str], None] | None = None,
     progress: bool = True,
@@ -450,7 +461,14 @@ def train_compartments(
     and re-coloured only to PAS references with ``crops_keep_stain``; ``select_by_source``:
     the checkpoint is chosen on the mean of each validation source's Dice (H&E strip,
     HuBMAP, AIDPATH crops) instead of the pooled pixels, where glomerulus-filled crops
-    outvote the H&E strip.
+    outvote the H&E strip. ``unannotated``: what the unannotated pixels of ``inputs`` are
+    (see :func:`load_annotated`).
+
+    Raises
+    ------
+    InputError
+        If the annotations label one class only and ``unannotated`` is ``"ignore"``: such a
+        model learns to call everything that class.
     """
     from shindan.engine import load_predictor
     from shindan.models import load_card, load_network, save_model
@@ -502,7 +520,17 @@ def train_compartments(
     else:
         pairs = pair_files(inputs, annotations)
         names = {**CLASS_NAMES, **{k.lower(): v for k, v in (classes or {}).items()}}
-        imgs = [load_annotated(i, a, target_mpp, mpp, names) for i, a in pairs]
+        imgs = [
+            load_annotated(i, a, target_mpp, mpp, names, unannotated=unannotated) for i, a in pairs
+        ]
+        codes = np.unique(np.concatenate([np.unique(im.label) for im in imgs]))
+        known = [CLASSES[c] for c in codes if c < len(CLASSES)]
+        if len(known) == 1 and unannotated == "ignore":
+            raise InputError(
+                f"only {known[0]} is annotated, so the model would learn to call everything "
+                f"{known[0]}: outline other tissue too, or pass --unannotated other"
+            )
+        cfg.label_sets.update(other_label_sets(codes.tolist()))
         if len(imgs) >= 2:
             val_idx = set(range(4, len(imgs), 5)) or {len(imgs) - 1}
             val = [im for k, im in enumerate(imgs) if k in val_idx]
@@ -514,9 +542,8 @@ def train_compartments(
         licence = "as the training data"
         sets = {}
     card["training"] = {"data": data_note, "licence": licence, "command": command, "seed": cfg.seed}
-    if init:  # reproducing a fine-tuned model means reproducing its starting point first
-        base_cmd = base.data["training"].get("command", "")
-        card["training"]["command"] = f"{base_cmd} && {command}" if base_cmd else command
+    if init:
+        card = as_fine_tune(card, base)
     sampler = make_compartment_sampler(
         train_data,
         tile,

@@ -61,9 +61,17 @@ def register(app: typer.Typer) -> None:
                 "-a",
                 help="Annotation files or folders: QuPath GeoJSON, ImageScope XML, labelme JSON, "
                 "or label-mask PNGs (0 non-tissue, 1 interstitium, 2 glomerulus, 3 tubule, "
-                "4 vessel, 255 unknown). Unannotated pixels are not trained on.",
+                "4 vessel, 255 unknown). Unannotated pixels: see --unannotated.",
             ),
         ] = None,
+        unannotated: Annotated[
+            str,
+            typer.Option(
+                help="What unannotated pixels of an annotated image (or region) are: 'ignore' "
+                "(not trained on) or 'other' (none of the classes annotated in that image, "
+                "e.g. 'not glomerulus' where every glomerulus, and nothing else, was outlined).",
+            ),
+        ] = "ignore",
         builtin: Annotated[
             Path | None,
             typer.Option(
@@ -179,6 +187,10 @@ def register(app: typer.Typer) -> None:
             raise InputError("--select-by-source needs --builtin (its validation sources)")
         if inputs and not annotations:
             raise InputError("--annotations is required with INPUTS")
+        if unannotated not in ("ignore", "other"):
+            raise InputError(f"--unannotated must be ignore or other, got {unannotated!r}")
+        if unannotated != "ignore" and builtin is not None:
+            raise InputError("--unannotated is for INPUTS with --annotations, not --builtin")
         if mpp is not None and mpp <= 0:
             raise InputError(f"--mpp must be positive, got {mpp}")
         cls = _parse_classes(classes)
@@ -199,6 +211,7 @@ def register(app: typer.Typer) -> None:
             "shindan kidney train",
             *[q(str(p)) for p in inputs or []],
             *[f"-a {q(str(a))}" for a in annotations or []],
+            *([f"--unannotated {unannotated}"] if unannotated != "ignore" else []),
             *([f"--builtin {q(str(builtin))}"] if builtin else []),
             *([f"--phantoms {phantoms}"] if phantoms else []),
             f"--out {q(str(out))}",
@@ -226,6 +239,7 @@ def register(app: typer.Typer) -> None:
             target_mpp=target_mpp,
             classes=cls,
             init=init,
+            unannotated=unannotated,
             encoder=encoder,
             decoder_channels=widths,
             config=cfg,

@@ -222,3 +222,43 @@ def unet_card(
         "training": {"data": "", "licence": "", "command": ""},
         "limits": list(limits or []),
     }
+
+
+def as_fine_tune(card: dict[str, Any], base: ModelCard) -> dict[str, Any]:
+    """``card`` (a training's card, its ``training`` block filled in) marked as a fine-tune
+    of ``base``, so that nothing of ``base`` is passed off as the new model's.
+
+    The version gains ``+ft``; the summary says what was fine-tuned on what; the training
+    command is prefixed with ``base``'s (reproducing the model means reproducing its starting
+    point first); the licence adds ``base``'s, which the weights inherit; and ``base``'s
+    headline (a score of another model) is dropped. ``card`` is not modified.
+
+    Examples
+    --------
+    >>> base = ModelCard({"name": "m", "version": "1.2.0", "training": {
+    ...     "command": "train a", "licence": "CC BY-NC"}}, Path("."))
+    >>> new = as_fine_tune({"name": "m", "version": "1.2.0", "headline": "Dice 0.9",
+    ...     "training": {"data": "3 images", "licence": "MIT", "command": "train b"}}, base)
+    >>> new["version"], new["training"]["command"], "headline" in new
+    ('1.2.0+ft', 'train a && train b', False)
+    >>> new["training"]["licence"]
+    'MIT, and that of m 1.2.0: CC BY-NC'
+    """
+    training = dict(card["training"])
+    base_training = base.data.get("training", {})
+    base_cmd = base_training.get("command", "")
+    if base_cmd:
+        training["command"] = f"{base_cmd} && {training.get('command', '')}"
+    training["init"] = {"name": base.name, "version": base.version}
+    training["licence"] = (
+        f"{training.get('licence') or 'as the training data'}, and that of "
+        f"{base.name} {base.version}: {base_training.get('licence') or 'not stated'}"
+    )
+    out = {k: v for k, v in card.items() if k != "headline"}
+    out["training"] = training
+    out["version"] = base.version + (".ft" if "+" in base.version else "+ft")
+    out["summary"] = (
+        f"{base.name} {base.version} fine-tuned on {training.get('data') or 'new data'}; "
+        "its scores are in metrics (those of the starting model do not carry over)."
+    )
+    return out

@@ -15,7 +15,7 @@ from torch import nn
 
 from shindan.engine.train_segmenter import TrainConfig, train_segmenter
 from shindan.errors import InputError, ModelError
-from shindan.models.card import DEFAULT_DECODER, DEFAULT_ENCODER, unet_card
+from shindan.models.card import DEFAULT_DECODER, DEFAULT_ENCODER, as_fine_tune, unet_card
 from shindan.nuclei.data import NucleiSample, find_pairs, label_sets, load_sample, make_sampler
 from shindan.nuclei.metrics import aji, dice
 from shindan.nuclei.postprocess import DEFAULTS
@@ -371,9 +371,8 @@ def train_nuclei(
         "command": command,
         "seed": cfg.seed,
     }
-    if init:  # reproducing a fine-tuned model means reproducing its starting point first
-        base_cmd = base.data["training"].get("command", "")
-        card["training"]["command"] = f"{base_cmd} && {command}" if base_cmd else command
+    if init:
+        card = as_fine_tune(card, base)
     # the checkpoint is chosen on validation images; without any, on (a few) training images
     val_tiles = [(s.image, s.target) for s in (val_samples or train[:4])]
 

@@ -57,6 +57,8 @@ def test_unannotated_other_labels_the_rest_as_none_of_the_annotated_classes(tmp_
     assert set(np.unique(ignored)) == {GLOMERULUS, IGNORE}
     assert set(np.unique(other)) == {GLOMERULUS, other_code([GLOMERULUS])}
     assert ((ignored == GLOMERULUS) == (other == GLOMERULUS)).all()
+    with pytest.raises(InputError, match="--unannotated must be ignore or other"):
+        load_annotated(*args, unannotated="others")
 
 
 @pytest.mark.slow

@@ -340,6 +340,8 @@ def load_annotated(
     from shindan.io import open_slide
     from shindan.nuclei.data import resize
 
+    if unannotated not in ("ignore", "other"):
+        raise InputError(f"--unannotated must be ignore or other, got {unannotated!r}")
     with open_slide(image_path, mpp=mpp) as slide:
         if slide.mpp is None:
             raise InputError(f"{image_path}: no µm/px in the file; give --mpp")

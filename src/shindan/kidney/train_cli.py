@@ -187,8 +187,6 @@ def register(app: typer.Typer) -> None:
             raise InputError("--select-by-source needs --builtin (its validation sources)")
         if inputs and not annotations:
             raise InputError("--annotations is required with INPUTS")
-        if unannotated not in ("ignore", "other"):
-            raise InputError(f"--unannotated must be ignore or other, got {unannotated!r}")
         if unannotated != "ignore" and builtin is not None:
             raise InputError("--unannotated is for INPUTS with --annotations, not --builtin")
         if mpp is not None and mpp <= 0:

@@ -58,12 +58,15 @@ def tissue_mask_from_rgb(
     sat = hsv[..., 1].astype(np.float32) / 255
     val = hsv[..., 2].astype(np.float32) / 255
     score = np.maximum(sat, 1.0 - val)
-    thr = max(filters.threshold_otsu(score) if np.ptp(score) > 0 else 1.0, 0.08)
-    tissue = score > thr
-    # Marker ink: green/blue hues more saturated than trichrome's aniline blue, or near-black.
+    # Marker ink: green/blue hues more saturated than trichrome's aniline blue, or near-black
+    # (also black scanner padding and blacked-out areas).
     pen = ((hue > 70) & (hue < 260) & (sat > 0.6) & (val < 0.8)) | (val < 0.12)
     pen = ndi.binary_dilation(pen, morphology.disk(2))
-    tissue &= ~pen
+    # Otsu without the ink: with a black border in the histogram it would split black from
+    # everything else and call the stained tissue glass.
+    rest = score[~pen]
+    thr = max(filters.threshold_otsu(rest) if rest.size and np.ptp(rest) > 0 else 1.0, 0.08)
+    tissue = (score > thr) & ~pen
     px_area = mpp * mpp
     tissue = ndi.binary_closing(tissue, morphology.disk(1))
     tissue = morphology.remove_small_holes(tissue, max_size=int(min_hole_um2 / px_area))

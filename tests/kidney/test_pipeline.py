@@ -132,3 +132,45 @@ def test_bad_input_fails_before_any_output(tmp_path, models):
     assert not (tmp_path / "out").exists()
     with pytest.raises(InputError, match="--mpp"):
         analyze([tmp_path / "ok.png"], tmp_path / "out", progress=False, models=models)
+
+
+def test_reruns_keep_users_files_and_earlier_cohort_rows(tmp_path, models):
+    img = tmp_path / "in"
+    img.mkdir()
+    for name in ("a", "b"):
+        Image.fromarray(smooth_image(64, 96, seed=len(name))).save(img / f"{name}.png")
+    out = tmp_path / "out"
+    analyze([img / "a.png"], out, mpp=0.5, progress=False, models=models)
+    analyze([img / "b.png"], out, mpp=0.5, progress=False, models=models)
+    rows = list(csv.DictReader(open(out / "cohort.csv")))
+    assert [r["case"] for r in rows] == ["a", "b"]  # a's row survives b's run
+    analyze([img / "a.png"], out, mpp=0.5, progress=False, models=models)  # our own files: ok
+    assert [r["case"] for r in csv.DictReader(open(out / "cohort.csv"))] == ["b", "a"]
+    (out / "a" / "notes.txt").write_text("pathologist's notes")
+    before = (out / "a" / "scores.json").read_text()
+    with pytest.raises(InputError, match="notes.txt"):
+        analyze([img / "b.png", img / "a.png"], out, mpp=0.5, progress=False, models=models)
+    assert (out / "a" / "notes.txt").read_text() == "pathologist's notes"
+    assert (out / "a" / "scores.json").read_text() == before
+    (tmp_path / "file").write_text("x")
+    for bad in (tmp_path / "file", tmp_path / "file" / "sub"):
+        with pytest.raises(InputError, match="file"):
+            analyze([img / "a.png"], bad, mpp=0.5, progress=False, models=models)
+
+
+def test_inputs_with_one_name_get_distinct_case_folders(tmp_path, models):
+    for sub in ("x", "y"):
+        (tmp_path / sub).mkdir()
+        Image.fromarray(smooth_image(64, 64, seed=1)).save(tmp_path / sub / "slide.png")
+    Image.fromarray(smooth_image(64, 64, seed=2)).save(tmp_path / "slide_2.png")
+    files = [tmp_path / "x" / "slide.png", tmp_path / "y" / "slide.png", tmp_path / "slide_2.png"]
+    results = analyze(files, tmp_path / "out", mpp=0.5, progress=False, models=models)
+    assert [r.case for r in results] == ["slide", "slide_3", "slide_2"]
+    for r, f in zip(results, files, strict=True):
+        assert json.loads((r.out_dir / "scores.json").read_text())["input"]["path"] == str(f)
+
+
+def test_cli_line_for_a_case_without_scores():
+    from shindan.kidney.cli import _fmt
+
+    assert _fmt(None, 3).startswith("n/a") and _fmt(0.12345, 3) == "0.123"

@@ -155,3 +155,15 @@ def test_kidney_train_bad_test_tile_exit_2(tmp_path: Path) -> None:
     )
     assert r.returncode == 2 and r.stderr.strip().startswith("error: --test-tile")
     assert not (tmp_path / "m").exists()
+
+
+def test_kidney_train_refuses_a_folder_with_users_files(tmp_path: Path) -> None:
+    _slide(tmp_path, "s0", 0)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    r = _shindan(
+        "kidney", "train", str(tmp_path / "s0.png"), "-a", str(tmp_path),
+        "--out", str(tmp_path / "mine"), "--mpp", "1",
+    )  # fmt: skip
+    assert r.returncode == 2 and "notes.txt" in r.stderr and "Traceback" not in r.stderr
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"

@@ -15,6 +15,11 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 Backend = Annotated[str, typer.Option(help="auto, onnx, torch or torch-bf16.")]
 
 
+def _fmt(score: float | None, digits: int) -> str:
+    # a case with no tubule or interstitium has no score (None), which is not an error
+    return "n/a (no tubule or interstitium)" if score is None else f"{score:.{digits}f}"
+
+
 @app.command()
 def analyze(
     inputs: Annotated[list[Path], typer.Argument(help="Slides, images or folders of them.")],
@@ -34,8 +39,8 @@ def analyze(
         if mpp is not None and s["input_mpp_source"] == "file" and s["input_mpp"] != mpp:
             scale = f"  (its own {s['input_mpp']:g} µm/px, not --mpp)"
         typer.echo(
-            f"{r.case}: fibrosis {s['interstitial_fibrosis']:.3f}  inflammation "
-            f"{s['inflammation']:.4f}  glomeruli {s['glomeruli']['count']}{scale}",
+            f"{r.case}: fibrosis {_fmt(s['interstitial_fibrosis'], 3)}  inflammation "
+            f"{_fmt(s['inflammation'], 4)}  glomeruli {s['glomeruli']['count']}{scale}",
             err=True,
         )
     typer.echo(f"wrote {Path(out) / 'cohort.csv'}", err=True)

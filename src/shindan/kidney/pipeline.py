@@ -13,7 +13,7 @@ import json
 import math
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,10 +31,19 @@ from shindan.kidney.cleanup import min_region_areas, remove_small_regions
 from shindan.kidney.glomeruli import Glomerulus, classify_glomeruli, find_glomeruli
 from shindan.kidney.scores import COMPARTMENTS, INTERSTITIUM, ScoreAccumulator
 from shindan.tiling import detect_tissue, read_at_mpp, require_mpp
-from shindan.util.atomic import atomic_dir, atomic_path
+from shindan.util.atomic import atomic_dir, atomic_path, check_replaceable
 from shindan.util.progress import progress_bar
 
 NucleiFn = Callable[[np.ndarray, float], np.ndarray]
+# A case folder's files: a rerun replaces them, and refuses a folder that holds anything else.
+CASE_FILES = (
+    "scores.json",
+    "compartments.png",
+    "nuclei.geojson",
+    "overlay.png",
+    "report.html",
+    "truth.json",  # shindan demo
+)
 
 # compartments.png is on the input's own grid up to this many pixels, coarser beyond.
 MAX_OUTPUT_PIXELS = 64_000_000
@@ -251,7 +260,11 @@ def analyze_case(
         def nuclei_fn(image: np.ndarray, m: float) -> np.ndarray:
             return segment_nuclei(image, m, predictor=models.nuclei)
 
-    with slide, atomic_dir(Path(out) / case) as tmp, tempfile.TemporaryDirectory() as scratch:
+    with (
+        slide,
+        atomic_dir(Path(out) / case, owned=CASE_FILES) as tmp,
+        tempfile.TemporaryDirectory() as scratch,
+    ):
         tissue = detect_tissue(slide)
         seg = segment_slide(
             slide,
@@ -347,29 +360,71 @@ def analyze(
 ) -> list[CaseResult]:
     """Analyse every input into ``out/<case>/`` and write ``out/cohort.csv``.
 
-    Inputs are checked first (all must open) so a bad file fails before any work is done.
+    Inputs and output folders are checked first (every input must open and have a scale, and
+    no case folder may hold files shindan did not write), so a bad file fails before any work
+    is done. ``cohort.csv`` keeps the rows of earlier runs into ``out`` whose case folders
+    are still there, and replaces those of the cases analysed again.
     """
     files = expand_inputs(inputs, SLIDE_SUFFIXES)
-    cases = [f.name.split(".")[0] for f in files]
-    dupes = {c for c in cases if cases.count(c) > 1}
-    if dupes:
-        cases = [f"{c}_{i}" if c in dupes else c for i, c in enumerate(cases)]
-    for f in files:  # fail fast on unreadable input or missing µm/px
+    cases = case_names(files)
+    out = Path(out)
+    for f, case in zip(files, cases, strict=True):  # fail fast, before any work
         with open_slide(f, mpp=mpp) as s:
             require_mpp(s)
+        check_replaceable(out / case, CASE_FILES)
     models = models or KidneyModels.load(backend=backend)
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results = [
         analyze_case(f, out, models, mpp=mpp, case=c, progress=progress)
         for f, c in zip(files, cases, strict=True)
     ]
-    with atomic_path(out / "cohort.csv") as tmp, open(tmp, "w", newline="") as fh:
-        rows = [cohort_row(r) for r in results]
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_cohort(out, [cohort_row(r) for r in results])
     return results
+
+
+def case_names(files: Sequence[Path]) -> list[str]:
+    """One output folder name per input: its name up to the first dot, numbered ``_2``, ``_3``
+    … when several inputs share it (never colliding with another input's own name).
+
+    Examples
+    --------
+    >>> case_names([Path("a/slide.svs"), Path("b/slide.png"), Path("slide_2.png")])
+    ['slide', 'slide_3', 'slide_2']
+    """
+    base = [f.name.split(".")[0] for f in files]
+    taken = set(base)
+    seen: set[str] = set()
+    out = []
+    for name in base:
+        if name in seen:
+            k = 2
+            while f"{name}_{k}" in taken:
+                k += 1
+            name = f"{name}_{k}"
+            taken.add(name)
+        seen.add(name)
+        out.append(name)
+    return out
+
+
+def write_cohort(out: Path, rows: list[dict[str, object]]) -> None:
+    """``out/cohort.csv``: earlier rows whose case folder still exists and is not in ``rows``,
+    then ``rows`` (columns: the union, in order of first appearance)."""
+    path = out / "cohort.csv"
+    new = {str(r["case"]) for r in rows}
+    kept: list[dict[str, object]] = []
+    if path.is_file():
+        with open(path, newline="") as fh:
+            kept = [
+                r
+                for r in csv.DictReader(fh)
+                if r.get("case") not in new and (out / str(r.get("case")) / "scores.json").exists()
+            ]
+    fields = list(dict.fromkeys(k for r in [*kept, *rows] for k in r))
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows([*kept, *rows])
 
 
 def copy_truth(truth: dict, out: Path) -> None:

@@ -166,6 +166,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train or fine-tune the compartment model on your annotations or the built-in data."""
         from shindan.kidney.train import train_compartments
+        from shindan.models.network import MODEL_FILES
+        from shindan.util.atomic import check_replaceable
 
         if builtin is None and not inputs:
             raise InputError("give INPUTS with --annotations, or --builtin DATA_FOLDER")
@@ -191,6 +193,7 @@ def register(app: typer.Typer) -> None:
             raise InputError("--unannotated is for INPUTS with --annotations, not --builtin")
         if mpp is not None and mpp <= 0:
             raise InputError(f"--mpp must be positive, got {mpp}")
+        check_replaceable(out, MODEL_FILES)  # before hours of training, not after
         cls = _parse_classes(classes)
         encoder, widths, arch_words = parse_architecture(encoder, decoder_channels)
         cfg, loop_words = loop_config(

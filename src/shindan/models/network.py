@@ -82,6 +82,11 @@ def export_onnx(net: nn.Module, card_data: dict[str, Any], path: Path) -> None:
         )
 
 
+# What a model folder holds (training_log.json is written beside the model by the train
+# commands): retraining into a folder replaces these, and refuses a folder with anything else.
+MODEL_FILES = ("card.json", "weights.safetensors", "model.onnx", "training_log.json")
+
+
 def save_model(
     net: nn.Module, card_data: dict[str, Any], out_dir: str | Path, onnx: bool = True
 ) -> ModelCard:
@@ -107,7 +112,7 @@ def save_model(
         else v.detach().cpu().contiguous()
         for k, v in net.state_dict().items()
     }
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, owned=MODEL_FILES) as tmp:
         save_file(state, str(tmp / "weights.safetensors"))
         if onnx:
             # Export from the fp16-rounded weights so both backends give the same numbers.

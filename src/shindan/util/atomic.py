@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from shindan.errors import InputError
 
 
 @contextmanager
@@ -27,19 +29,73 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
             tmp_path.unlink()
 
 
-@contextmanager
-def atomic_dir(target: str | Path) -> Iterator[Path]:
-    """Yield a temporary folder beside ``target``; it becomes ``target`` only on success.
+def _check_folder_possible(target: Path) -> None:
+    """InputError if ``target`` is a file, or cannot be created because a parent is one."""
+    if target.exists():
+        if not target.is_dir():
+            raise InputError(f"{target}: exists and is not a folder")
+        return
+    for parent in target.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(f"{parent}: is a file, so {target} cannot be created")
+            return
 
-    An existing ``target`` is replaced only after the new one is complete.
+
+def check_replaceable(target: str | Path, owned: Collection[str] = ()) -> None:
+    """Raise :class:`InputError` unless an output folder may be written at ``target``.
+
+    It may when ``target`` does not exist (and no parent is a file), or is a folder holding
+    only entries named in ``owned`` (what the command writes there): a user's other files are
+    never replaced.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> (d / "scores.json").write_text("{}")
+    2
+    >>> check_replaceable(d, {"scores.json", "report.html"})  # only our own output: fine
+    >>> (d / "notes.txt").write_text("mine")
+    4
+    >>> check_replaceable(d, {"scores.json"})
+    Traceback (most recent call last):
+    ...
+    shindan.errors.InputError: ... holds files shindan did not write (notes.txt); ...
     """
     target = Path(target)
+    _check_folder_possible(target)
+    if not target.exists():
+        return
+    extra = sorted(p.name for p in target.iterdir() if p.name not in set(owned))
+    if extra:
+        listed = ", ".join(extra[:3]) + (", …" if len(extra) > 3 else "")
+        raise InputError(
+            f"{target}: holds files shindan did not write ({listed}); choose another output "
+            "folder or move them"
+        )
+
+
+@contextmanager
+def atomic_dir(target: str | Path, owned: Collection[str] = ()) -> Iterator[Path]:
+    """Yield a temporary folder beside ``target``; it becomes ``target`` only on success.
+
+    An existing ``target`` is replaced only after the new one is complete, and only when it
+    holds nothing but names in ``owned`` or in the new output (see
+    :func:`check_replaceable`); else :class:`InputError`, and ``target`` is left as it was.
+    """
+    target = Path(target)
+    if owned:
+        check_replaceable(target, owned)
+    else:
+        _check_folder_possible(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     tmp.chmod(0o755)  # mkdtemp is private; outputs are for sharing
     try:
         yield tmp
         if target.exists():
+            check_replaceable(target, {*owned, *(p.name for p in tmp.iterdir())})
             old = target.with_name(f".{target.name}.old")
             shutil.rmtree(old, ignore_errors=True)
             target.rename(old)

@@ -174,3 +174,28 @@ def test_cli_line_for_a_case_without_scores():
     from shindan.kidney.cli import _fmt
 
     assert _fmt(None, 3).startswith("n/a") and _fmt(0.12345, 3) == "0.123"
+
+
+def test_a_nucleus_on_a_block_edge_counts_once(tmp_path):
+    """Two blocks that segment one nucleus differently (centroids on either side of their
+    edge) must not both keep it."""
+    from skimage import measure
+
+    image = np.full((128, 256, 3), 230, np.uint8)
+    image[disk((64, 126), 9)] = 30  # straddles the block edge at x = 128
+    slide = ImageSlide.from_array(image, mpp=0.5, name="x.png")
+    labels = np.ones((128, 256), np.uint8)  # all interstitium, same grid
+
+    def blinkered(rgb: np.ndarray, mpp: float) -> np.ndarray:
+        # sees nothing in the first 22 columns of its padded block, so the block right of
+        # the edge finds only the nucleus's right part, with its centroid in that block
+        out = measure.label(rgb.mean(axis=2) < 60).astype(np.int32)
+        out[:, :22] = 0
+        return measure.label(out > 0).astype(np.int32)
+
+    stats = detect_nuclei(
+        slide, labels, 0.5, blinkered, 0.5, tmp_path / "n.geojson", ScoreAccumulator(),
+        block=128, margin=24, progress=False,
+    )  # fmt: skip
+    assert stats["count"] == 1
+    assert len(json.loads((tmp_path / "n.geojson").read_text())["features"]) == 1

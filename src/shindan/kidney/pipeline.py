@@ -136,6 +136,43 @@ def _blocks(width: int, height: int, block: int) -> Iterator[tuple[int, int, int
             yield x, y, min(block, width - x), min(block, height - y)
 
 
+class _EdgeNuclei:
+    """Nuclei kept near block edges (global top-left corner and mask), by block, so that a
+    block's candidates are checked against its already processed neighbours only."""
+
+    def __init__(self, block: int) -> None:
+        self.block = block
+        self.kept: dict[tuple[int, int], list[tuple[tuple[int, int], np.ndarray]]] = {}
+
+    def start_block(self, x: int, y: int) -> None:
+        # blocks run row by row: those two rows up can no longer meet a new block
+        self.kept = {k: v for k, v in self.kept.items() if k[1] >= y - self.block}
+        self.here = (x, y)
+        self.kept[self.here] = []
+
+    def add(self, top_left: tuple[int, int], mask: np.ndarray) -> None:
+        self.kept[self.here].append((top_left, mask))
+
+    def overlaps(self, top_left: tuple[int, int], mask: np.ndarray, share: float = 0.3) -> bool:
+        """Whether ``mask`` at ``top_left`` covers ``share`` of itself or of a kept nucleus."""
+        r0, c0 = top_left
+        r1, c1 = r0 + mask.shape[0], c0 + mask.shape[1]
+        x, y, b = *self.here, self.block
+        for key in ((x - b, y), (x - b, y - b), (x, y - b), (x + b, y - b)):
+            for (s0, t0), other in self.kept.get(key, ()):
+                a0, a1 = max(r0, s0), min(r1, s0 + other.shape[0])
+                b0, b1 = max(c0, t0), min(c1, t0 + other.shape[1])
+                if a0 >= a1 or b0 >= b1:
+                    continue
+                both = (
+                    mask[a0 - r0 : a1 - r0, b0 - c0 : b1 - c0]
+                    & other[a0 - s0 : a1 - s0, b0 - t0 : b1 - t0]
+                ).sum()
+                if both > share * min(mask.sum(), other.sum()):
+                    return True
+        return False
+
+
 def detect_nuclei(
     slide: Slide,
     labels: np.ndarray,
@@ -153,8 +190,10 @@ def detect_nuclei(
     (level-0 pixel coordinates, QuPath detections classified ``interstitial`` or ``other``) and
     add the nucleus pixels lying in interstitium to ``acc``.
 
-    A nucleus belongs to the block holding its centroid, so block edges never split or
-    double-count one (``margin`` must exceed a nucleus diameter in pixels).
+    A nucleus belongs to the block holding its centroid (``margin`` must exceed a nucleus
+    diameter in pixels), so block edges do not split one. Two blocks can still segment a
+    nucleus on their common edge differently, with centroids on either side: a nucleus that
+    overlaps one already kept from a neighbouring block (by 30% of either's area) is dropped.
     """
     from shindan.io.annotations import instances_to_polygons, to_geojson
 
@@ -171,8 +210,10 @@ def detect_nuclei(
     ):
         fh.write('{"type": "FeatureCollection", "features": [\n')
         first = True
+        edge = _EdgeNuclei(block)
         for x, y, w, h in blocks:
             advance(1)
+            edge.start_block(x, y)
             lr0, lr1 = int(y * scale), int(math.ceil((y + h) * scale))
             lc0, lc1 = int(x * scale), int(math.ceil((x + w) * scale))
             if not (labels[lr0:lr1, lc0:lc1] == INTERSTITIUM).any():
@@ -201,9 +242,18 @@ def detect_nuclei(
             cents = ndi.center_of_mass(inst > 0, inst, ids)
             n_px = ndi.sum_labels(np.ones_like(inst), inst, ids)
             n_int = ndi.sum_labels(comp == INTERSTITIUM, inst, ids)
+            boxes = ndi.find_objects(inst)
             for i, (cy, cx), npx, nint in zip(ids, cents, n_px, n_int, strict=True):
                 if not (margin <= cy < margin + h and margin <= cx < margin + w):
                     continue
+                rs, cs = boxes[i - 1]
+                crop = inst[rs, cs] == i
+                top_left = (y - margin + rs.start, x - margin + cs.start)
+                # near the block's edge: a neighbour may have segmented it too
+                if min(rs.start, cs.start) < 2 * margin or rs.stop > h or cs.stop > w:
+                    if edge.overlaps(top_left, crop):
+                        continue
+                    edge.add(top_left, crop)
                 keep.append(int(i))
                 is_int[int(i)] = nint * 2 > npx  # a nucleus is interstitial by majority
                 acc.add_interstitial_nuclei(int(nint), mpp)

@@ -14,6 +14,9 @@ from shindan.tiling import read_at_mpp, require_mpp
 
 # Smaller glomerulus regions are fragments or false positives: not counted, not kept in maps.
 MIN_GLOMERULUS_UM2 = 2000.0
+# Human glomeruli measure about 100-300 µm across; a region much wider is several glomeruli
+# run together or tissue that is not a glomerulus, so the table asks for a review.
+MAX_GLOMERULUS_DIAMETER_UM = 400.0
 
 
 @dataclass
@@ -28,6 +31,7 @@ class Glomerulus:
     bbox: tuple[int, int, int, int]  # x, y, w, h in level-0 pixels
     sclerosed: bool | None = None
     p_sclerosed: float | None = None
+    review: str | None = None  # why a person should look at this one
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -42,7 +46,8 @@ def find_glomeruli(
 ) -> list[Glomerulus]:
     """Connected glomerulus regions of a label map at ``mpp`` µm/px.
 
-    Regions smaller than ``min_area_um2`` (fragments, false positives) are dropped.
+    Regions smaller than ``min_area_um2`` (fragments, false positives) are dropped; regions
+    wider than :data:`MAX_GLOMERULUS_DIAMETER_UM` are kept and marked for review.
     """
     lab = measure.label(labels == GLOMERULUS, connectivity=2)
     f = mpp / slide_mpp  # level-0 px per map px
@@ -53,19 +58,27 @@ def find_glomeruli(
             continue
         r0, c0, r1, c1 = region.bbox
         cy, cx = region.centroid
+        diameter = region.equivalent_diameter_area * mpp
+        review = (
+            f"wider than a glomerulus ({diameter:.0f} µm > {MAX_GLOMERULUS_DIAMETER_UM:.0f}): "
+            "glomeruli run together, or not a glomerulus"
+            if diameter > MAX_GLOMERULUS_DIAMETER_UM
+            else None
+        )
         out.append(
             Glomerulus(
                 id=len(out) + 1,
                 area_um2=round(area, 1),
                 centroid_x=round((cx + 0.5) * f, 1),
                 centroid_y=round((cy + 0.5) * f, 1),
-                diameter_um=round(region.equivalent_diameter_area * mpp, 1),
+                diameter_um=round(diameter, 1),
                 bbox=(
                     int(c0 * f),
                     int(r0 * f),
                     int(np.ceil((c1 - c0) * f)),
                     int(np.ceil((r1 - r0) * f)),
                 ),
+                review=review,
             )
         )
     return out

@@ -4,9 +4,11 @@ Readers return :class:`Annotation` objects whose coordinates are (x, y) in level
 the image they annotate. Formats:
 
 * QuPath GeoJSON (``.geojson``/``.json`` FeatureCollection, Polygon/MultiPolygon, class from
-  ``properties.classification.name``);
+  ``properties.classification.name``, or ``names`` joined as "Tubule: Atrophic" for derived
+  classes, see :func:`base_class`);
 * Aperio ImageScope XML (``.xml``: ``Annotations/Annotation/Regions/Region/Vertices``; class from
-  the region's ``Text``, else the annotation's ``Name``);
+  the region's ``Text``, else the annotation's ``Name``, else the layer's ``Attribute``;
+  ``NegativeROA`` regions are holes of their layer, rectangles and ellipses become polygons);
 * labelme JSON (``.json`` with ``shapes``: ``label``, ``points``, polygon/rectangle/circle);
 * label-mask images (``.png``/``.tif``: one integer class per pixel, see :func:`read_label_mask`).
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping, Sequence
@@ -83,12 +86,31 @@ def _geojson_class(props: Mapping[str, Any] | None) -> str:
     cls = props.get("classification")
     if isinstance(cls, Mapping) and cls.get("name") is not None:
         return str(cls["name"])
+    if isinstance(cls, Mapping) and isinstance(cls.get("names"), list) and cls["names"]:
+        # QuPath derived class, displayed as "Tubule: Atrophic"
+        return ": ".join(str(n) for n in cls["names"])
     if isinstance(cls, str):
         return cls
     for key in ("name", "label", "class"):
         if isinstance(props.get(key), str):
             return props[key]
     return ""
+
+
+def base_class(label: str) -> str:
+    """The base class of a QuPath derived class name ("Tubule: Atrophic" → "Tubule").
+
+    Parameters
+    ----------
+    label : str
+        Class name as read from a file.
+
+    Returns
+    -------
+    str
+        The part before the first ':' (all of ``label`` when it has none), stripped.
+    """
+    return label.split(":", 1)[0].strip()
 
 
 def _geojson_geometry(geom: Mapping[str, Any], label: str, src: str) -> list[Annotation]:
@@ -130,6 +152,8 @@ def read_geojson(path: str | Path) -> list[Annotation]:
         raise AnnotationError(f"{p}: 'features' is not a list")
     out: list[Annotation] = []
     for i, feat in enumerate(features):
+        if isinstance(feat, Mapping) and feat.get("geometry", False) is None:
+            continue  # "geometry": null is valid GeoJSON (an unlocated feature)
         if not isinstance(feat, Mapping) or not isinstance(feat.get("geometry"), Mapping):
             raise AnnotationError(f"{p}: feature {i} has no geometry")
         out += _geojson_geometry(
@@ -139,8 +163,53 @@ def read_geojson(path: str | Path) -> list[Annotation]:
 
 
 # --------------------------------------------------------------------------- Aperio ImageScope
+_GENERIC_LAYER = re.compile(r"(layer|annotation)\s*\d*", re.IGNORECASE)
+
+
+def _imagescope_layer_class(ann: ET.Element) -> str:
+    """Class name of an ImageScope layer: its Name, else its first named attribute."""
+    name = (ann.get("Name") or "").strip()
+    if name and not _GENERIC_LAYER.fullmatch(name):
+        return name
+    attrs = ann.find("Attributes")
+    for attr in attrs.findall("Attribute") if attrs is not None else []:
+        key, value = (attr.get("Name") or "").strip(), (attr.get("Value") or "").strip()
+        # ImageScope writes the layer class either as the attribute name or as the value of
+        # its default "Description" column
+        if key.lower() == "description":
+            if value:
+                return value
+        elif key:
+            return key
+    return name
+
+
+def _imagescope_shape(region: ET.Element, pts: np.ndarray) -> np.ndarray | None:
+    """Outline of a region: rectangles (Type 1) and ellipses (Type 2) from their corners."""
+    kind = region.get("Type", "0").strip()
+    if kind in ("1", "2") and len(pts) in ((2, 4) if kind == "1" else (2,)):
+        (x0, y0), (x1, y1) = pts.min(0), pts.max(0)
+        if x1 <= x0 or y1 <= y0:
+            return None
+        if kind == "1":
+            return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float64)
+        t = np.linspace(0, 2 * np.pi, 64, endpoint=False)
+        cx, cy, rx, ry = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2, (y1 - y0) / 2
+        return np.stack([cx + rx * np.cos(t), cy + ry * np.sin(t)], 1)
+    return pts if len(pts) >= 3 else None
+
+
+def _boxes_overlap(a: np.ndarray, b: np.ndarray) -> bool:
+    return bool((a.min(0) <= b.max(0)).all() and (b.min(0) <= a.max(0)).all())
+
+
 def read_imagescope_xml(path: str | Path) -> list[Annotation]:
-    """Polygons of an Aperio ImageScope XML file (every Region's Vertices)."""
+    """Polygons of an Aperio ImageScope XML file (every Region's Vertices).
+
+    Regions with ``NegativeROA="1"`` are not painted: they become holes of the positive regions
+    of the same layer that they overlap. Rectangles and ellipses given by their corners become
+    polygons (an ellipse as 64 points).
+    """
     p = Path(path)
     try:
         root = ET.parse(p).getroot()
@@ -154,7 +223,9 @@ def read_imagescope_xml(path: str | Path) -> list[Annotation]:
         )
     out = []
     for ann in root.iter("Annotation"):
-        name = ann.get("Name", "") or ""
+        name = _imagescope_layer_class(ann)
+        positive: list[tuple[np.ndarray, str]] = []
+        negative: list[np.ndarray] = []
         for region in ann.iter("Region"):
             label = region.get("Text") or name
             try:
@@ -163,8 +234,17 @@ def read_imagescope_xml(path: str | Path) -> list[Annotation]:
                 raise AnnotationError(
                     f"{p}: region {region.get('Id')} has a vertex without numeric X/Y"
                 ) from None
-            if len(pts) >= 3:
-                out.append(Annotation(np.asarray(pts, np.float64), label))
+            ring = _imagescope_shape(region, np.asarray(pts, np.float64).reshape(-1, 2))
+            if ring is None:
+                continue
+            if (region.get("NegativeROA") or "0").strip() == "1":
+                negative.append(ring)
+            else:
+                positive.append((ring, label))
+        for ring, label in positive:
+            # a hole only cuts its own polygon when painted, so a box overlap test is enough
+            holes = [h for h in negative if _boxes_overlap(ring, h)]
+            out.append(Annotation(ring, label, holes))
     return out
 
 
@@ -291,6 +371,29 @@ def _paint(out: np.ndarray, ring: np.ndarray, value: int) -> None:
     out[rr, cc] = value
 
 
+def _polygon_mask(
+    a: Annotation, shape: tuple[int, int]
+) -> tuple[tuple[slice, slice], np.ndarray] | None:
+    """Pixels of ``a`` (exterior minus its own holes) within its bounding box on the grid.
+
+    Holes are cut from this polygon's own mask, so they never erase other polygons.
+    """
+    if len(a.polygon) < 3:
+        return None
+    lo = np.floor(a.polygon.min(0)).astype(np.int64)
+    hi = np.ceil(a.polygon.max(0)).astype(np.int64) + 1
+    c0, r0 = max(int(lo[0]), 0), max(int(lo[1]), 0)
+    c1, r1 = min(int(hi[0]), shape[1]), min(int(hi[1]), shape[0])
+    if c1 <= c0 or r1 <= r0:
+        return None
+    off = np.array([c0, r0], np.float64)
+    mask = np.zeros((r1 - r0, c1 - c0), bool)
+    _paint(mask, a.polygon - off, 1)
+    for h in a.holes:
+        _paint(mask, np.asarray(h, np.float64) - off, 0)
+    return (slice(r0, r1), slice(c0, c1)), mask
+
+
 def rasterize(
     annotations: Iterable[Annotation],
     shape: tuple[int, int],
@@ -311,21 +414,27 @@ def rasterize(
         Output grid, whose pixel (0, 0) covers level-0 ``offset`` and whose pixels are
         ``1/scale`` level-0 pixels wide (``scale = mpp_level0 / mpp_target``).
     classes : mapping class name → code, optional
-        Unlisted names are skipped. Default: every polygon paints 1.
+        Unlisted names are skipped; a derived class ("Tubule: Atrophic") not listed itself
+        paints as its base class (see :func:`base_class`). Default: every polygon paints 1.
     fill : int
         Value of pixels no polygon covers (e.g. 255 = ignore for partly annotated images).
 
-    Later polygons paint over earlier ones; holes are cut back to ``fill``.
+    Later polygons paint over earlier ones. A hole only cuts its own polygon: its pixels keep
+    what other polygons painted there, else ``fill``.
     """
     out = np.full(shape, fill, dtype=dtype)
     for a in annotations:
-        code = 1 if classes is None else classes.get(a.label)
+        if classes is None:
+            code = 1
+        else:
+            code = classes.get(a.label)
+            if code is None:
+                code = classes.get(base_class(a.label))
         if code is None:
             continue
-        s = a.scaled(scale, offset)
-        _paint(out, s.polygon, int(code))
-        for h in s.holes:
-            _paint(out, h, int(fill))
+        painted = _polygon_mask(a.scaled(scale, offset), out.shape)
+        if painted is not None:
+            out[painted[0]][painted[1]] = int(code)
     return out
 
 
@@ -336,13 +445,15 @@ def rasterize_instances(
     scale: float = 1.0,
     offset: tuple[float, float] = (0.0, 0.0),
 ) -> np.ndarray:
-    """Instance label map (int32; 0 background, polygon *i* → ``i + 1``) on a scaled grid."""
+    """Instance label map (int32; 0 background, polygon *i* → ``i + 1``) on a scaled grid.
+
+    Later polygons paint over earlier ones; a hole only cuts its own polygon.
+    """
     out = np.zeros(shape, np.int32)
     for i, a in enumerate(annotations, start=1):
-        s = a.scaled(scale, offset)
-        _paint(out, s.polygon, i)
-        for h in s.holes:
-            _paint(out, h, 0)
+        painted = _polygon_mask(a.scaled(scale, offset), out.shape)
+        if painted is not None:
+            out[painted[0]][painted[1]] = i
     return out
 
 

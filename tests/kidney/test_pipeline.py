@@ -199,3 +199,23 @@ def test_a_nucleus_on_a_block_edge_counts_once(tmp_path):
     )  # fmt: skip
     assert stats["count"] == 1
     assert len(json.loads((tmp_path / "n.geojson").read_text())["features"]) == 1
+
+
+def test_nucleus_outlines_stay_inside_the_slide(tmp_path):
+    from skimage import measure, morphology
+
+    image = np.full((100, 100, 3), 230, np.uint8)
+    image[disk((50, 97), 6, shape=image.shape[:2])] = 30  # cut by the right edge
+    slide = ImageSlide.from_array(image, mpp=0.5, name="x.png")
+
+    def bloated(rgb: np.ndarray, mpp: float) -> np.ndarray:  # outlines a little too wide
+        dark = morphology.binary_dilation(rgb.mean(axis=2) < 60, morphology.disk(3))
+        return measure.label(dark).astype(np.int32)
+
+    detect_nuclei(
+        slide, np.ones((100, 100), np.uint8), 0.5, bloated, 0.5, tmp_path / "n.geojson",
+        ScoreAccumulator(), block=100, margin=16, progress=False,
+    )  # fmt: skip
+    (feat,) = json.loads((tmp_path / "n.geojson").read_text())["features"]
+    xy = np.array(feat["geometry"]["coordinates"][0])
+    assert xy.max() <= 100 and xy.min() >= 0 and xy[:, 0].max() == 100

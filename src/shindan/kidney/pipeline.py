@@ -195,7 +195,7 @@ def detect_nuclei(
     nucleus on their common edge differently, with centroids on either side: a nucleus that
     overlaps one already kept from a neighbouring block (by 30% of either's area) is dropped.
     """
-    from shindan.io.annotations import instances_to_polygons, to_geojson
+    from shindan.io.annotations import Annotation, instances_to_polygons, to_geojson
 
     s_mpp = require_mpp(slide)
     w0, h0 = slide.dimensions
@@ -266,7 +266,11 @@ def detect_nuclei(
                 ("other", [i for i in keep if not is_int[i]]),
             ):
                 sub = np.where(np.isin(inst, ids_), inst, 0)
-                polys = instances_to_polygons(sub, offset=origin, scale=f, label=name)
+                polys = [
+                    # a nucleus cut by the slide's edge is outlined up to the edge, not beyond
+                    Annotation(np.clip(a.polygon, 0, (w0, h0)), a.label)
+                    for a in instances_to_polygons(sub, offset=origin, scale=f, label=name)
+                ]
                 for feat in to_geojson(polys, colours=NUCLEUS_COLOURS)["features"]:
                     fh.write(("" if first else ",\n") + json.dumps(feat))
                     first = False

@@ -192,7 +192,8 @@ def test_real_aapi_tile_and_hubmap(shared_data: Path) -> None:
 def test_user_annotations_partly_annotated(tmp_path: Path) -> None:
     """A GeoJSON with one glomerulus and one tubule: only the annotated box is read, the
     unannotated pixels inside it are unknown (255)."""
-    from shindan.kidney.train import CLASS_NAMES, load_annotated, pair_files
+    from shindan.io.inputs import pair_annotations
+    from shindan.kidney.train import CLASS_NAMES, load_annotated
 
     img = np.full((400, 600, 3), 200, np.uint8)
     Image.fromarray(img).save(tmp_path / "slide1.png")
@@ -218,7 +219,7 @@ def test_user_annotations_partly_annotated(tmp_path: Path) -> None:
         ],
     }
     (tmp_path / "slide1.geojson").write_text(json.dumps(fc))
-    (pair,) = pair_files([tmp_path / "slide1.png"], [tmp_path])
+    (pair,) = pair_annotations([tmp_path / "slide1.png"], [tmp_path])
     li = load_annotated(*pair, target_mpp=1.0, mpp=0.5, classes=CLASS_NAMES, margin_um=10)
     # box: x 80..360, y 80..220 level-0 px (margin 20 px) → 140x70 px at 1 µm/px
     assert li.label.shape == (70, 140)

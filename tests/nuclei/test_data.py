@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from shindan.io.annotations import IGNORE
+from shindan.io.inputs import IMAGE_SUFFIXES, pair_annotations
 from shindan.nuclei.data import (
     MERGED,
-    find_pairs,
     instance_targets,
     label_sets,
     load_sample,
@@ -110,8 +110,10 @@ def test_mask_sample_merged_blob_is_partial_nucleus(tmp_path: Path) -> None:
 
 def test_real_monuseg_pairs_and_sampler(shared_data: Path) -> None:
     base = shared_data / "nuclei/monuseg-train"
-    pairs = find_pairs(base / "images", [base / "annotations", base / "masks"])
-    assert len(pairs) == 30 and all(a is not None for _, a in pairs)
+    pairs = pair_annotations(
+        [base / "images"], [base / "annotations", base / "masks"], suffixes=IMAGE_SUFFIXES
+    )
+    assert len(pairs) == 30
     kinds = {a.suffix for _, a in pairs}
     assert kinds == {".geojson", ".xml", ".png"}
     by = dict((p.stem, a) for p, a in pairs)

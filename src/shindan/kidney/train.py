@@ -19,10 +19,12 @@ from shindan.errors import InputError
 from shindan.io.annotations import (
     IGNORE,
     annotation_format,
+    base_class,
     rasterize,
     read_annotations,
     read_label_mask,
 )
+from shindan.io.inputs import pair_annotations
 from shindan.kidney.cleanup import min_region_areas, remove_small_regions
 from shindan.kidney.data import (
     AAPI_TILES,
@@ -52,13 +54,17 @@ from shindan.kidney.data import (
 from shindan.kidney.glomeruli import MIN_GLOMERULUS_UM2
 from shindan.models.card import DEFAULT_DECODER, DEFAULT_ENCODER, as_fine_tune, unet_card
 
-# Class names users write in QuPath / ImageScope / labelme, mapped to the contract's codes.
+# Class names users write in QuPath / ImageScope / labelme, mapped to the contract's codes;
+# IGNORE (255): regions the user excluded (QuPath's Ignore*), not trained on.
 CLASS_NAMES = {
     "non-tissue": 0,
     "nontissue": 0,
     "background": 0,
     "glass": 0,
-    "ignore*": 0,
+    "ignore*": IGNORE,
+    "ignore": IGNORE,
+    "exclude": IGNORE,
+    "excluded": IGNORE,
     "interstitium": 1,
     "interstitial": 1,
     "stroma": 1,
@@ -315,7 +321,9 @@ def builtin_data(
 
 # --------------------------------------------------------------------------- user data
 def _class_code(name: str, classes: dict[str, int]) -> int | None:
-    return classes.get(name.strip().lower())
+    key = name.strip().lower()
+    # a QuPath derived class ("Tubule: Atrophic") trains as its base class
+    return classes[key] if key in classes else classes.get(base_class(key))
 
 
 def load_annotated(
@@ -331,7 +339,9 @@ def load_annotated(
 
     Vector annotations: classes by name (unknown names are skipped), and only the
     annotations' bounding box (plus ``margin_um``) is read, so a partly annotated slide trains
-    on its annotated regions. Label masks: codes as written (0-4, 255), same pixel grid as the
+    on its annotated regions; polygons of a class mapped to 255 (``Ignore*``) are painted
+    255 over every other polygon and are never trained on (not even with
+    ``unannotated="other"``). Label masks: codes as written (0-4, 255), same pixel grid as the
     image. Unannotated pixels (255) are not trained on with ``unannotated="ignore"``; with
     ``"other"`` they are known to be none of the classes annotated in this image (the partial
     label :func:`~shindan.kidney.data.other_code`), e.g. "not glomerulus" where only glomeruli
@@ -360,16 +370,19 @@ def load_annotated(
             box = (0, 0, w, h)
             label_full = label
         else:
-            anns = [
+            known = [
                 a
                 for a in read_annotations(annotation_path)
                 if _class_code(a.label, classes) is not None
             ]
+            anns = [a for a in known if _class_code(a.label, classes) != IGNORE]
+            excluded = [a for a in known if _class_code(a.label, classes) == IGNORE]
             if not anns:
                 raise InputError(
                     f"{annotation_path}: no polygon with a known class name "
-                    f"(known: {', '.join(sorted(set(classes)))})"
+                    f"(known: {', '.join(sorted(k for k, v in classes.items() if v != IGNORE))})"
                 )
+            # the box holds what is trained on; excluded regions only cut holes into it
             pts = np.concatenate([a.polygon for a in anns])
             m = margin_um / slide.mpp
             x0, y0 = np.maximum(0, np.floor(pts.min(0) - m)).astype(int)
@@ -385,39 +398,20 @@ def load_annotated(
         )
     shape = (max(1, round(bh * scale)), max(1, round(bw * scale)))
     image = resize(region, shape)
+    excluded_px = np.zeros(shape, bool)
     if label_full is not None:
         label = resize(label_full.astype(np.uint8), shape, nearest=True)
     else:
         cmap = {a.label: _class_code(a.label, classes) for a in anns}
         label = rasterize(anns, shape, cmap, scale=scale, offset=(box[0], box[1]), fill=IGNORE)
+        excluded_px = rasterize(excluded, shape, scale=scale, offset=(box[0], box[1])) > 0
     label = label.astype(np.uint8)
     if unannotated == "other":
         annotated = [int(c) for c in np.unique(label) if c < len(CLASSES)]
         label = np.where(label == IGNORE, other_code(annotated), label).astype(np.uint8)
+    # excluded regions win over every class painted under them, and over "other"
+    label[excluded_px] = IGNORE
     return LabelledImage(image_path.stem, image, label, "unknown", target_mpp)
-
-
-def pair_files(inputs: Sequence[Path], annotations: Sequence[Path]) -> list[tuple[Path, Path]]:
-    """(image, annotation) pairs matched by file stem (an annotation may add ``_mask`` or
-    ``_labels`` to the stem)."""
-    from shindan.io.inputs import SLIDE_SUFFIXES, expand_inputs
-
-    imgs = expand_inputs(inputs, SLIDE_SUFFIXES)
-    anns: dict[str, Path] = {}
-    for a in annotations:
-        files = sorted(a.iterdir()) if a.is_dir() else [a]
-        if not a.exists():
-            raise InputError(f"{a}: no such file or folder")
-        for f in files:
-            if f.suffix.lower() in (".geojson", ".json", ".xml", ".png", ".tif", ".tiff"):
-                stem = f.stem
-                for suffix in ("_mask", "_labels", "_annotations"):
-                    stem = stem.removesuffix(suffix)
-                anns.setdefault(stem, f)
-    pairs = [(i, anns[i.stem]) for i in imgs if i.stem in anns and anns[i.stem] != i]
-    if not pairs:
-        raise InputError("no image has an annotation file with the same name stem")
-    return pairs
 
 
 # --------------------------------------------------------------------------- training
@@ -520,7 +514,7 @@ def train_compartments(
             else "MIT (AAPI, HuBMAP)"
         )
     else:
-        pairs = pair_files(inputs, annotations)
+        pairs = pair_annotations(inputs, annotations, log=say)
         names = {**CLASS_NAMES, **{k.lower(): v for k, v in (classes or {}).items()}}
         imgs = [
             load_annotated(i, a, target_mpp, mpp, names, unannotated=unannotated) for i, a in pairs

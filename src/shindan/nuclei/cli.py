@@ -93,20 +93,26 @@ def segment(
 
 @app.command()
 def train(
-    images: Annotated[Path, typer.Argument(help="Image file or folder of images.")],
+    images: Annotated[
+        Path, typer.Argument(help="Image file or folder of images (searched recursively).")
+    ],
     annotations: Annotated[
         list[Path],
         typer.Option(
             "--annotations",
             "-a",
             help="Folder(s) or file(s) with nucleus polygons (QuPath GeoJSON, ImageScope XML, "
-            "labelme JSON) or binary masks (PNG), matched to images by file stem. "
-            "Repeatable; polygons win over masks of the same stem.",
+            "labelme JSON) or binary masks (PNG), matched to images by file stem, optionally "
+            "+ _mask, _labels or _annotations. Repeatable; polygons win over masks of the same "
+            "stem. Polygons of class Region* (region, ROI, tissue) outline the annotated area; "
+            "without any, it is the nuclei's bounding box plus 50 µm.",
         ),
     ],
     out: Annotated[Path, typer.Option("--out", help="Model folder to write.")],
     mpp: Annotated[float, typer.Option(help="µm/px of the training images.")],
-    target_mpp: Annotated[float, typer.Option(help="µm/px the model works at.")] = 0.4,
+    target_mpp: Annotated[
+        float, typer.Option(help="µm/px the model works at (with --init: the starting model's).")
+    ] = 0.4,
     holdout: Annotated[
         str,
         typer.Option(

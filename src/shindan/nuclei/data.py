@@ -9,6 +9,11 @@ component that looks like several merged nuclei (low solidity, large) keeps its 
 against the background (boundary) and its exact surroundings (background), but its inside is
 only known to be nucleus: it gets the partial label :data:`MERGED`, since the boundaries
 between the touching nuclei in it are not drawn (see :func:`label_sets`).
+
+Polygon files may be partly annotated: polygons of a region class (:data:`REGION_CLASSES`,
+e.g. QuPath's ``Region*``) outline the annotated area and are not nuclei; without any, the
+annotated area is the nuclei's bounding box plus a margin. Outside it the target is 255 (see
+:func:`read_nuclei`).
 """
 
 from __future__ import annotations
@@ -22,14 +27,17 @@ from shindan.errors import InputError
 from shindan.io.annotations import (
     IGNORE,
     MASK_SUFFIXES,
+    rasterize,
     rasterize_instances,
     read_annotations,
     read_label_mask,
 )
-from shindan.io.inputs import IMAGE_SUFFIXES
 
 MONUSEG_MPP = 0.2527  # µm/px of the MoNuSeg 40x tiles
 MERGED = 254  # target code: some nucleus class (inside a merged-looking blob)
+# Class names (lower case) of polygons that outline the annotated area, not a nucleus.
+REGION_CLASSES = frozenset({"region*", "region", "roi", "annotated region", "tissue"})
+MARGIN_UM = 50.0  # annotated area of a file without regions: the nuclei's box plus this
 
 
 def label_sets(core: bool = False) -> dict[int, list[int]]:
@@ -164,6 +172,60 @@ def mask_instances(
     return lab.astype(np.int32), unknown
 
 
+def read_nuclei(
+    annotation_path: str | Path,
+    shape: tuple[int, int],
+    margin_px: float,
+    scale: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Nucleus instances and annotated area of a polygon file on a grid of ``shape``.
+
+    Parameters
+    ----------
+    annotation_path : path
+        GeoJSON, ImageScope XML or labelme JSON.
+    shape : (rows, cols)
+        Output grid, ``scale`` grid pixels per level-0 pixel.
+    margin_px : float
+        Margin (grid pixels) of the nuclei's bounding box, the annotated area of a file
+        without region polygons.
+    scale : float
+        ``mpp_level0 / mpp_grid``.
+
+    Returns
+    -------
+    instances : ndarray (rows, cols) int32
+        0 background, polygon *i* of the nuclei → ``i + 1``.
+    area : ndarray (rows, cols) bool
+        The annotated area: inside a polygon of a class in :data:`REGION_CLASSES`, or
+        without any, the nuclei's bounding box plus ``margin_px`` (a partly annotated image
+        teaches only where it was annotated).
+
+    Raises
+    ------
+    InputError
+        If the file holds no nucleus polygon (empty, or only points, lines or regions).
+    """
+    anns = read_annotations(annotation_path)
+    regions = [a for a in anns if a.label.strip().lower() in REGION_CLASSES]
+    nuclei = [a for a in anns if a.label.strip().lower() not in REGION_CLASSES]
+    if not nuclei:
+        raise InputError(
+            f"{annotation_path}: no nucleus polygon (the file is empty or holds only points, "
+            "lines or regions)"
+        )
+    inst = rasterize_instances(nuclei, shape, scale=scale)
+    if regions:
+        area = rasterize(regions, shape, scale=scale) > 0
+    else:
+        pts = np.concatenate([a.polygon for a in nuclei]) * scale
+        x0, y0 = np.maximum(0, np.floor(pts.min(0) - margin_px)).astype(int)
+        x1, y1 = np.ceil(pts.max(0) + margin_px).astype(int)
+        area = np.zeros(shape, bool)
+        area[y0:y1, x0:x1] = True
+    return inst, area
+
+
 def load_sample(
     image_path: str | Path,
     annotation_path: str | Path | None,
@@ -174,7 +236,10 @@ def load_sample(
 ) -> NucleiSample:
     """Read an image and its nucleus polygons or binary mask, resampled to ``target_mpp``
     (``boundary_px``: rim width of the boundary class; ``core``: centre class, see
-    :func:`instance_targets`)."""
+    :func:`instance_targets`).
+
+    Polygon files teach only their annotated area (see :func:`read_nuclei`; 255 elsewhere);
+    binary masks are taken as complete."""
     image = read_rgb(image_path)
     h, w = image.shape[:2]
     scale = mpp / target_mpp
@@ -196,32 +261,9 @@ def load_sample(
         # boundaries (and centres) of its nuclei are unknown: nucleus, class not known
         target[merged & ((target == 1) | (target == 3))] = MERGED
     else:
-        anns = read_annotations(annotation_path)
-        inst = rasterize_instances(anns, shape, scale=scale)
-        target = instance_targets(inst, boundary_px=boundary_px, core=core)
+        inst, area = read_nuclei(annotation_path, shape, MARGIN_UM / target_mpp, scale)
+        target = instance_targets(inst, ~area, boundary_px=boundary_px, core=core)
     return NucleiSample(Path(image_path).stem, small, target, inst)
-
-
-def find_pairs(images: Path, annotations: list[Path]) -> list[tuple[Path, Path | None]]:
-    """(image, annotation) pairs matched by file stem; polygons preferred over masks."""
-    imgs = (
-        [images]
-        if images.is_file()
-        else sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    )
-    files = [
-        f
-        for folder in annotations
-        for f in ([folder] if folder.is_file() else sorted(folder.iterdir()))
-    ]
-    by_stem: dict[str, Path] = {}
-    for f in files:  # masks first, so polygons of the same stem replace them
-        if f.suffix.lower() in MASK_SUFFIXES:
-            by_stem[f.stem] = f
-    for f in files:
-        if f.suffix.lower() in (".geojson", ".json", ".xml"):
-            by_stem[f.stem] = f
-    return [(p, by_stem.get(p.stem)) for p in imgs]
 
 
 def make_sampler(

@@ -15,8 +15,16 @@ from torch import nn
 
 from shindan.engine.train_segmenter import TrainConfig, train_segmenter
 from shindan.errors import InputError, ModelError
+from shindan.io.inputs import IMAGE_SUFFIXES, VECTOR_SUFFIXES, pair_annotations
 from shindan.models.card import DEFAULT_DECODER, DEFAULT_ENCODER, as_fine_tune, unet_card
-from shindan.nuclei.data import NucleiSample, find_pairs, label_sets, load_sample, make_sampler
+from shindan.nuclei.data import (
+    MARGIN_UM,
+    NucleiSample,
+    label_sets,
+    load_sample,
+    make_sampler,
+    read_nuclei,
+)
 from shindan.nuclei.metrics import aji, dice
 from shindan.nuclei.postprocess import DEFAULTS
 
@@ -72,9 +80,9 @@ def evaluate_instances(
     model: Any, pairs: Sequence[tuple[Path, Path]], mpp: float, backend: str = "torch"
 ) -> dict[str, Any]:
     """Pixel Dice and AJI of :func:`segment_nuclei` on images with instance polygons, at the
-    images' own resolution."""
+    images' own resolution, within their annotated areas (see
+    :func:`~shindan.nuclei.data.read_nuclei`)."""
     from shindan.engine import load_predictor
-    from shindan.io.annotations import rasterize_instances, read_annotations
     from shindan.nuclei.data import read_rgb
     from shindan.nuclei.segment import segment_nuclei
 
@@ -82,13 +90,14 @@ def evaluate_instances(
     per = {}
     for img_path, ann in pairs:
         img = read_rgb(img_path)
-        truth = rasterize_instances(read_annotations(ann), img.shape[:2])
-        lab = segment_nuclei(img, mpp, predictor=pred)
+        truth, area = read_nuclei(ann, img.shape[:2], MARGIN_UM / mpp)
+        # nuclei found outside the annotated area are neither right nor wrong
+        lab = np.where(area, segment_nuclei(img, mpp, predictor=pred), 0)
         per[img_path.stem] = {
             "dice": round(dice(truth, lab), 4),
             "aji": round(aji(truth, lab), 4),
-            "nuclei_true": int(len(np.unique(truth)) - 1),
-            "nuclei_found": int(lab.max()),
+            "nuclei_true": int(len(np.unique(truth[truth > 0]))),
+            "nuclei_found": int(len(np.unique(lab[lab > 0]))),
         }
     return {
         "images": per,
@@ -101,11 +110,12 @@ def watershed_data(
     model: Any, pairs: Sequence[tuple[Path, Path]], mpp: float, backend: str = "torch"
 ) -> list[tuple[np.ndarray, np.ndarray, float]]:
     """(true instances, probabilities enlarged to the image grid, input px per model px) of
-    each image with instance polygons: what :func:`tune_watershed` searches over."""
+    each image with instance polygons: what :func:`tune_watershed` searches over. Outside an
+    image's annotated area (see :func:`~shindan.nuclei.data.read_nuclei`) the probabilities
+    are set to background, so nuclei there count neither way."""
     import cv2
 
     from shindan.engine import load_predictor
-    from shindan.io.annotations import rasterize_instances, read_annotations
     from shindan.nuclei.data import read_rgb
     from shindan.nuclei.segment import nuclei_probabilities
 
@@ -114,10 +124,12 @@ def watershed_data(
     for img_path, ann in pairs:
         img = read_rgb(img_path)
         h, w = img.shape[:2]
-        truth = rasterize_instances(read_annotations(ann), (h, w))
+        truth, area = read_nuclei(ann, (h, w), MARGIN_UM / mpp)
         probs = nuclei_probabilities(img, mpp, pred)
         ratio = (h * w) / (probs.shape[1] * probs.shape[2])
         up = np.stack([cv2.resize(c, (w, h), interpolation=cv2.INTER_LINEAR) for c in probs])
+        up[:, ~area] = 0.0
+        up[0, ~area] = 1.0
         data.append((truth, up, ratio))
     return data
 
@@ -288,7 +300,9 @@ def train_nuclei(
     """Train (or fine-tune from ``init``) on image/annotation pairs and save to ``out``.
 
     ``encoder`` and ``decoder_channels`` shape a new U-Net (a fine-tuned model keeps the
-    architecture of ``init``).
+    architecture and the µm/px of ``init``: its scale replaces ``target_mpp``). Images and
+    annotations are paired by :func:`~shindan.io.inputs.pair_annotations`; every pair
+    (training, validation and held-out) is read and checked before training starts.
 
     ``val`` lists image stems kept out of training to choose the checkpoint (pixel Dice of
     interior and boundary) and tune the watershed (AJI, on those with instance polygons).
@@ -311,13 +325,7 @@ def train_nuclei(
         views = list(check_views(tta))
     except ModelError as exc:
         raise InputError(str(exc)) from None
-    pairs = find_pairs(images, annotations)
-    missing = [p.name for p, a in pairs if a is None]
-    if missing:
-        say(f"no annotation for {len(missing)} image(s), skipped: {', '.join(missing[:5])}")
-    pairs = [(p, a) for p, a in pairs if a is not None]
-    if not pairs:
-        raise InputError(f"{images}: no image with a matching mask or annotation file")
+    pairs = pair_annotations([images], annotations, suffixes=IMAGE_SUFFIXES, log=say)
     stems = {p.stem for p, _ in pairs}
     for opt, names in (("--holdout", holdout), ("--val", val)):
         unknown = set(names) - stems
@@ -332,28 +340,34 @@ def train_nuclei(
     held_pairs = [(p, a) for p, a in pairs if p.stem in holdout]
     if not train_pairs:
         raise InputError("every image is held out; nothing left to train on")
+    scale_note = ""
+    if init:  # the starting model fixes the scale the data is read at
+        base = load_card(init)
+        if (CORE in base.data["classes"]) and core <= 0:
+            raise InputError(f"--init {init} has a core class: give --core to fine-tune it")
+        if base.data["input"]["mpp"]:
+            target_mpp = base.data["input"]["mpp"]
+            scale_note = f" (the µm/px of --init {init})"
     say(
         f"loading {len(train_pairs)} training, {len(val_pairs)} validation and "
-        f"{len(held_pairs)} held-out images at {target_mpp} µm/px"
+        f"{len(held_pairs)} held-out images at {target_mpp} µm/px{scale_note}"
     )
-    train: list[NucleiSample] = [
-        load_sample(p, a, mpp, target_mpp, boundary_px, core) for p, a in train_pairs
-    ]
-    val_samples: list[NucleiSample] = [
-        load_sample(p, a, mpp, target_mpp, boundary_px, core) for p, a in val_pairs
-    ]
+
+    def load(ps: Sequence[tuple[Path, Path]]) -> list[NucleiSample]:
+        return [load_sample(p, a, mpp, target_mpp, boundary_px, core) for p, a in ps]
+
+    train, val_samples = load(train_pairs), load(val_pairs)
+    # held-out images are scored only after training: check their files now, so a bad one
+    # stops the run before any model folder is written
+    load(held_pairs)
     cfg = config or TrainConfig()
     if cfg.label_sets is None:  # merged blobs of binary masks: "some nucleus class"
         cfg = dataclasses.replace(cfg, label_sets=label_sets(core > 0))
     if init:
-        base = load_card(init)
-        card = dict(base.data)
-        card = {**card, "input": {**card["input"], "mpp": card["input"]["mpp"] or target_mpp}}
-        card.setdefault("limits", nuclei_card(card["input"]["mpp"])["limits"])
+        card = {**base.data, "input": {**base.data["input"], "mpp": target_mpp}}
+        card.setdefault("limits", nuclei_card(target_mpp)["limits"])
         net = load_network(base)
         if (CORE in card["classes"]) != (core > 0):
-            if core <= 0:
-                raise InputError(f"--init {init} has a core class: give --core to fine-tune it")
             net = with_core_class(net)
             card["classes"] = [*card["classes"], CORE]
         net.train()
@@ -392,7 +406,7 @@ def train_nuclei(
         "train": {k: v for k, v in res.items() if k != "history"},
         "history": res["history"],
     }
-    vec = (".geojson", ".json", ".xml")
+    vec = VECTOR_SUFFIXES
     inst_val = [(p, a) for p, a in val_pairs if a.suffix.lower() in vec]
     inst_tune = inst_val or [(p, a) for p, a in train_pairs if a.suffix.lower() in vec]
     inst_held = [(p, a) for p, a in held_pairs if a.suffix.lower() in vec]

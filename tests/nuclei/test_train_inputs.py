@@ -73,7 +73,7 @@ def test_fine_tune_reads_data_at_the_init_models_scale(tmp_path: Path) -> None:
         **TINY,
     )
     assert load_card(tmp_path / "ft").data["input"]["mpp"] == 0.5
-    (line,) = [s for s in logs if s.startswith("loading ")]
+    (line,) = [s for s in logs if s.startswith("loaded ")]
     assert "at 0.5 µm/px (the µm/px of --init" in line
 
 
@@ -162,3 +162,17 @@ def test_real_monuseg_partly_annotated_and_full_files(shared_data: Path, tmp_pat
         if ann.suffix.lower() in VECTOR_SUFFIXES:
             t = load_sample(img, ann, 0.2527, 0.4).target
             assert (t != IGNORE).mean() >= 0.97, img.name
+
+
+def test_nuclei_train_cli_refuses_a_folder_with_users_files(tmp_path: Path) -> None:
+    from tests.nuclei.test_cli import _shindan
+
+    _mask_pair(tmp_path, "a")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    r = _shindan(
+        "nuclei", "train", str(tmp_path / "img"), "-a", str(tmp_path / "ann"),
+        "--out", str(tmp_path / "mine"), "--mpp", "0.25",
+    )  # fmt: skip
+    assert r.returncode == 2 and "notes.txt" in r.stderr and len(r.stderr.splitlines()) == 1
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"

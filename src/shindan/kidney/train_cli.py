@@ -217,7 +217,7 @@ def register(app: typer.Typer) -> None:
             *([f"--phantoms {phantoms}"] if phantoms else []),
             f"--out {q(str(out))}",
             *([f"--mpp {mpp}"] if mpp else []),
-            f"--target-mpp {target_mpp}",
+            *([] if init else [f"--target-mpp {target_mpp}"]),  # --init fixes the scale
             *([f"--classes {q(classes)}"] if classes else []),
             *([f"--init {q(init)}"] if init else []),
             *arch_words,

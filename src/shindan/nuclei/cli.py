@@ -185,7 +185,9 @@ def train(
     """Train or fine-tune a nucleus model on images with masks and/or instance polygons."""
     import json
 
+    from shindan.models.network import MODEL_FILES
     from shindan.nuclei.train import train_nuclei
+    from shindan.util.atomic import check_replaceable
 
     if not images.exists():
         raise InputError(f"{images}: no such file or folder")
@@ -202,6 +204,7 @@ def train(
         raise InputError(f"--density must be LOW,HIGH (two numbers), got {density!r}") from None
     if not 0 < low <= high:
         raise InputError(f"--density needs 0 < LOW <= HIGH, got {density!r}")
+    check_replaceable(out, MODEL_FILES)  # before the training, not after
     encoder, widths, arch_words = parse_architecture(encoder, decoder_channels)
     cfg, loop_words = loop_config(
         steps,
@@ -225,7 +228,7 @@ def train(
         *[f"-a {q(str(a))}" for a in annotations],
         f"--out {q(str(out))}",
         f"--mpp {mpp}",
-        f"--target-mpp {target_mpp}",
+        *([] if init else [f"--target-mpp {target_mpp}"]),  # --init fixes the scale
         *([f"--holdout {holdout}"] if holdout else []),
         *([f"--val {val}"] if val else []),
         *([f"--init {init}"] if init else []),
@@ -237,6 +240,8 @@ def train(
         f"--boundary-weight {boundary_weight}",
         *([f"--core {core}"] if core else []),
         *([f"--tta {tta}"] if tta else []),
+        *([f"--data-note {q(data_note)}"] if data_note else []),
+        *([f"--licence {q(licence)}"] if licence else []),
     ]
     command = " ".join(parts)
     held = [s for s in holdout.split(",") if s]

@@ -348,10 +348,6 @@ def train_nuclei(
         if base.data["input"]["mpp"]:
             target_mpp = base.data["input"]["mpp"]
             scale_note = f" (the µm/px of --init {init})"
-    say(
-        f"loading {len(train_pairs)} training, {len(val_pairs)} validation and "
-        f"{len(held_pairs)} held-out images at {target_mpp} µm/px{scale_note}"
-    )
 
     def load(ps: Sequence[tuple[Path, Path]]) -> list[NucleiSample]:
         return [load_sample(p, a, mpp, target_mpp, boundary_px, core) for p, a in ps]
@@ -360,6 +356,11 @@ def train_nuclei(
     # held-out images are scored only after training: check their files now, so a bad one
     # stops the run before any model folder is written
     load(held_pairs)
+    # said once all files have been read: a bad file's error stays the only line
+    say(
+        f"loaded {len(train_pairs)} training, {len(val_pairs)} validation and "
+        f"{len(held_pairs)} held-out images at {target_mpp} µm/px{scale_note}"
+    )
     cfg = config or TrainConfig()
     if cfg.label_sets is None:  # merged blobs of binary masks: "some nucleus class"
         cfg = dataclasses.replace(cfg, label_sets=label_sets(core > 0))

@@ -13,12 +13,13 @@ from shindan.models import ModelCard, build_network, save_model
 def seg_card_dict(
     size: int = 64,
     overlap: int = 16,
-    classes: int = 3,
+    classes: int | list[str] = 3,
     mpp: float = 1.0,
     decoder_channels: tuple[int, ...] = (32, 16, 8),
+    name: str = "tiny-seg",
 ) -> dict:
     return {
-        "name": "tiny-seg",
+        "name": name,
         "version": "0.0.1",
         "task": "segmentation",
         "architecture": {
@@ -30,7 +31,9 @@ def seg_card_dict(
                 "decoder_channels": list(decoder_channels),
             },
         },
-        "classes": [f"c{i}" for i in range(classes)],
+        "classes": (
+            list(classes) if isinstance(classes, list) else [f"c{i}" for i in range(classes)]
+        ),
         "input": {
             "mpp": mpp,
             "size": size,

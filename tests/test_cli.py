@@ -87,3 +87,24 @@ def test_models_lists_shipped():
     assert p.returncode == 0
     for line in p.stdout.splitlines():
         assert len(line.split("\t")) == 5
+
+
+def test_kidney_analyze_with_a_users_models(tmp_path):
+    from PIL import Image
+
+    from shindan.kidney.data import CLASSES
+    from tests.helpers import smooth_image, tiny_seg_model
+
+    Image.fromarray(smooth_image(96, 96)).save(tmp_path / "a.png")
+    comp = tiny_seg_model(tmp_path / "comp", classes=CLASSES, size=64, mpp=2.0, name="my-comp")
+    nuc = tiny_seg_model(tmp_path / "nuc", classes=3, size=64, mpp=1.0, name="my-nuclei")
+    args = ["kidney", "analyze", str(tmp_path / "a.png"), "--mpp", "0.5"]
+    own = ["--compartments-model", str(comp.directory), "--nuclei-model", str(nuc.directory)]
+    p = run(*args, "--out", str(tmp_path / "o"), *own)
+    assert p.returncode == 0, p.stderr
+    models = json.loads((tmp_path / "o" / "a" / "scores.json").read_text())["model"]
+    assert models["my-comp"]["folder"] == str(comp.directory)
+    assert models["my-nuclei"]["folder"] == str(nuc.directory)
+    for bad in (["--nuclei-model", str(tmp_path / "none")], ["--compartments-model", "nuclei"]):
+        assert_one_line_error(run(*args, "--out", str(tmp_path / "o2"), *bad))
+        assert not (tmp_path / "o2").exists()

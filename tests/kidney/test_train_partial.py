@@ -72,6 +72,8 @@ def test_one_class_needs_unannotated_other_and_fine_tunes_say_so(tmp_path):
     assert res["train"]["step"] == 2
     base = json.loads((tmp_path / "m1" / "card.json").read_text())
     assert base["version"] == "1.0.0" and "init" not in base["training"]
+    assert base["summary"].startswith("Kidney compartment U-Net trained from scratch on 3 ")
+    assert "held-out part of these annotations" in base["limits"][0]
     # validation now sees glomerulus called on "not glomerulus" pixels: Dice is not a free 1.0
     assert base["metrics"]["validation"]["mean_dice"] < 1.0
     _train(tmp_path, "m2", unannotated="other", init=str(tmp_path / "m1"), command="train m2")
@@ -80,3 +82,17 @@ def test_one_class_needs_unannotated_other_and_fine_tunes_say_so(tmp_path):
     assert card["training"]["init"] == {"name": "kidney-compartments", "version": "1.0.0"}
     assert card["training"]["command"] == "train m1 && train m2"
     assert card["summary"].startswith("kidney-compartments 1.0.0 fine-tuned on 3 annotated")
+
+
+def test_a_validation_part_without_annotations_is_refused(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    _glomeruli_only(data, n=1)  # one image: the right fifth of its annotated box validates
+    shapes = [
+        {"label": "glomerulus", "points": SQUARE[:-1], "shape_type": "polygon"},
+        {"label": "tubule", "points": [[40, 130], [120, 130], [120, 150]], "shape_type": "polygon"},
+    ]  # both far left of the box's right fifth, which holds only the 50 µm margin
+    (data / "g0.json").write_text(json.dumps({"shapes": shapes}))
+    with pytest.raises(InputError, match="nothing annotated in the validation part"):
+        _train(tmp_path, "m")
+    assert not (tmp_path / "m").exists()

@@ -25,14 +25,27 @@ def analyze(
     inputs: Annotated[list[Path], typer.Argument(help="Slides, images or folders of them.")],
     out: Annotated[Path, typer.Option("--out", help="Output folder.")],
     mpp: Annotated[float | None, typer.Option(help="µm/px when the file has none.")] = None,
+    compartments_model: Annotated[
+        str, typer.Option(help="Compartment model: shipped name or a folder from kidney train.")
+    ] = "kidney-compartments",
+    nuclei_model: Annotated[
+        str, typer.Option(help="Nucleus model: shipped name or a folder from nuclei train.")
+    ] = "nuclei",
+    glomerulosclerosis_model: Annotated[
+        str, typer.Option(help="Glomerulus classifier: shipped name or a model folder.")
+    ] = "glomerulosclerosis",
     backend: Backend = "auto",
     quiet: Quiet = False,
 ) -> None:
     """Compartments, interstitial nuclei, fibrosis and inflammation scores, glomeruli, report."""
+    from shindan.kidney.pipeline import KidneyModels
     from shindan.kidney.pipeline import analyze as run
 
     set_quiet(quiet)
-    results = run(inputs, out, mpp=mpp, backend=backend)
+    models = KidneyModels.load(
+        compartments_model, nuclei_model, glomerulosclerosis_model, backend=backend
+    )
+    results = run(inputs, out, mpp=mpp, backend=backend, models=models)
     for r in results:
         s = r.scores
         scale = ""

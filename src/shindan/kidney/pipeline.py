@@ -29,7 +29,7 @@ from shindan.io.inputs import SLIDE_SUFFIXES, expand_inputs
 from shindan.io.slide import Slide, open_slide
 from shindan.kidney.cleanup import min_region_areas, remove_small_regions
 from shindan.kidney.glomeruli import Glomerulus, classify_glomeruli, find_glomeruli
-from shindan.kidney.scores import COMPARTMENTS, INTERSTITIUM, ScoreAccumulator
+from shindan.kidney.scores import INTERSTITIUM, ScoreAccumulator
 from shindan.tiling import detect_tissue, read_at_mpp, require_mpp
 from shindan.util.atomic import atomic_dir, atomic_path, check_replaceable
 from shindan.util.progress import progress_bar
@@ -66,23 +66,33 @@ class KidneyModels:
         glomerulosclerosis: str | None = "glomerulosclerosis",
         backend: str = "auto",
     ) -> KidneyModels:
-        """Load by shipped name or path; optional models that are not shipped are skipped."""
+        """Load by shipped name or model folder. The shipped nuclei and glomerulosclerosis
+        models are skipped when not installed; a model asked for by another name or folder
+        must load."""
 
-        def optional(name: str | None) -> Predictor | None:
+        def optional(name: str | None, shipped: str) -> Predictor | None:
             if name is None:
                 return None
             try:
                 return load_predictor(name, backend)
             except ModelError:
+                if name != shipped:
+                    raise
                 return None
 
+        from shindan.kidney.data import CLASSES
+
         comp = load_predictor(compartments, backend)
-        if len(comp.classes) != len(COMPARTMENTS):
+        if list(comp.classes) != CLASSES:  # the label map's codes are the classes' order
             raise ModelError(
-                f"{comp.card.name}: expected the 5 compartment classes of the "
-                f"contract, got {comp.classes}"
+                f"{compartments}: expected the compartment classes {', '.join(CLASSES)}, "
+                f"got {', '.join(comp.classes)}"
             )
-        return cls(comp, optional(nuclei), optional(glomerulosclerosis))
+        return cls(
+            comp,
+            optional(nuclei, "nuclei"),
+            optional(glomerulosclerosis, "glomerulosclerosis"),
+        )
 
     def versions(self) -> dict[str, dict[str, object]]:
         out = {}
@@ -90,6 +100,7 @@ class KidneyModels:
             if p is not None:
                 out[p.card.name] = {
                     "version": p.card.version,
+                    "folder": str(p.card.directory),
                     "backend": p.backend,
                     "synthetic_training_data": bool(p.card.data["training"].get("synthetic")),
                     "training_data": p.card.data["training"]["data"],

@@ -533,10 +533,25 @@ def train_compartments(
             train_imgs = [im for k, im in enumerate(imgs) if k not in val_idx]
         else:
             train_imgs, val = map(lambda x: [x], split_columns(imgs[0], 0.8))
+        if all((v.label == IGNORE).all() for v in val):
+            raise InputError(
+                f"nothing annotated in the validation part ({', '.join(v.name for v in val)}): "
+                "annotate more of it, or give more images (every fifth one validates)"
+            )
         train_data = CompartmentData(train_imgs, [], [], [])
         data_note = f"{len(pairs)} annotated image(s): {', '.join(p[0].name for p in pairs[:8])}"
         licence = "as the training data"
         sets = {}
+        if not init:  # the skeleton's summary and limits describe the built-in recipe
+            card["summary"] = (
+                f"Kidney compartment U-Net trained from scratch on {data_note}; its scores "
+                "are in metrics.validation."
+            )
+            card["limits"] = [
+                "Validated only on the held-out part of these annotations (every fifth "
+                "image, or the right fifth of a single image): metrics.validation.",
+                "Research use; not a medical device.",
+            ]
     card["training"] = {"data": data_note, "licence": licence, "command": command, "seed": cfg.seed}
     if init:
         card = as_fine_tune(card, base)

@@ -219,3 +219,10 @@ def test_nucleus_outlines_stay_inside_the_slide(tmp_path):
     (feat,) = json.loads((tmp_path / "n.geojson").read_text())["features"]
     xy = np.array(feat["geometry"]["coordinates"][0])
     assert xy.max() <= 100 and xy.min() >= 0 and xy[:, 0].max() == 100
+
+
+def test_greyscale_images_are_refused_before_any_output(tmp_path, models):
+    Image.fromarray(smooth_image(64, 64)).convert("L").save(tmp_path / "grey.png")
+    with pytest.raises(InputError, match="greyscale"):
+        analyze([tmp_path / "grey.png"], tmp_path / "out", mpp=0.5, progress=False, models=models)
+    assert not (tmp_path / "out").exists()

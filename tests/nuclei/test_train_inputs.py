@@ -120,6 +120,15 @@ def test_region_polygons_bound_the_annotated_area(tmp_path: Path) -> None:
         assert (t[50:] == IGNORE).all()
 
 
+def test_ignore_polygons_are_not_nuclei_and_not_trained(tmp_path: Path) -> None:
+    _image(tmp_path / "a.png", 100)
+    nuclei = [Annotation(_square(20, 20, 10), "Nucleus")]
+    write_geojson([*nuclei, Annotation(_square(50, 50, 30), "Ignore*")], tmp_path / "a.geojson")
+    s = load_sample(tmp_path / "a.png", tmp_path / "a.geojson", 0.25, 0.25)
+    assert s.instances is not None and s.instances.max() == 1
+    assert (s.target[52:78, 52:78] == IGNORE).all() and s.target[25, 25] == 1
+
+
 def test_without_regions_the_nuclei_box_plus_50_um_is_annotated(tmp_path: Path) -> None:
     _image(tmp_path / "a.png", 400)
     nuclei = [Annotation(_square(x, y, 10), "Nucleus") for x, y in ((20, 20), (60, 30))]

@@ -30,6 +30,8 @@ import numpy as np
 from shindan.errors import AnnotationError
 
 IGNORE = 255  # label value for pixels that carry no annotation (excluded from losses)
+# Class names (lower case) of regions a user excluded from training (QuPath's Ignore*).
+IGNORE_CLASSES = frozenset({"ignore*", "ignore", "exclude", "excluded"})
 
 
 @dataclass(frozen=True)

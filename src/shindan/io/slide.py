@@ -54,6 +54,8 @@ class Slide(ABC):
         Micrometres per level-0 pixel: the file's own, else the one given to :func:`open_slide`.
     mpp_source : {"file", "given"} or None
         Where ``mpp`` came from.
+    greyscale : bool
+        A single-channel plain image, which stain-colour models cannot analyse.
     """
 
     path: Path
@@ -63,6 +65,7 @@ class Slide(ABC):
     level_downsamples: list[float]
     mpp: float | None
     mpp_source: str | None = None
+    greyscale: bool = False  # a single-channel image (no stain colour to analyse)
 
     def _set_mpp(self, from_file: float | None, given: float | None) -> None:
         # The file's own scale wins: a --mpp for a folder of mixed inputs is meant for the
@@ -295,6 +298,7 @@ class ImageSlide(Slide):
                 img.load()
                 self.format = (img.format or path.suffix.lstrip(".")).lower()
                 dpi = img.info.get("dpi")
+                self.greyscale = img.mode in ("1", "L", "LA", "I", "I;16", "F")
                 self._rgb = np.asarray(img.convert("RGB"))
         except (OSError, SyntaxError, ValueError) as exc:
             raise InputError(f"{path.name}: not a readable image ({exc})") from exc

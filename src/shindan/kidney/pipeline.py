@@ -30,7 +30,7 @@ from shindan.io.slide import Slide, open_slide
 from shindan.kidney.cleanup import min_region_areas, remove_small_regions
 from shindan.kidney.glomeruli import Glomerulus, classify_glomeruli, find_glomeruli
 from shindan.kidney.scores import INTERSTITIUM, ScoreAccumulator
-from shindan.tiling import detect_tissue, read_at_mpp, require_mpp
+from shindan.tiling import detect_tissue, read_at_mpp, require_colour, require_mpp
 from shindan.util.atomic import atomic_dir, atomic_path, check_replaceable
 from shindan.util.progress import progress_bar
 
@@ -436,6 +436,7 @@ def analyze(
     for f, case in zip(files, cases, strict=True):  # fail fast, before any work
         with open_slide(f, mpp=mpp) as s:
             require_mpp(s)
+            require_colour(s)
         check_replaceable(out / case, CASE_FILES)
     models = models or KidneyModels.load(backend=backend)
     out.mkdir(parents=True, exist_ok=True)

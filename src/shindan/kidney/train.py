@@ -18,6 +18,7 @@ from shindan.engine.train_segmenter import (
 from shindan.errors import InputError
 from shindan.io.annotations import (
     IGNORE,
+    IGNORE_CLASSES,
     annotation_format,
     base_class,
     rasterize,
@@ -61,10 +62,7 @@ CLASS_NAMES = {
     "nontissue": 0,
     "background": 0,
     "glass": 0,
-    "ignore*": IGNORE,
-    "ignore": IGNORE,
-    "exclude": IGNORE,
-    "excluded": IGNORE,
+    **dict.fromkeys(IGNORE_CLASSES, IGNORE),
     "interstitium": 1,
     "interstitial": 1,
     "stroma": 1,

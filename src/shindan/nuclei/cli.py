@@ -64,6 +64,7 @@ def segment(
     from shindan.io import open_slide
     from shindan.io.annotations import instances_to_polygons, write_geojson
     from shindan.nuclei.segment import segment_nuclei_slide
+    from shindan.tiling import require_colour
     from shindan.util.progress import set_quiet
 
     if mpp is not None and mpp <= 0:
@@ -74,6 +75,7 @@ def segment(
         with open_slide(f, mpp=mpp) as s:
             if s.mpp is None:
                 raise InputError(f"{f}: no µm/px in the file; give --mpp")
+            require_colour(s)
             w, h = s.dimensions
             if w * h > MAX_PIXELS:
                 raise InputError(

@@ -26,6 +26,7 @@ import numpy as np
 from shindan.errors import InputError
 from shindan.io.annotations import (
     IGNORE,
+    IGNORE_CLASSES,
     MASK_SUFFIXES,
     rasterize,
     rasterize_instances,
@@ -199,7 +200,8 @@ def read_nuclei(
     area : ndarray (rows, cols) bool
         The annotated area: inside a polygon of a class in :data:`REGION_CLASSES`, or
         without any, the nuclei's bounding box plus ``margin_px`` (a partly annotated image
-        teaches only where it was annotated).
+        teaches only where it was annotated), minus polygons of an ignore class
+        (:data:`~shindan.io.annotations.IGNORE_CLASSES`, e.g. QuPath's ``Ignore*``).
 
     Raises
     ------
@@ -207,8 +209,12 @@ def read_nuclei(
         If the file holds no nucleus polygon (empty, or only points, lines or regions).
     """
     anns = read_annotations(annotation_path)
-    regions = [a for a in anns if a.label.strip().lower() in REGION_CLASSES]
-    nuclei = [a for a in anns if a.label.strip().lower() not in REGION_CLASSES]
+    kind = [a.label.strip().lower() for a in anns]
+    regions = [a for a, k in zip(anns, kind, strict=True) if k in REGION_CLASSES]
+    excluded = [a for a, k in zip(anns, kind, strict=True) if k in IGNORE_CLASSES]
+    nuclei = [
+        a for a, k in zip(anns, kind, strict=True) if k not in REGION_CLASSES | IGNORE_CLASSES
+    ]
     if not nuclei:
         raise InputError(
             f"{annotation_path}: no nucleus polygon (the file is empty or holds only points, "
@@ -223,6 +229,8 @@ def read_nuclei(
         x1, y1 = np.ceil(pts.max(0) + margin_px).astype(int)
         area = np.zeros(shape, bool)
         area[y0:y1, x0:x1] = True
+    if excluded:  # regions the user excluded (Ignore*) teach nothing, nuclei or not
+        area &= rasterize(excluded, shape, scale=scale) == 0
     return inst, area
 
 

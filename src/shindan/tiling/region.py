@@ -16,6 +16,13 @@ def require_mpp(slide: Slide) -> float:
     return slide.mpp
 
 
+def require_colour(slide: Slide) -> None:
+    """A one-line error for a greyscale image: the stain-colour models would give numbers
+    that mean nothing (a grey copy of an H&E crop scored fibrosis 0.09 against 0.21)."""
+    if slide.greyscale:
+        raise InputError(f"{slide.path.name}: a greyscale image; give the stained tissue in colour")
+
+
 def read_at_mpp(
     slide: Slide, location: tuple[int, int], size: tuple[int, int], mpp: float
 ) -> np.ndarray:

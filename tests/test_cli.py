@@ -108,3 +108,28 @@ def test_kidney_analyze_with_a_users_models(tmp_path):
     for bad in (["--nuclei-model", str(tmp_path / "none")], ["--compartments-model", "nuclei"]):
         assert_one_line_error(run(*args, "--out", str(tmp_path / "o2"), *bad))
         assert not (tmp_path / "o2").exists()
+
+
+def test_demo_refuses_a_size_too_small_to_score(tmp_path):
+    assert_one_line_error(run("demo", "--out", str(tmp_path / "d"), "--size", "500"))
+    assert not (tmp_path / "d").exists()
+
+
+def test_ctrl_c_exits_130_with_one_line(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "d"
+    proc = subprocess.Popen(
+        [*SHINDAN, "demo", "--out", str(out), "--size", "4000", "-q"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while not out.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)  # the command has started its work once the folder exists
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "error: aborted"

@@ -82,7 +82,13 @@ def main() -> None:
         print(f"error: broken installation ({exc})", file=sys.stderr)
         sys.exit(1)
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
+        # without standalone mode, click returns (not raises) the code of Ctrl-C (130) and of
+        # commands that exit early; 0 only for a finished run
+        if isinstance(code, int) and code != 0:
+            if code == 130:
+                print("error: aborted", file=sys.stderr)
+            sys.exit(code)
     except ShindanError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

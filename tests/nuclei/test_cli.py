@@ -65,7 +65,9 @@ def test_segment_writes_label_map_and_geojson(tmp_path: Path) -> None:
         assert props["objectType"] == "detection" and props["classification"]["name"]
 
 
-@pytest.mark.parametrize("case", ["missing", "not-an-image", "no-mpp", "bad-mpp"])
+@pytest.mark.parametrize(
+    "case", ["missing", "not-an-image", "no-mpp", "bad-mpp", "huge-mpp", "tiny-mpp", "out-is-file"]
+)
 def test_segment_bad_input_exit_2(tmp_path: Path, case: str) -> None:
     out = tmp_path / "out"
     good = tmp_path / "ok.png"
@@ -75,10 +77,37 @@ def test_segment_bad_input_exit_2(tmp_path: Path, case: str) -> None:
         "not-an-image": [str(tmp_path / "junk.png"), "--mpp", "0.5"],
         "no-mpp": [str(good)],
         "bad-mpp": [str(good), "--mpp", "-1"],
+        "huge-mpp": [str(good), "--mpp", "50"],  # resampled to 200² times more pixels
+        "tiny-mpp": [str(good), "--mpp", "0.0001"],
+        "out-is-file": [str(good), "--mpp", "0.5"],
     }[case]
     (tmp_path / "junk.png").write_bytes(b"definitely not a png")
+    if case == "out-is-file":
+        out = tmp_path / "a-file"
+        out.write_text("mine")
     r = _shindan("nuclei", "segment", *args, "--out", str(out))
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ")
-    assert not out.exists() or not any(out.iterdir())
+    if case == "out-is-file":
+        assert out.read_text() == "mine"
+    else:
+        assert not out.exists() or not any(out.iterdir())
+
+
+def test_same_named_inputs_get_their_own_outputs(tmp_path: Path) -> None:
+    for sub, seed in (("a", 0), ("b", 1)):
+        (tmp_path / sub).mkdir()
+        _fake_he(tmp_path / sub / "img.png", seed=seed)
+    out = tmp_path / "out"
+    r = _shindan(
+        "nuclei", "segment", str(tmp_path / "a" / "img.png"), str(tmp_path / "b" / "img.png"),
+        "--out", str(out), "--mpp", "0.5", "-q",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in out.iterdir()) == [
+        "img_2_nuclei.geojson",
+        "img_2_nuclei.tif",
+        "img_nuclei.geojson",
+        "img_nuclei.tif",
+    ]

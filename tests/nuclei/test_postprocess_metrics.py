@@ -128,3 +128,15 @@ def test_search_watershed_finds_parameters_that_split_touching_discs() -> None:
         p, **{k: (round(v) if k.endswith("_px") else v) for k, v in params.items()}
     )
     assert lab.max() == 2 and aji(truth, lab) == pytest.approx(best["aji"], abs=1e-3)
+
+
+def test_every_label_of_a_slide_is_one_region():
+    from shindan.nuclei.segment import largest_pieces
+
+    lab = np.zeros((20, 20), np.int32)
+    lab[2:6, 2:6] = 1
+    lab[10:12, 10:12] = 1  # a second, smaller piece of label 1: dropped
+    lab[14:18, 2:6] = 2
+    out = largest_pieces(lab)
+    assert (out[2:6, 2:6] == 1).all() and not out[10:12, 10:12].any()
+    assert (out[14:18, 2:6] == 2).all() and lab[10, 10] == 1  # input untouched

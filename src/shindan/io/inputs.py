@@ -148,3 +148,27 @@ def pair_annotations(
     if missing:
         say(f"no annotation for {len(missing)} image(s), skipped: {', '.join(missing[:5])}")
     return pairs
+
+
+def unique_names(names: Sequence[str]) -> list[str]:
+    """Output names for inputs: each name as given, numbered ``_2``, ``_3`` … when several
+    inputs share it, never colliding with another input's own name.
+
+    Examples
+    --------
+    >>> unique_names(["slide", "slide", "slide_2"])
+    ['slide', 'slide_3', 'slide_2']
+    """
+    taken = set(names)
+    seen: set[str] = set()
+    out = []
+    for name in names:
+        if name in seen:
+            k = 2
+            while f"{name}_{k}" in taken:
+                k += 1
+            name = f"{name}_{k}"
+            taken.add(name)
+        seen.add(name)
+        out.append(name)
+    return out

@@ -27,6 +27,10 @@ from shindan.errors import InputError
 # Plain images of whole slides are legitimately large; the default bomb guard (~179 Mpx) is not.
 Image.MAX_IMAGE_PIXELS = 4_000_000_000
 
+# µm/px a microscope image can have (a 100x objective to a 1x overview); a given --mpp
+# outside is a typo, and would resample an image to nothing or to terabytes.
+MPP_RANGE = (0.01, 100.0)
+
 # Writers stamp 72 or 96 dpi when they know nothing of the scale; such a value is no µm/px.
 _PLACEHOLDER_MPP = {25400 / 72, 25400 / 96, 25400 / 300, 10000.0, 25400.0}
 
@@ -363,8 +367,10 @@ def open_slide(path: str | Path, mpp: float | None = None) -> Slide:
         raise InputError(f"{p}: no such file")
     if p.is_dir():
         raise InputError(f"{p}: is a directory, expected a slide or image file")
-    if mpp is not None and not (mpp > 0 and math.isfinite(mpp)):
-        raise InputError(f"--mpp must be a positive number, got {mpp}")
+    if mpp is not None and not (MPP_RANGE[0] <= mpp <= MPP_RANGE[1]):  # also NaN, inf
+        raise InputError(
+            f"--mpp must be between {MPP_RANGE[0]} and {MPP_RANGE[1]} µm/px, got {mpp}"
+        )
     suffix = p.suffix.lower()
     try:
         vendor_format = openslide.OpenSlide.detect_format(str(p))

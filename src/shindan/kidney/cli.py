@@ -65,7 +65,9 @@ def register_demo(root: typer.Typer) -> None:
     @root.command()
     def demo(
         out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("demo-output"),
-        size: Annotated[int, typer.Option(help="Phantom side in pixels at 0.5 µm/px.")] = 6000,
+        size: Annotated[
+            int, typer.Option(help="Phantom width in pixels at 0.5 µm/px (height 0.6 × width).")
+        ] = 6000,
         seed: Annotated[int, typer.Option(help="Phantom random seed.")] = 0,
         backend: Backend = "auto",
         quiet: Quiet = False,
@@ -77,9 +79,9 @@ def register_demo(root: typer.Typer) -> None:
         result, truth = run_demo(out, size=size, seed=seed, backend=backend)
         s = result.scores
         typer.echo(
-            f"fibrosis {s['interstitial_fibrosis']:.3f} "
-            f"(truth {truth['interstitial_fibrosis']:.3f})"
-            f"  inflammation {s['inflammation']:.4f} (truth {truth['inflammation']:.4f})"
+            f"fibrosis {_fmt(s['interstitial_fibrosis'], 3)} "
+            f"(truth {_fmt(truth['interstitial_fibrosis'], 3)})"
+            f"  inflammation {_fmt(s['inflammation'], 4)} (truth {_fmt(truth['inflammation'], 4)})"
             f"  glomeruli {s['glomeruli']['count']} (truth {truth['glomeruli']['count']})",
             err=True,
         )

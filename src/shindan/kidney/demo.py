@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shindan.kidney.pipeline import CaseResult, KidneyModels, analyze, copy_truth
+from shindan.errors import InputError
+from shindan.kidney.pipeline import CASE_FILES, CaseResult, KidneyModels, analyze, copy_truth
+from shindan.util.atomic import check_replaceable
+
+# Below this width (at 0.5 µm/px, 1 mm) a phantom holds too little tissue to score.
+MIN_SIZE = 2000
 
 
 def run_demo(
@@ -22,7 +27,10 @@ def run_demo(
     """
     from shindan.phantom import truth, write_phantom
 
+    if size < MIN_SIZE:
+        raise InputError(f"--size must be at least {MIN_SIZE} px (a biopsy-sized phantom)")
     out = Path(out)
+    check_replaceable(out / "phantom", CASE_FILES)  # before any work, as kidney analyze
     out.mkdir(parents=True, exist_ok=True)
     slide_path = out / "phantom.tiff"
     scene = write_phantom(slide_path, size, int(size * 0.6), mpp=0.5, seed=seed, progress=progress)

@@ -13,7 +13,7 @@ import json
 import math
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from shindan import __version__
 from shindan.engine import Predictor, load_predictor
 from shindan.engine.tiled import segment_slide
 from shindan.errors import ModelError
-from shindan.io.inputs import SLIDE_SUFFIXES, expand_inputs
+from shindan.io.inputs import SLIDE_SUFFIXES, expand_inputs, unique_names
 from shindan.io.slide import Slide, open_slide
 from shindan.kidney.cleanup import min_region_areas, remove_small_regions
 from shindan.kidney.glomeruli import Glomerulus, classify_glomeruli, find_glomeruli
@@ -431,7 +431,7 @@ def analyze(
     are still there, and replaces those of the cases analysed again.
     """
     files = expand_inputs(inputs, SLIDE_SUFFIXES)
-    cases = case_names(files)
+    cases = unique_names([f.name.split(".")[0] for f in files])
     out = Path(out)
     for f, case in zip(files, cases, strict=True):  # fail fast, before any work
         with open_slide(f, mpp=mpp) as s:
@@ -446,31 +446,6 @@ def analyze(
     ]
     write_cohort(out, [cohort_row(r) for r in results])
     return results
-
-
-def case_names(files: Sequence[Path]) -> list[str]:
-    """One output folder name per input: its name up to the first dot, numbered ``_2``, ``_3``
-    … when several inputs share it (never colliding with another input's own name).
-
-    Examples
-    --------
-    >>> case_names([Path("a/slide.svs"), Path("b/slide.png"), Path("slide_2.png")])
-    ['slide', 'slide_3', 'slide_2']
-    """
-    base = [f.name.split(".")[0] for f in files]
-    taken = set(base)
-    seen: set[str] = set()
-    out = []
-    for name in base:
-        if name in seen:
-            k = 2
-            while f"{name}_{k}" in taken:
-                k += 1
-            name = f"{name}_{k}"
-            taken.add(name)
-        seen.add(name)
-        out.append(name)
-    return out
 
 
 def write_cohort(out: Path, rows: list[dict[str, object]]) -> None:

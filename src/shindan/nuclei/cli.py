@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from shindan.errors import InputError
-from shindan.io.inputs import SLIDE_SUFFIXES, expand_inputs
+from shindan.io.inputs import SLIDE_SUFFIXES, expand_inputs, unique_names
 from shindan.models.card import DEFAULT_ENCODER
 from shindan.util.segmenter_options import (
     DEFAULT_DECODER_TEXT,
@@ -65,11 +65,12 @@ def segment(
     from shindan.io.annotations import instances_to_polygons, write_geojson
     from shindan.nuclei.segment import segment_nuclei_slide
     from shindan.tiling import require_colour
+    from shindan.util.atomic import check_can_be_folder
     from shindan.util.progress import set_quiet
 
-    if mpp is not None and mpp <= 0:
-        raise InputError(f"--mpp must be positive, got {mpp}")
     files = expand_inputs(inputs, SLIDE_SUFFIXES)
+    check_can_be_folder(out)
+    predictor = load_predictor(model, backend)
     # check every input before writing anything, so a bad file leaves no partial output
     for f in files:
         with open_slide(f, mpp=mpp) as s:
@@ -81,14 +82,19 @@ def segment(
                 raise InputError(
                     f"{f}: {w}x{h} is too large for one label map (limit {MAX_PIXELS:,} pixels)"
                 )
+            if w * h * (s.mpp / predictor.card.mpp) ** 2 > MAX_PIXELS:  # resampled for the model
+                raise InputError(
+                    f"{f}: at {s.mpp:g} µm/px it would be resampled to over {MAX_PIXELS:,} pixels "
+                    f"at the model's {predictor.card.mpp:g} µm/px; check --mpp"
+                )
     set_quiet(quiet)
-    predictor = load_predictor(model, backend)
     out.mkdir(parents=True, exist_ok=True)
-    for f in files:
+    # same-named inputs (a/img.png, b/img.png) must not overwrite each other's outputs
+    for f, stem in zip(files, unique_names([f.stem for f in files]), strict=True):
         with open_slide(f, mpp=mpp) as s:
             labels = segment_nuclei_slide(s, predictor=predictor, progress=not quiet)
-        _write_tif(labels, out / f"{f.stem}_nuclei.tif")
-        write_geojson(instances_to_polygons(labels), out / f"{f.stem}_nuclei.geojson")
+        _write_tif(labels, out / f"{stem}_nuclei.tif")
+        write_geojson(instances_to_polygons(labels), out / f"{stem}_nuclei.geojson")
         if not quiet:
             typer.echo(f"{f.name}: {int(labels.max())} nuclei", err=True)
 

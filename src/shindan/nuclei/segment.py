@@ -101,6 +101,34 @@ def segment_nuclei(
     return _resize(lab, (h, w), nearest=True).astype(np.int32)
 
 
+def largest_pieces(labels: np.ndarray) -> np.ndarray:
+    """``labels`` with each label reduced to its largest 8-connected piece (others become 0).
+
+    Examples
+    --------
+    >>> lab = np.array([[1, 1, 0, 1], [0, 0, 0, 0], [2, 0, 0, 0]])
+    >>> largest_pieces(lab).tolist()
+    [[1, 1, 0, 0], [0, 0, 0, 0], [2, 0, 0, 0]]
+    """
+    from skimage.measure import label as pieces_of
+
+    pieces = pieces_of(labels, background=0, connectivity=2)
+    n = int(pieces.max())
+    if n == 0:
+        return labels.copy()
+    owner = np.zeros(n + 1, labels.dtype)
+    owner[pieces.ravel()] = labels.ravel()
+    area = np.bincount(pieces.ravel(), minlength=n + 1)
+    best: dict[int, int] = {}
+    for piece in range(1, n + 1):
+        k = int(owner[piece])
+        if k not in best or area[piece] > area[best[k]]:
+            best[k] = piece
+    keep = np.zeros(n + 1, bool)
+    keep[list(best.values())] = True
+    return np.where(keep[pieces], labels, 0).astype(labels.dtype)
+
+
 def _is_glass(image: np.ndarray) -> bool:
     """True when a region is (almost) all bright, unstained glass: nothing to segment."""
     grey = image.mean(axis=2)
@@ -155,10 +183,11 @@ def segment_nuclei_slide(
             lut = np.zeros(n + 1, np.int32)
             lut[1:][keep] = np.arange(next_id, next_id + int(keep.sum()), dtype=np.int32)
             next_id += int(keep.sum())
-            new = lut[lab]
             region = out[ry0:ry1, rx0:rx1]
-            write = (new > 0) & (region == 0)
-            region[write] = new[write]
+            # where a neighbour chunk's nucleus is already written, this chunk's yields; what
+            # is left of a nucleus keeps its largest piece, so every label is one region
+            new = largest_pieces(np.where(region == 0, lut[lab], 0))
+            region[new > 0] = new[new > 0]
     # a nucleus fully covered by one written earlier leaves a gap in the ids: renumber 1..N
     present = np.bincount(out.ravel(), minlength=next_id) > 0
     present[0] = False

@@ -29,8 +29,10 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
             tmp_path.unlink()
 
 
-def _check_folder_possible(target: Path) -> None:
-    """InputError if ``target`` is a file, or cannot be created because a parent is one."""
+def check_can_be_folder(target: str | Path) -> None:
+    """:class:`InputError` if ``target`` is a file, or cannot be created because a parent
+    is one."""
+    target = Path(target)
     if target.exists():
         if not target.is_dir():
             raise InputError(f"{target}: exists and is not a folder")
@@ -64,7 +66,7 @@ def check_replaceable(target: str | Path, owned: Collection[str] = ()) -> None:
     shindan.errors.InputError: ... holds files shindan did not write (notes.txt); ...
     """
     target = Path(target)
-    _check_folder_possible(target)
+    check_can_be_folder(target)
     if not target.exists():
         return
     extra = sorted(p.name for p in target.iterdir() if p.name not in set(owned))
@@ -88,7 +90,7 @@ def atomic_dir(target: str | Path, owned: Collection[str] = ()) -> Iterator[Path
     if owned:
         check_replaceable(target, owned)
     else:
-        _check_folder_possible(target)
+        check_can_be_folder(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     tmp.chmod(0o755)  # mkdtemp is private; outputs are for sharing

@@ -115,7 +115,9 @@ def test_demo_refuses_a_size_too_small_to_score(tmp_path):
     assert not (tmp_path / "d").exists()
 
 
-def test_ctrl_c_exits_130_with_one_line(tmp_path):
+@pytest.mark.parametrize(("sig", "code", "message"), [("SIGINT", 130, "aborted"),
+                                                     ("SIGTERM", 143, "terminated")])  # fmt: skip
+def test_interrupted_runs_fail_and_leave_no_temporaries(tmp_path, sig, code, message):
     import signal
     import time
 
@@ -129,7 +131,8 @@ def test_ctrl_c_exits_130_with_one_line(tmp_path):
     while not out.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.1)  # the command has started its work once the folder exists
     time.sleep(1.0)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(getattr(signal, sig))
     _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 130, err
-    assert err.strip().splitlines()[-1] == "error: aborted"
+    assert proc.returncode == code, err
+    assert err.strip().splitlines()[-1] == f"error: {message}"
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]

@@ -6,6 +6,7 @@ Errors a user can cause (``ShindanError``) print one line ``error: ...`` and exi
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -74,8 +75,15 @@ def _register_tasks() -> None:
     register_demo(app)
 
 
+def _terminated(signum: int, frame: object) -> None:
+    # SIGTERM (a batch scheduler, `kill`) unwinds like Ctrl-C, so temporary outputs are removed
+    print("error: terminated", file=sys.stderr)
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
     """Console-script entry point."""
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         _register_tasks()
     except ImportError as exc:  # a task module missing is a packaging bug, say so plainly

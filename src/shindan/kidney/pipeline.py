@@ -28,6 +28,7 @@ from shindan.errors import ModelError
 from shindan.io.inputs import SLIDE_SUFFIXES, expand_inputs, unique_names
 from shindan.io.slide import Slide, open_slide
 from shindan.kidney.cleanup import min_region_areas, remove_small_regions
+from shindan.kidney.data import CLASSES
 from shindan.kidney.glomeruli import Glomerulus, classify_glomeruli, find_glomeruli
 from shindan.kidney.scores import INTERSTITIUM, ScoreAccumulator
 from shindan.tiling import detect_tissue, read_at_mpp, require_colour, require_mpp
@@ -79,8 +80,6 @@ class KidneyModels:
                 if name != shipped:
                     raise
                 return None
-
-        from shindan.kidney.data import CLASSES
 
         comp = load_predictor(compartments, backend)
         if list(comp.classes) != CLASSES:  # the label map's codes are the classes' order

@@ -368,13 +368,10 @@ def load_annotated(
             box = (0, 0, w, h)
             label_full = label
         else:
-            known = [
-                a
-                for a in read_annotations(annotation_path)
-                if _class_code(a.label, classes) is not None
-            ]
-            anns = [a for a in known if _class_code(a.label, classes) != IGNORE]
-            excluded = [a for a in known if _class_code(a.label, classes) == IGNORE]
+            found = read_annotations(annotation_path)
+            cmap = {a.label: _class_code(a.label, classes) for a in found}  # None: unknown
+            anns = [a for a in found if cmap[a.label] not in (None, IGNORE)]
+            excluded = [a for a in found if cmap[a.label] == IGNORE]
             if not anns:
                 raise InputError(
                     f"{annotation_path}: no polygon with a known class name "
@@ -400,7 +397,6 @@ def load_annotated(
     if label_full is not None:
         label = resize(label_full.astype(np.uint8), shape, nearest=True)
     else:
-        cmap = {a.label: _class_code(a.label, classes) for a in anns}
         label = rasterize(anns, shape, cmap, scale=scale, offset=(box[0], box[1]), fill=IGNORE)
         excluded_px = rasterize(excluded, shape, scale=scale, offset=(box[0], box[1])) > 0
     label = label.astype(np.uint8)

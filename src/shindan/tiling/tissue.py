@@ -12,6 +12,10 @@ from skimage import filters, morphology
 from shindan.io.slide import Slide
 from shindan.tiling.region import read_at_mpp, require_mpp
 
+# Bounds of the Otsu threshold on the stain score max(saturation, 1 - value): glass on a
+# white-balanced scan stays below MIN_THRESHOLD, pale stained tissue above MAX_THRESHOLD.
+MIN_THRESHOLD, MAX_THRESHOLD = 0.08, 0.2
+
 
 @dataclass(frozen=True)
 class TissueMask:
@@ -58,20 +62,34 @@ def tissue_mask_from_rgb(
     sat = hsv[..., 1].astype(np.float32) / 255
     val = hsv[..., 2].astype(np.float32) / 255
     score = np.maximum(sat, 1.0 - val)
-    # Marker ink: green/blue hues more saturated than trichrome's aniline blue, or near-black
-    # (also black scanner padding and blacked-out areas).
-    pen = ((hue > 70) & (hue < 260) & (sat > 0.6) & (val < 0.8)) | (val < 0.12)
-    pen = ndi.binary_dilation(pen, morphology.disk(2))
-    # Otsu without the ink: with a black border in the histogram it would split black from
-    # everything else and call the stained tissue glass.
-    rest = score[~pen]
-    thr = max(filters.threshold_otsu(rest) if rest.size and np.ptp(rest) > 0 else 1.0, 0.08)
+    # Near-black: scanner padding and blacked-out areas. Neither tissue nor glass: they are
+    # left out of the threshold and may lie between pieces of tissue without cutting them.
+    # Next to black, pixels mix with it (resampling, JPEG): there darkness says nothing, but
+    # saturation, which darkening keeps, still tells stained tissue from grey glass.
+    black = val < 0.12
+    rim = ndi.binary_dilation(black, morphology.disk(2)) & ~black
+    score = np.where(rim, sat, score)
+    # Marker ink: green/blue hues more saturated than trichrome's aniline blue.
+    ink = (hue > 70) & (hue < 260) & (sat > 0.6) & (val < 0.8)
+    pen = ndi.binary_dilation(ink, morphology.disk(2)) | black
+    # Otsu without ink and black: with a black border in the histogram it would split black
+    # from everything else and call the stained tissue glass. Capped at MAX_THRESHOLD: an
+    # image with no glass (a crop full of tissue) has no glass mode, and Otsu would split
+    # the tissue itself.
+    rest = score[~(pen | rim)]
+    otsu = filters.threshold_otsu(rest) if rest.size and np.ptp(rest) > 0 else 1.0
+    thr = min(max(otsu, MIN_THRESHOLD), MAX_THRESHOLD)
     tissue = (score > thr) & ~pen
     px_area = mpp * mpp
     tissue = ndi.binary_closing(tissue, morphology.disk(1))
     tissue = morphology.remove_small_holes(tissue, max_size=int(min_hole_um2 / px_area))
-    tissue = morphology.remove_small_objects(tissue, max_size=int(min_area_um2 / px_area))
-    return ndi.binary_fill_holes(tissue) if tissue.any() else tissue
+    # Size a piece with the tissue it touches across black areas: black painted over a
+    # tissue-filled crop must not cut it into fragments that each look like dust.
+    groups, n = ndi.label(tissue | ndi.binary_dilation(black, morphology.disk(3)))
+    sizes = np.bincount(groups[tissue], minlength=n + 1)
+    tissue &= sizes[groups] >= min_area_um2 / px_area
+    # Holes are filled (lumina, fat), but a black area inside tissue stays out.
+    return (ndi.binary_fill_holes(tissue) & ~black) if tissue.any() else tissue
 
 
 def detect_tissue(slide: Slide, mpp: float = 8.0, max_size: int = 2048) -> TissueMask:

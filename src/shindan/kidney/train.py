@@ -53,6 +53,7 @@ from shindan.kidney.data import (
     stain_references,
 )
 from shindan.kidney.glomeruli import MIN_GLOMERULUS_UM2
+from shindan.kidney.objects import glomerulus_objects, summarise_objects
 from shindan.models.card import DEFAULT_DECODER, DEFAULT_ENCODER, as_fine_tune, unet_card
 
 # Class names users write in QuPath / ImageScope / labelme, mapped to the contract's codes;
@@ -166,23 +167,34 @@ def score_images(predictor: Any, images: Sequence[LabelledImage]) -> dict[str, A
     return dice_summary(cm, len(images))
 
 
-def glomerulus_dice(predictor: Any, images: Sequence[LabelledImage]) -> dict[str, Any]:
+def glomerulus_dice(
+    predictor: Any, images: Sequence[LabelledImage], objects: bool = False
+) -> dict[str, Any]:
     """Glomerulus-vs-rest Dice (pooled over pixels, and mean per image) where the truth is only
-    glomerulus / not glomerulus."""
-    inter = tot = 0
-    per = []
+    glomerulus / not glomerulus, and the predicted ÷ true glomerulus area (over 1:
+    over-calling). With ``objects`` (whole images with every glomerulus outlined), also the
+    object counts of :func:`~shindan.kidney.objects.summarise_objects` (false glomeruli per
+    mm² of tissue)."""
+    inter = tot = area_pred = area_true = 0
+    per, objs = [], []
     for img in images:
-        pred = _predict_labels(predictor, img.image) == GLOMERULUS
+        labels = _predict_labels(predictor, img.image)
+        pred = labels == GLOMERULUS
         known = img.label != IGNORE
         truth = img.label == GLOMERULUS
         i = int((pred & truth & known).sum())
         t = int((pred & known).sum() + (truth & known).sum())
         inter, tot = inter + i, tot + t
+        area_pred, area_true = area_pred + int((pred & known).sum()), area_true + int(truth.sum())
         per.append(2 * i / t if t else 1.0)
+        if objects:
+            objs.append(glomerulus_objects(labels, img.label, img.mpp))
     return {
         "dice_pooled": round(2 * inter / tot, 4) if tot else None,
         "dice_mean_per_image": round(float(np.mean(per)), 4) if per else None,
+        "area_ratio": round(area_pred / area_true, 3) if area_true else None,
         "images": len(images),
+        **({"objects": summarise_objects(objs)} if objects else {}),
     }
 
 
@@ -587,7 +599,7 @@ def train_compartments(
         say("scoring held-out tests")
         pred = load_predictor(out, "torch")
         result["test_he"] = score_images(pred, sets["test_he"])
-        result["test_pas_hubmap"] = glomerulus_dice(pred, sets["test_pas"])
+        result["test_pas_hubmap"] = glomerulus_dice(pred, sets["test_pas"], objects=True)
         result["test_pas_aidpath"] = {
             **glomerulus_dice(pred, sets["test_aid"]),
             "labs": sorted({aidpath_lab(c.name) for c in sets["test_aid"]}),

@@ -132,6 +132,10 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Train a classifier, evaluate it on a held-out fold (and under domain shifts), save it."""
+    from shindan.models.network import MODEL_FILES
+    from shindan.util.atomic import check_output_folder
+
+    check_output_folder(out, MODEL_FILES)  # before any work, not after the training
     from shindan.classify.train import TrainOptions, train_model
     from shindan.engine.tta import check_views
 
@@ -217,15 +221,21 @@ def predict(
     out: Annotated[Path, typer.Option("--out", help="CSV to write: image, label, p_<class>...")],
     backend: Annotated[str, typer.Option(help="auto, onnx, torch or torch-bf16.")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Images per inference batch.")] = 64,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace --out even if shindan did not write it.")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Classify images (files or folders): one CSV row per image with class probabilities."""
+    from shindan.classify.predict import is_predictions_header
     from shindan.classify.predict import predict as run
+    from shindan.util.atomic import check_output_file
 
     if batch_size < 1:
         raise InputError("--batch-size must be at least 1")
     if out.suffix.lower() != ".csv":
         raise InputError(f"--out {out}: expected a .csv file name")
+    check_output_file(out, is_predictions_header, force=force)  # before loading the model
     run(model, inputs, out, backend=backend, batch_size=batch_size, progress=not quiet)
     _err(f"wrote {out}")
 

@@ -16,9 +16,11 @@ from shindan.engine import load_predictor
 from shindan.errors import InputError
 from shindan.models import ModelCard
 from shindan.stats import classification_report
-from shindan.util.atomic import atomic_dir
+from shindan.util.atomic import atomic_dir, check_output_folder
 
 SPLITS = ("all", "test")
+# What ``out/`` holds: a rerun replaces these, and refuses a folder that holds anything else.
+EVALUATION_FILES = ("metrics.json", "predictions.csv", "report.html")
 
 
 def labelled_table(
@@ -125,6 +127,7 @@ def evaluate(
     """
     if split not in SPLITS:
         raise InputError(f"unknown split {split!r} (choose from {', '.join(SPLITS)})")
+    check_output_folder(out, EVALUATION_FILES)  # before any work
     transform = get_shift(shift) if shift else None
     predictor = load_predictor(str(model), backend=backend)
     card = predictor.card
@@ -147,7 +150,7 @@ def evaluate(
     from shindan.classify.report import render_report
 
     out = Path(out)
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, owned=EVALUATION_FILES) as tmp:
         (tmp / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
         names = [table.relative(p) for p in table.paths]
         write_predictions(tmp / "predictions.csv", names, card.classes, probs)

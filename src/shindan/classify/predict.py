@@ -72,6 +72,23 @@ def predict_paths(
     return np.concatenate(out) if out else np.zeros((0, len(predictor.classes)), np.float32)
 
 
+def is_predictions_header(row: Sequence[str]) -> bool:
+    """Whether a CSV header row is the one :func:`write_predictions` writes (any classes).
+
+    Examples
+    --------
+    >>> is_predictions_header(["image", "label", "p_GS", "p_nonGS"])
+    True
+    >>> is_predictions_header(["image", "label", "group"])  # a user's label table
+    False
+    """
+    return (
+        len(row) > 2
+        and list(row[:2]) == ["image", "label"]
+        and all(c.startswith("p_") for c in row[2:])
+    )
+
+
 def write_predictions(
     out: str | Path, names: Sequence[str], classes: Sequence[str], probs: np.ndarray
 ) -> Path:

@@ -110,10 +110,12 @@ def phantom(
     ] = 15.0,
 ) -> None:
     """Write a synthetic multiphase CT cohort (DICOM) with cases.csv, to try the pipeline."""
-    from shindan.ct.phantom import write_cohort
+    from shindan.ct.phantom import is_cohort_entry, write_cohort
+    from shindan.util.atomic import check_output_folder
 
     if cases < 1:
         raise InputError(f"--cases must be at least 1, got {cases}")
+    check_output_folder(out, is_cohort_entry)
     path = write_cohort(out, cases, seed=seed, noise_hu=noise, variation_hu=variation)
     _err(f"wrote {cases} studies and {path}")
 
@@ -178,6 +180,10 @@ def train(
     z_max (lesion box), box_units (mm or voxel), box_phase, label (benign/malignant), age, sex,
     size_mm, group (patient), mask (.npy, for --slice max-area), phase_map.
     """
+    from shindan.models.network import MODEL_FILES
+    from shindan.util.atomic import check_output_folder
+
+    check_output_folder(out, MODEL_FILES)  # before any work, not after the training
     import timm
 
     from shindan.ct.train import TrainOptions, train_ct
@@ -231,7 +237,10 @@ def evaluate(
 ) -> None:
     """AUC (95% CI), accuracy at the Youden cut-off, and a logistic model of the CNN score with
     age, sex and size (odds ratios, 95% CIs), as JSON."""
-    from shindan.ct.train import evaluate_ct
+    from shindan.ct.train import EVALUATION_FILES, evaluate_ct
+    from shindan.util.atomic import check_output_folder
+
+    check_output_folder(out, EVALUATION_FILES)  # before any work
 
     _quiet(quiet)
     if n_boot < 0:
@@ -262,12 +271,16 @@ def predict(
     out: Annotated[Path, typer.Option("--out", help="CSV to write.")],
     phase_map: PhaseMapOpt = None,
     threads: ThreadsOpt = 1,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace --out even if shindan did not write it.")
+    ] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """P(benign) and P(malignant) per lesion, as CSV."""
-    from shindan.ct.train import predict_ct
-    from shindan.util.atomic import atomic_path
+    from shindan.ct.train import PREDICTION_COLUMNS, predict_ct
+    from shindan.util.atomic import atomic_path, check_output_file
 
+    check_output_file(out, PREDICTION_COLUMNS, force=force)  # before any work
     _quiet(quiet)
     df = predict_ct(
         model, cases, phase_map=_phase_map(phase_map), progress=not quiet, threads=threads

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from shindan.ct.phases import PHASES
-from shindan.util.atomic import atomic_dir, atomic_path
+from shindan.util.atomic import atomic_dir, check_output_folder
 
 __all__ = [
     "CLASSES",
@@ -357,6 +358,11 @@ CASE_COLUMNS = (
 )
 
 
+def is_cohort_entry(name: str) -> bool:
+    """Whether ``name`` is something :func:`write_cohort` writes (a rerun replaces those)."""
+    return name == "cases.csv" or re.fullmatch(r"case\d{3,}", name) is not None
+
+
 def write_cohort(
     out_dir: str | Path,
     n_cases: int,
@@ -374,7 +380,21 @@ def write_cohort(
     """
     rng = np.random.default_rng(seed)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_output_folder(out, is_cohort_entry)  # before any work
+    with atomic_dir(out, owned=is_cohort_entry) as tmp:  # the whole cohort, or nothing
+        _write_cases(tmp, n_cases, rng, malignant_fraction, noise_hu, variation_hu, seed)
+    return out / "cases.csv"
+
+
+def _write_cases(
+    out: Path,
+    n_cases: int,
+    rng: np.random.Generator,
+    malignant_fraction: float,
+    noise_hu: float,
+    variation_hu: float,
+    seed: int,
+) -> None:
     n_mal = int(round(n_cases * malignant_fraction))
     labels = np.array(["malignant"] * n_mal + ["benign"] * (n_cases - n_mal))
     rng.shuffle(labels)
@@ -415,9 +435,7 @@ def write_cohort(
                 "group": name,
             }
         )
-    csv_path = out / "cases.csv"
-    with atomic_path(csv_path) as tmp, tmp.open("w", newline="") as fh:
+    with (out / "cases.csv").open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=CASE_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    return csv_path

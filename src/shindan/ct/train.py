@@ -26,9 +26,23 @@ from torch import nn
 from shindan.ct.dataset import CLASSES, LesionDataset, input_spec, read_cases
 from shindan.ct.phases import PHASES
 from shindan.errors import InputError, ModelError
-from shindan.util.atomic import atomic_path
+from shindan.util.atomic import atomic_dir, check_output_folder
 
 __all__ = ["TrainOptions", "evaluate_ct", "predict_ct", "train_ct"]
+
+# The columns of ``ct predict``'s CSV (its header marks the file as shindan's).
+PREDICTION_COLUMNS = (
+    "case",
+    "label",
+    "prediction",
+    "p_benign",
+    "p_malignant",
+    "age",
+    "sex",
+    "size_mm",
+)
+# What ``ct evaluate`` writes into its folder: a rerun replaces these, and nothing else.
+EVALUATION_FILES = ("evaluation.json", "predictions.csv")
 
 # Odds ratios are reported per these steps: per 0.1 of CNN score, per decade, per centimetre.
 OR_UNITS = {"cnn_score": 0.1, "age": 10.0, "size_mm": 10.0}
@@ -373,6 +387,7 @@ def evaluate_ct(
     """
     from shindan.stats.metrics import classification_report
 
+    check_output_folder(out, EVALUATION_FILES)  # before any work
     pred = predict_ct(model, cases_csv, phase_map=phase_map, progress=progress, threads=threads)
     if (pred["label"] == "").any():
         raise InputError(f"{cases_csv}: every case needs a label to evaluate")
@@ -388,11 +403,9 @@ def evaluate_ct(
         ),
         "logistic": logistic_models(pred),
     }
-    out_dir = Path(out)
     buf = io.StringIO()
     pred.to_csv(buf, index=False, quoting=csv.QUOTE_MINIMAL)
-    with atomic_path(out_dir / "predictions.csv") as tmp:
-        tmp.write_text(buf.getvalue())
-    with atomic_path(out_dir / "evaluation.json") as tmp:
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
+    with atomic_dir(out, owned=EVALUATION_FILES) as tmp:  # both files, or neither
+        (tmp / "predictions.csv").write_text(buf.getvalue())
+        (tmp / "evaluation.json").write_text(json.dumps(result, indent=2) + "\n")
     return result

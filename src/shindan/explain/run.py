@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
-import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +16,17 @@ from shindan.classify.data import IMAGE_SUFFIXES, list_images, read_mask, read_r
 from shindan.classify.predict import input_crop
 from shindan.errors import InputError
 from shindan.explain.cam import cam_in_mask, make_explainer, overlay, upsample
+
+
+ATTENTION_COLUMNS = (
+    "image",
+    "label",
+    "cam_in_mask",
+    "mask_area_fraction",
+    "probability",
+    "true",
+    "correct",
+)
 
 
 def find_masks(folder: str | Path) -> dict[str, Path]:
@@ -156,8 +164,15 @@ def explain(
         labels and masks are both known, ``attention_summary.csv`` compares the index between
         correct and wrong predictions per class.
     """
+    from shindan.util.atomic import check_can_be_folder, check_output_file, staged_files
     from shindan.util.progress import progress_bar
 
+    out = Path(out)
+    # before any work: out can be a folder, and its CSVs (if any) are shindan's
+    check_can_be_folder(out)
+    for name, header in (("attention.csv", ATTENTION_COLUMNS), ("attention_summary.csv", None)):
+        owned = header or (lambda row: row[:2] == ["class", "n_correct"])
+        check_output_file(out / name, owned, force_option=False)
     paths = list_images(inputs)
     mask_files = find_masks(masks) if masks is not None else {}
     explainer = make_explainer(model, method, layer, batch_size)
@@ -165,11 +180,8 @@ def explain(
     size = explainer.card.size
     crop = input_crop(explainer.card)
     names = output_names(paths)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".explain-", dir=out))
     rows: list[dict[str, Any]] = []
-    try:
+    with staged_files(out) as tmp:
         with progress_bar(f"explaining ({method})", len(paths), enabled=progress) as advance:
             for i in range(0, len(paths), batch_size):
                 chunk = paths[i : i + batch_size]
@@ -202,24 +214,8 @@ def explain(
                         }
                     )
                 advance(len(chunk))
-        _write_csv(
-            tmp / "attention.csv",
-            [
-                "image",
-                "label",
-                "cam_in_mask",
-                "mask_area_fraction",
-                "probability",
-                "true",
-                "correct",
-            ],
-            rows,
-        )
+        _write_csv(tmp / "attention.csv", list(ATTENTION_COLUMNS), rows)
         summary = summarise(rows, classes)
         if summary:
             _write_csv(tmp / "attention_summary.csv", list(summary[0]), summary)
-        for f in tmp.iterdir():  # every file complete: move them into place
-            os.replace(f, out / f.name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return rows

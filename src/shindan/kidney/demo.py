@@ -5,8 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from shindan.errors import InputError
-from shindan.kidney.pipeline import CASE_FILES, CaseResult, KidneyModels, analyze, copy_truth
-from shindan.util.atomic import check_replaceable
+from shindan.kidney.pipeline import (
+    CASE_FILES,
+    CaseResult,
+    KidneyModels,
+    analyze,
+    copy_truth,
+    is_cohort_header,
+)
+from shindan.util.atomic import check_output_file, check_replaceable
 
 # Below this width (at 0.5 µm/px, 1 mm) a phantom holds too little tissue to score.
 MIN_SIZE = 2000
@@ -31,6 +38,7 @@ def run_demo(
         raise InputError(f"--size must be at least {MIN_SIZE} px (a biopsy-sized phantom)")
     out = Path(out)
     check_replaceable(out / "phantom", CASE_FILES)  # before any work, as kidney analyze
+    check_output_file(out / "cohort.csv", is_cohort_header, force_option=False)
     out.mkdir(parents=True, exist_ok=True)
     slide_path = out / "phantom.tiff"
     scene = write_phantom(slide_path, size, int(size * 0.6), mpp=0.5, seed=seed, progress=progress)

@@ -32,7 +32,13 @@ from shindan.kidney.data import CLASSES
 from shindan.kidney.glomeruli import Glomerulus, classify_glomeruli, find_glomeruli
 from shindan.kidney.scores import INTERSTITIUM, ScoreAccumulator
 from shindan.tiling import detect_tissue, read_at_mpp, require_colour, require_mpp
-from shindan.util.atomic import atomic_dir, atomic_path, check_replaceable
+from shindan.util.atomic import (
+    atomic_dir,
+    atomic_path,
+    check_can_be_folder,
+    check_output_file,
+    check_replaceable,
+)
 from shindan.util.progress import progress_bar
 
 NucleiFn = Callable[[np.ndarray, float], np.ndarray]
@@ -410,7 +416,13 @@ def cohort_row(result: CaseResult) -> dict[str, object]:
     row["glomeruli_sclerosed"] = s["glomeruli"]["sclerosed"]
     row["interstitial_nuclei"] = (s["nuclei"] or {}).get("interstitial_count")
     row["mpp"] = s["mpp"]
+    row["input"] = s["input"]["path"]  # traces image_2 back to its file
     return row
+
+
+def is_cohort_header(row: list[str]) -> bool:
+    """Whether a CSV header row is one :func:`write_cohort` writes."""
+    return row[:3] == ["case", "interstitial_fibrosis", "inflammation"]
 
 
 def analyze(
@@ -432,6 +444,8 @@ def analyze(
     files = expand_inputs(inputs, SLIDE_SUFFIXES)
     cases = unique_names([f.name.split(".")[0] for f in files])
     out = Path(out)
+    check_can_be_folder(out)
+    check_output_file(out / "cohort.csv", is_cohort_header, force_option=False)
     for f, case in zip(files, cases, strict=True):  # fail fast, before any work
         with open_slide(f, mpp=mpp) as s:
             require_mpp(s)

@@ -167,7 +167,7 @@ def register(app: typer.Typer) -> None:
         """Train or fine-tune the compartment model on your annotations or the built-in data."""
         from shindan.kidney.train import train_compartments
         from shindan.models.network import MODEL_FILES
-        from shindan.util.atomic import check_replaceable
+        from shindan.util.atomic import atomic_path, check_replaceable
 
         if builtin is None and not inputs:
             raise InputError("give INPUTS with --annotations, or --builtin DATA_FOLDER")
@@ -255,5 +255,6 @@ def register(app: typer.Typer) -> None:
             command=" ".join(parts),
             progress=not quiet,
         )
-        (out / "training_log.json").write_text(json.dumps(res, indent=1, default=str) + "\n")
+        with atomic_path(out / "training_log.json") as tmp:
+            tmp.write_text(json.dumps(res, indent=1, default=str) + "\n")
         typer.echo(f"wrote {out}", err=True)

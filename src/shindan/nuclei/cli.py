@@ -65,7 +65,7 @@ def segment(
     from shindan.io.annotations import instances_to_polygons, write_geojson
     from shindan.nuclei.segment import segment_nuclei_slide
     from shindan.tiling import require_colour
-    from shindan.util.atomic import check_can_be_folder
+    from shindan.util.atomic import check_can_be_folder, staged_files
     from shindan.util.progress import set_quiet
 
     files = expand_inputs(inputs, SLIDE_SUFFIXES)
@@ -88,15 +88,16 @@ def segment(
                     f"at the model's {predictor.card.mpp:g} µm/px; check --mpp"
                 )
     set_quiet(quiet)
-    out.mkdir(parents=True, exist_ok=True)
-    # same-named inputs (a/img.png, b/img.png) must not overwrite each other's outputs
-    for f, stem in zip(files, unique_names([f.stem for f in files]), strict=True):
-        with open_slide(f, mpp=mpp) as s:
-            labels = segment_nuclei_slide(s, predictor=predictor, progress=not quiet)
-        _write_tif(labels, out / f"{stem}_nuclei.tif")
-        write_geojson(instances_to_polygons(labels), out / f"{stem}_nuclei.geojson")
-        if not quiet:
-            typer.echo(f"{f.name}: {int(labels.max())} nuclei", err=True)
+    # every input's files appear in out together at the end: a failure leaves none of them
+    with staged_files(out) as tmp:
+        # same-named inputs (a/img.png, b/img.png) must not overwrite each other's outputs
+        for f, stem in zip(files, unique_names([f.stem for f in files]), strict=True):
+            with open_slide(f, mpp=mpp) as s:
+                labels = segment_nuclei_slide(s, predictor=predictor, progress=not quiet)
+            _write_tif(labels, tmp / f"{stem}_nuclei.tif")
+            write_geojson(instances_to_polygons(labels), tmp / f"{stem}_nuclei.geojson")
+            if not quiet:
+                typer.echo(f"{f.name}: {int(labels.max())} nuclei", err=True)
 
 
 @app.command()
@@ -195,7 +196,7 @@ def train(
 
     from shindan.models.network import MODEL_FILES
     from shindan.nuclei.train import train_nuclei
-    from shindan.util.atomic import check_replaceable
+    from shindan.util.atomic import atomic_path, check_replaceable
 
     if not images.exists():
         raise InputError(f"{images}: no such file or folder")
@@ -277,5 +278,6 @@ def train(
         licence=licence,
         progress=not quiet,
     )
-    (out / "training_log.json").write_text(json.dumps(res, indent=1, default=str) + "\n")
+    with atomic_path(out / "training_log.json") as tmp:
+        tmp.write_text(json.dumps(res, indent=1, default=str) + "\n")
     typer.echo(f"wrote {out}", err=True)

@@ -81,6 +81,13 @@ def _terminated(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+def _command_name() -> str:
+    # "shindan classify train" / "shindan explain" from argv, for messages about a command
+    args = [a for a in sys.argv[1:] if not a.startswith("-")]
+    depth = 2 if args and args[0] in ("kidney", "nuclei", "classify", "ct") else 1
+    return " ".join(["shindan", *args[:depth]])
+
+
 def main() -> None:
     """Console-script entry point."""
     signal.signal(signal.SIGTERM, _terminated)
@@ -99,6 +106,14 @@ def main() -> None:
             sys.exit(code)
     except ShindanError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except ImportError as exc:
+        # a torch-only path reached without the train extra: name the extra, no traceback
+        from shindan.util.extras import missing_train_message, train_module_missing
+
+        if not train_module_missing(exc):
+            raise
+        print(f"error: {missing_train_message(_command_name())}", file=sys.stderr)
         sys.exit(2)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

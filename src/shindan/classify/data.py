@@ -11,13 +11,15 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import Dataset
 
 from shindan.errors import InputError
+
+if TYPE_CHECKING:  # torch is the train extra; listing and reading images need none of it
+    import torch
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
 
@@ -201,14 +203,19 @@ def load_table(
 
 def normalise(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """uint8 (H, W, C) → float32 tensor (C, H, W) scaled to [0, 1], minus mean, over std."""
+    import torch
+
     x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
     m = torch.as_tensor(mean, dtype=torch.float32).view(-1, 1, 1)
     s = torch.as_tensor(std, dtype=torch.float32).view(-1, 1, 1)
     return (x - m) / s
 
 
-class ImageDataset(Dataset):
+class ImageDataset:
     """Decodes ``table``'s images, applies ``transform`` (uint8 HWC → uint8 HWC), normalises.
+
+    A map-style torch dataset (``len`` and indexing, all a ``DataLoader`` needs), defined
+    without torch's base class so that this module imports without the train extra.
 
     ``transform`` receives ``(image, rng)`` where ``rng`` is a numpy Generator seeded from
     torch's stream, so augmentation is reproducible under :func:`torch.manual_seed`.
@@ -234,6 +241,8 @@ class ImageDataset(Dataset):
         return len(self.table)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        import torch
+
         rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,))))
         image = self.transform(read_rgb(self.table.paths[i]), rng)
         return normalise(image, self.mean, self.std), int(self.table.labels[i])

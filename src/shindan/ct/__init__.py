@@ -16,11 +16,40 @@ Examples
 (4, 64, 64)
 """
 
-from shindan.ct.dicom import Grid, Series, SeriesHeader, load_series, only_ct, scan_dicom
-from shindan.ct.lesion import LesionBox, LesionInput, crop_lesion, lesion_input, stack_phases
-from shindan.ct.phases import PHASES, assign_phases, guess_phase, read_phase_map
-from shindan.ct.resample import resample, resample_array
-from shindan.ct.window import WINDOWS, Window, apply_window, get_window
+import importlib
+import sys
+import types
+from typing import Any
+
+# Exported names load their module on first use: importing a submodule (the CLI's
+# ``shindan.ct.cli``) runs this file, and pydicom + scikit-image would add ~1 s to every start.
+_SOURCES = {
+    "dicom": ("Grid", "Series", "SeriesHeader", "load_series", "only_ct", "scan_dicom"),
+    "lesion": ("LesionBox", "LesionInput", "crop_lesion", "lesion_input", "stack_phases"),
+    "phases": ("PHASES", "assign_phases", "guess_phase", "read_phase_map"),
+    "resample": ("resample", "resample_array"),
+    "window": ("WINDOWS", "Window", "apply_window", "get_window"),
+}
+_MODULE_OF = {name: module for module, names in _SOURCES.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MODULE_OF:
+        return getattr(importlib.import_module(f"shindan.ct.{_MODULE_OF[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class _Package(types.ModuleType):
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Importing the submodule ``resample`` binds it here; the name stays the function,
+        # as when this file imported every name eagerly.
+        if name in _MODULE_OF and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
 
 __all__ = [
     "PHASES",

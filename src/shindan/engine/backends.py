@@ -7,15 +7,21 @@ Every backend takes the same input (N, H, W, C) uint8 and returns float32 probab
 from __future__ import annotations
 
 import os
+import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from shindan.engine.tta import tta_logits
 from shindan.errors import ModelError
-from shindan.models import ModelCard, load_card, load_network
+from shindan.models import ModelCard, load_card
+from shindan.util.extras import has_train, require_train
+
+if TYPE_CHECKING:  # torch is the train extra: imported only by the torch backends
+    import torch
 
 BACKENDS = ("auto", "onnx", "torch", "torch-bf16")
 
@@ -24,13 +30,32 @@ def _threads() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
 
 
+def cuda_available() -> bool:
+    """Whether torch is installed and sees a CUDA device.
+
+    Without an NVIDIA driver the answer is no without importing torch (3 s); ONNX analysis
+    on the base install never imports it.
+    """
+    if not (Path("/proc/driver/nvidia").exists() or shutil.which("nvidia-smi")):
+        return False
+    if not has_train():
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def default_device() -> torch.device:
     """CUDA when present, else the CPU."""
+    import torch
+
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def bf16_supported() -> bool:
     """Whether this CPU has native bf16 matrix instructions (else autocast is slower)."""
+    import torch
+
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
     fn = getattr(torch.backends.cpu, "get_cpu_capability", None)
@@ -95,6 +120,11 @@ class Predictor(ABC):
 
 class TorchPredictor(Predictor):
     def __init__(self, card: ModelCard, bf16: bool = False, device: str | None = None):
+        require_train("the torch backend")
+        import torch
+
+        from shindan.models.network import load_network
+
         super().__init__(card)
         self.device = torch.device(device) if device else default_device()
         self.net = load_network(card).to(self.device)
@@ -103,6 +133,8 @@ class TorchPredictor(Predictor):
         torch.set_num_threads(_threads())
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
+        import torch
+
         t = torch.from_numpy(x).to(self.device)
         with (
             torch.inference_mode(),
@@ -148,7 +180,7 @@ def load_predictor(model: str | ModelCard, backend: str = "auto") -> Predictor:
     if backend not in BACKENDS:
         raise ModelError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
     if backend == "auto":
-        if torch.cuda.is_available():
+        if cuda_available():
             backend = "torch"
         elif card.onnx_path is not None and card.onnx_path.exists():
             backend = "onnx"

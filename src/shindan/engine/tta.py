@@ -7,28 +7,32 @@ applying the same view again. Works on numpy arrays and torch tensors laid out (
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
-import torch
 
 from shindan.errors import ModelError
 
-T = TypeVar("T", np.ndarray, torch.Tensor)
+if TYPE_CHECKING:  # torch tensors work too, without importing torch for numpy input
+    import torch
+
+T = TypeVar("T", np.ndarray, "torch.Tensor")
 
 VIEWS = ("hflip", "vflip", "rot180", "transpose")
 
 
 def _flip(x: T, axes: tuple[int, ...]) -> T:
-    if isinstance(x, torch.Tensor):
-        return torch.flip(x, axes)
-    return np.ascontiguousarray(np.flip(x, axes))
+    if isinstance(x, np.ndarray):
+        return np.ascontiguousarray(np.flip(x, axes))
+    import torch
+
+    return torch.flip(x, axes)
 
 
 def _transpose(x: T) -> T:
-    if isinstance(x, torch.Tensor):
-        return x.transpose(-1, -2).contiguous()
-    return np.ascontiguousarray(np.swapaxes(x, -1, -2))
+    if isinstance(x, np.ndarray):
+        return np.ascontiguousarray(np.swapaxes(x, -1, -2))
+    return x.transpose(-1, -2).contiguous()
 
 
 _APPLY: dict[str, Callable] = {

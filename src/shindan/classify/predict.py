@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shindan.classify.augment import resize
+from shindan.engine.augment import resize
 from shindan.classify.data import list_images, read_rgb
 from shindan.engine import Predictor, load_predictor
 from shindan.models import ModelCard

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 from skimage.color import hed2rgb, rgb2hed
 
-from shindan.classify.augment import affine, jpeg
+from shindan.engine.augment import affine, jpeg
 from shindan.errors import InputError
 
 # Another basis of stain vectors (rows: haematoxylin, eosin, residual; as RGB optical density),

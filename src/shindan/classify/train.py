@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from shindan.classify.augment import Augmenter, Resize
+from shindan.engine.augment import Augmenter, Resize
 from shindan.classify.data import ImageDataset, ImageTable, load_table
 from shindan.classify.shifts import SHIFTS, describe, get_shift
 from shindan.classify.splits import train_val_test

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from shindan.classify.augment import crop_box, resize
+from shindan.engine.augment import crop_box, resize
 from shindan.classify.data import IMAGE_SUFFIXES, list_images, read_mask, read_rgb
 from shindan.classify.predict import input_crop
 from shindan.errors import InputError

@@ -591,7 +591,7 @@ def make_compartment_sampler(
     ``zoom``: scale jitter of real tiles and phantoms (PAS images, whose scale is estimated,
     get a range 1.2× wider each way); ``harmonised_prob``: see :func:`composite`;
     ``stain_strength``, ``density``, ``grey_prob``: see
-    :func:`shindan.kidney.augment.stain_augment`; ``transfer``: chance of first re-colouring
+    :func:`shindan.engine.augment.stain_augment`; ``transfer``: chance of first re-colouring
     a tile to a random training slide's colour statistics (``data.stain_refs``; a PAS one
     with chance ``transfer_pas``), see :func:`transfer_stain`; ``glomerulus_focus``: chance
     that a crop of a real tile or PAS image is placed on a glomerulus (glomeruli cover a few %
@@ -600,7 +600,7 @@ def make_compartment_sampler(
     transfer re-colours a crop only to references of its own stain (a PAS glomerulus turned
     H&E-pink looks like a pale H&E tubule, and teaches tubules to be glomeruli).
     """
-    from shindan.kidney.augment import flip_rotate, stain_augment
+    from shindan.engine.augment import flip_rotate, stain_augment
 
     sources = [
         (p, s)

@@ -283,8 +283,8 @@ def make_sampler(
 ):
     """A training-tile sampler: random crop, dihedral transform, stain jitter (``stain``:
     strength; ``density``: range of a global stain-intensity factor, see
-    :func:`shindan.kidney.augment.hed_jitter`), scale jitter."""
-    from shindan.kidney.augment import flip_rotate, stain_augment
+    :func:`shindan.engine.augment.hed_jitter`), scale jitter."""
+    from shindan.engine.augment import flip_rotate, stain_augment
 
     weights = np.array([s.image.shape[0] * s.image.shape[1] for s in samples], float)
     weights /= weights.sum()

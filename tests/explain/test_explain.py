@@ -7,7 +7,14 @@ import pytest
 from PIL import Image
 
 from shindan.errors import InputError
-from shindan.explain.cam import METHODS, cam_in_mask, default_layer, make_explainer
+from shindan.explain.cam import (
+    METHODS,
+    cam_in_mask,
+    colour_bar,
+    default_layer,
+    make_explainer,
+    overlay,
+)
 from shindan.explain.run import explain
 from tests.classify.synth import make_tree, tiny_options
 
@@ -50,7 +57,8 @@ def test_explain_outputs_with_masks(model, tree, tmp_path):
         stem = r["image"].rsplit("/", 1)[-1][:-4]
         cam_png = out / f"{stem}_cam.png"
         assert cam_png.exists()
-        assert Image.open(cam_png).size == (48, 48)  # the input's own size
+        # the input's own grid, then the colour bar
+        assert Image.open(cam_png).size == (48 + colour_bar(48).shape[1], 48)
         # NaN: Grad-CAM can be all zero (no positive evidence); written as an empty cell.
         assert np.isnan(r["cam_in_mask"]) or 0.0 <= r["cam_in_mask"] <= 1.0
         assert r["true"] == r["image"].split("/")[-2]
@@ -110,3 +118,15 @@ def test_shipped_glomerulosclerosis_on_real_masks(shared_data, tmp_path):
     rows = explain("glomerulosclerosis", images, tmp_path, masks=root / "masks", progress=False)
     assert [r["true"] for r in rows] == ["GS", "GS", "nonGS", "nonGS"]
     assert all(0 <= r["cam_in_mask"] <= 1 for r in rows)
+
+
+def test_cam_png_has_a_colour_bar():
+    image = np.full((120, 100, 3), 200, np.uint8)
+    cam = np.zeros((120, 100), np.float32)
+    out = overlay(image, cam)
+    assert out.shape[0] == 120 and out.shape[1] > 100
+    np.testing.assert_array_equal(out[:, :100], overlay(image, cam, bar=False))
+    bar = out[:, 100:]
+    # jet from red (1, top) to blue (0, bottom) in the bar's strip
+    top, bottom = bar[10, 2].astype(int), bar[-10, 2].astype(int)
+    assert top[0] > top[2] + 60 and bottom[2] > bottom[0] + 60

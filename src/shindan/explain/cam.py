@@ -177,9 +177,52 @@ def upsample(cam: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return cv2.resize(cam, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
 
 
-def overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """RGB uint8 image with the heatmap (jet colours) blended on top at ``alpha``."""
-    heat = cv2.applyColorMap(np.clip(cam * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)
-    heat = cv2.cvtColor(heat, cv2.COLOR_BGR2RGB).astype(np.float32)
+def _jet(values: np.ndarray) -> np.ndarray:
+    heat = cv2.applyColorMap(np.clip(values * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)
+    return cv2.cvtColor(heat, cv2.COLOR_BGR2RGB)
+
+
+def colour_bar(height: int) -> np.ndarray:
+    """The heatmap's colour scale as an RGB panel ``height`` px tall: a jet strip from 1 (top,
+    most attention) to 0 (bottom) on white, labelled "1" and "0" when tall enough to read.
+
+    Examples
+    --------
+    >>> bar = colour_bar(200)
+    >>> bar.shape[0], bar.shape[2]
+    (200, 3)
+    """
+    width = max(12, height // 6)
+    panel = np.full((height, width, 3), 255, np.uint8)
+    strip = max(4, width // 3)
+    pad = max(1, height // 20)
+    values = np.linspace(1.0, 0.0, height - 2 * pad)[:, None].repeat(strip, axis=1)
+    panel[pad : height - pad, 1 : 1 + strip] = _jet(values)
+    if height >= 96:  # tick labels, black on white beside the strip
+        scale = height / 400
+        for text, y in (("1", pad + int(14 * scale) + 2), ("0", height - pad)):
+            cv2.putText(
+                panel,
+                text,
+                (strip + 3, y),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                scale,
+                (0, 0, 0),
+                max(1, int(scale * 2)),
+                cv2.LINE_AA,
+            )
+    return panel
+
+
+def overlay(
+    image: np.ndarray, cam: np.ndarray, alpha: float = 0.45, bar: bool = True
+) -> np.ndarray:
+    """RGB uint8 image with the heatmap (jet colours) blended on top at ``alpha``.
+
+    With ``bar`` a :func:`colour_bar` is put on the right: the left ``image.shape[1]``
+    columns stay on the image's own pixel grid.
+    """
+    heat = _jet(cam).astype(np.float32)
     out = (1 - alpha) * image.astype(np.float32) + alpha * heat
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    out = np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    return np.concatenate([out, colour_bar(out.shape[0])], axis=1) if bar else out

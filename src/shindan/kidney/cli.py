@@ -20,6 +20,19 @@ def _fmt(score: float | None, digits: int) -> str:
     return "n/a (no tubule or interstitium)" if score is None else f"{score:.{digits}f}"
 
 
+def _glomeruli(s: dict) -> str:
+    """The glomerulus count, regions for review apart, and the Banff adequacy verdict."""
+    g, a = s["glomeruli"], s.get("adequacy")
+    review = f" (+{g['review']} for review, not counted)" if g.get("review") else ""
+    verdict = f"  arteries {a['arteries']}  adequacy {a['verdict']}" if a else ""
+    return f"{g['count']}{review}{verdict}"
+
+
+def _warnings(s: dict) -> str:
+    """The case's warnings, one per line under its summary (shown even with --quiet)."""
+    return "".join(f"\n  warning: {w}" for w in s.get("warnings", ()))
+
+
 @app.command()
 def analyze(
     inputs: Annotated[list[Path], typer.Argument(help="Slides, images or folders of them.")],
@@ -53,7 +66,7 @@ def analyze(
             scale = f"  (its own {s['input_mpp']:g} µm/px, not --mpp)"
         typer.echo(
             f"{r.case}: fibrosis {_fmt(s['interstitial_fibrosis'], 3)}  inflammation "
-            f"{_fmt(s['inflammation'], 4)}  glomeruli {s['glomeruli']['count']}{scale}",
+            f"{_fmt(s['inflammation'], 4)}  glomeruli {_glomeruli(s)}{scale}{_warnings(s)}",
             err=True,
         )
     typer.echo(f"wrote {Path(out) / 'cohort.csv'}", err=True)
@@ -82,7 +95,7 @@ def register_demo(root: typer.Typer) -> None:
             f"fibrosis {_fmt(s['interstitial_fibrosis'], 3)} "
             f"(truth {_fmt(truth['interstitial_fibrosis'], 3)})"
             f"  inflammation {_fmt(s['inflammation'], 4)} (truth {_fmt(truth['inflammation'], 4)})"
-            f"  glomeruli {s['glomeruli']['count']} (truth {truth['glomeruli']['count']})",
+            f"  glomeruli {_glomeruli(s)} (truth {truth['glomeruli']['count']}){_warnings(s)}",
             err=True,
         )
         typer.echo(f"report: {result.out_dir / 'report.html'}", err=True)

@@ -19,6 +19,27 @@ from shindan.util.atomic import check_output_file, check_replaceable
 MIN_SIZE = 2000
 
 
+def demo_notes(models: KidneyModels) -> list[str]:
+    """The demo's headline warning: a phantom of the family a model was trained on scores
+    better than real slides would, so its scores are an upper bound."""
+    trained_on = [
+        p.card.name
+        for p in (models.compartments, models.nuclei, models.glomerulosclerosis)
+        if p is not None
+        and (
+            p.card.data["training"].get("includes_synthetic")
+            or p.card.data["training"].get("synthetic")
+        )
+    ]
+    if not trained_on:
+        return []
+    return [
+        f"demo: the training data of {', '.join(trained_on)} includes synthetic data, "
+        "shindan.phantom biopsies of this very family: the scores on this phantom are an "
+        "upper bound of what the models do on real slides"
+    ]
+
+
 def run_demo(
     out: str | Path,
     *,
@@ -43,7 +64,14 @@ def run_demo(
     slide_path = out / "phantom.tiff"
     scene = write_phantom(slide_path, size, int(size * 0.6), mpp=0.5, seed=seed, progress=progress)
     models = KidneyModels.load(backend=backend)
-    (result,) = analyze([slide_path], out, backend=backend, progress=progress, models=models)
+    (result,) = analyze(
+        [slide_path],
+        out,
+        backend=backend,
+        progress=progress,
+        models=models,
+        notes=demo_notes(models),
+    )
     true = truth(scene, mpp=result.scores["mpp"])
     copy_truth(true, out / "truth.json")
     copy_truth(true, out / result.case / "truth.json")

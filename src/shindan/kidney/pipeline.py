@@ -13,7 +13,7 @@ import json
 import math
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,7 +107,12 @@ class KidneyModels:
                     "version": p.card.version,
                     "folder": str(p.card.directory),
                     "backend": p.backend,
-                    "synthetic_training_data": bool(p.card.data["training"].get("synthetic")),
+                    # any synthetic data at all: the demo's phantoms are in the compartments'
+                    "synthetic_training_data": bool(
+                        p.card.data["training"].get("synthetic")
+                        or p.card.data["training"].get("includes_synthetic")
+                    ),
+                    "synthetic_training_data_only": bool(p.card.data["training"].get("synthetic")),
                     "training_data": p.card.data["training"]["data"],
                 }
         return out
@@ -303,6 +308,7 @@ def analyze_case(
     case: str | None = None,
     progress: bool = True,
     nuclei_fn: NucleiFn | None = None,
+    notes: Sequence[str] = (),
 ) -> CaseResult:
     """Analyse one slide or image; writes ``out/<case>/`` (see the contract).
 
@@ -313,9 +319,11 @@ def analyze_case(
     models : KidneyModels
     mpp : float, optional
         µm/px of the input when the file records none (a file's own µm/px is kept).
+    notes : warnings to head ``scores.json`` ``warnings`` and the report (the demo's)
     nuclei_fn : callable, optional
         ``f(rgb, mpp) -> instance labels``; defaults to the ``nuclei`` model of ``models``.
     """
+    from shindan.kidney.checks import case_checks, model_cards
     from shindan.report.kidney import write_kidney_report
     from shindan.report.overlay import overlay_image
 
@@ -372,15 +380,16 @@ def analyze_case(
             "areas_um2": {k: round(v, 2) for k, v in acc.areas_um2.items()},
             "interstitial_nuclei_um2": round(acc.interstitial_nuclei_um2, 2),
             "nuclei": nuclei_stats,
-            "glomeruli": {
-                "count": len(glomeruli),
-                "sclerosed": (
-                    sum(bool(g.sclerosed) for g in glomeruli)
-                    if models.glomerulosclerosis is not None
-                    else None
-                ),
-                "items": [g.as_dict() for g in glomeruli],
-            },
+            # glomeruli (review regions not counted), stain, domains, adequacy, warnings
+            **case_checks(
+                slide,
+                labels,
+                o_mpp,
+                [g.as_dict() for g in glomeruli],
+                model_cards(models),
+                acc.areas_um2,
+                notes,
+            ),
             "mpp": o_mpp,
             "input_mpp": slide.mpp,
             "input_mpp_source": slide.mpp_source,
@@ -405,6 +414,8 @@ def analyze_case(
 
 def cohort_row(result: CaseResult) -> dict[str, object]:
     """One ``cohort.csv`` row: the scores as columns."""
+    from shindan.kidney.checks import checks_columns
+
     s = result.scores
     row: dict[str, object] = {
         "case": result.case,
@@ -414,6 +425,7 @@ def cohort_row(result: CaseResult) -> dict[str, object]:
     row.update({f"area_{k}_um2": v for k, v in s["areas_um2"].items()})
     row["glomeruli"] = s["glomeruli"]["count"]
     row["glomeruli_sclerosed"] = s["glomeruli"]["sclerosed"]
+    row.update(checks_columns(s))
     row["interstitial_nuclei"] = (s["nuclei"] or {}).get("interstitial_count")
     row["mpp"] = s["mpp"]
     row["input"] = s["input"]["path"]  # traces image_2 back to its file
@@ -433,6 +445,7 @@ def analyze(
     backend: str = "auto",
     progress: bool = True,
     models: KidneyModels | None = None,
+    notes: Sequence[str] = (),
 ) -> list[CaseResult]:
     """Analyse every input into ``out/<case>/`` and write ``out/cohort.csv``.
 
@@ -454,7 +467,7 @@ def analyze(
     models = models or KidneyModels.load(backend=backend)
     out.mkdir(parents=True, exist_ok=True)
     results = [
-        analyze_case(f, out, models, mpp=mpp, case=c, progress=progress)
+        analyze_case(f, out, models, mpp=mpp, case=c, progress=progress, notes=notes)
         for f, c in zip(files, cases, strict=True)
     ]
     write_cohort(out, [cohort_row(r) for r in results])

@@ -11,13 +11,25 @@ import cv2
 import numpy as np
 from PIL import Image
 
-# Colours per compartment code (non-tissue transparent); shown in the report's legend.
+# Colours per compartment code (non-tissue transparent); shown in the report's legend. The
+# Okabe-Ito colour-blind-safe palette (Okabe & Ito 2008): yellow, bluish green, blue,
+# vermillion; interstitial nuclei are black dots ringed in white. Every pair stays at least
+# 12 CIEDE2000 apart for normal vision and simulated protanopia, deuteranopia and tritanopia
+# (tests/report/test_legibility.py); the old vessel red and nucleus red were 7-9 apart.
 PALETTE = {
-    1: ("interstitium", (240, 200, 40)),
-    2: ("glomerulus", (40, 180, 60)),
-    3: ("tubule", (50, 110, 230)),
-    4: ("vessel", (220, 50, 50)),
+    1: ("interstitium", (240, 228, 66)),
+    2: ("glomerulus", (0, 158, 115)),
+    3: ("tubule", (0, 114, 178)),
+    4: ("vessel", (213, 94, 0)),
 }
+NUCLEUS_DOT = ("interstitial nucleus", (0, 0, 0))
+NUCLEUS_RING = (255, 255, 255)
+
+
+def dot_radius(width: int) -> int:
+    """Radius (px) of a nucleus dot on an overlay ``width`` px wide: about 2 px on a report
+    shown 1,000 px wide, plus a 1 px ring, so it stays visible."""
+    return max(2, round(width / 500))
 
 
 def colorize(labels: np.ndarray) -> np.ndarray:
@@ -62,7 +74,9 @@ def overlay_image(
                 continue
             pts = np.asarray(feat["geometry"]["coordinates"][0], np.float32) * scale
             cx, cy = pts.mean(axis=0)
-            cv2.circle(out, (int(cx), int(cy)), max(1, int(w / 800)), (200, 0, 0), -1)
+            r = dot_radius(w)
+            cv2.circle(out, (int(cx), int(cy)), r + 1, NUCLEUS_RING, -1, lineType=cv2.LINE_AA)
+            cv2.circle(out, (int(cx), int(cy)), r, NUCLEUS_DOT[1], -1, lineType=cv2.LINE_AA)
     return out
 
 

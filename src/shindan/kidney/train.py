@@ -28,11 +28,13 @@ from shindan.io.annotations import (
 from shindan.io.inputs import pair_annotations
 from shindan.kidney.cleanup import min_region_areas, remove_small_regions
 from shindan.kidney.data import (
+    AAPI_MPP,
     AAPI_TILES,
     AIDPATH_CROP_MPP,
     AIDPATH_LABS,
     CLASSES,
     GLOMERULUS,
+    HUBMAP_MPP,
     INTERSTITIUM,
     LABEL_SETS,
     TUBULE,
@@ -225,6 +227,53 @@ RECIPE_SAMPLER = {
 # easily eaten by its neighbours; vessels are not up-weighted (a weight of 2 made v1.1 call
 # pale tubules vessel).
 RECIPE_CLASS_WEIGHTS = (1.0, 1.5, 1.0, 1.0, 1.0)
+
+
+def builtin_domain(aidpath: bool, phantoms: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The card's ``domain`` and ``training.scales`` of the built-in recipe (where the model
+    was trained, so an analysis can mark inputs outside it; the scale of each source)."""
+    scales = [
+        {
+            "data": "AAPI H&E tiles and cut-outs (tiles-aapi-he, compartments-aapi-he)",
+            "mpp": AAPI_MPP,
+            "source": "stated by the data's README (40x)",
+        },
+        {
+            "data": "HuBMAP PAS (glomeruli-hubmap-pas)",
+            "mpp": HUBMAP_MPP,
+            "source": "estimated: the images carry no scale; their glomeruli measure 190 px "
+            "(median equivalent diameter) against 180 µm for the AAPI glomeruli "
+            "(shindan.kidney.data.HUBMAP_MPP)",
+        },
+    ]
+    if aidpath:
+        scales.append(
+            {
+                "data": "AIDPATH PAS glomerulus crops (glomerulosclerosis-aidpath)",
+                "mpp": AIDPATH_CROP_MPP,
+                "source": "nominal: the source resized every crop to 224 px whatever the "
+                "glomerulus size, so the scale varies (shindan.kidney.data.AIDPATH_CROP_MPP)",
+            }
+        )
+    if phantoms:
+        scales.append(
+            {
+                "data": "shindan.phantom synthetic biopsies",
+                "mpp": 0.5,
+                "source": "generated at this scale",
+            }
+        )
+    domain = {
+        "stains": ["H&E", "PAS"],
+        "mpp": [AAPI_MPP, HUBMAP_MPP],
+        "mpp_note": "trained at 1.0 µm/px from AAPI H&E at 0.25 µm/px, HuBMAP PAS at about "
+        "0.95 µm/px"
+        + (" and AIDPATH PAS crops at about 0.9 µm/px" if aidpath else "")
+        + "; inputs coarser than about 1.4 µm/px lack detail it learnt from",
+        "tissue": "human kidney: transplant biopsies (AAPI), kidney tissue sections (HuBMAP)"
+        + (", glomerulus crops (AIDPATH)" if aidpath else ""),
+    }
+    return domain, scales
 
 
 def heldout_notes(test_tile: str, val_tile: str, aidpath_train_labs: Sequence[str] = ()) -> str:
@@ -434,6 +483,7 @@ def train_compartments(
     init: str | None = None,
     encoder: str = DEFAULT_ENCODER,
     decoder_channels: Sequence[int] = DEFAULT_DECODER,
+    pretrained: str | None = None,
     config: TrainConfig | None = None,
     tile: int = 256,
     test_tile: str = "HE_001",
@@ -455,7 +505,9 @@ def train_compartments(
     some, AAPI tile ``test_tile`` held out) and the held-out scores go into the card;
     otherwise ``inputs`` + ``annotations`` are used, with every fifth image (or, with a
     single image, its right fifth) kept for validation. ``encoder`` and ``decoder_channels``
-    shape a new U-Net (a fine-tuned model keeps the architecture of ``init``).
+    shape a new U-Net (a fine-tuned model keeps the architecture of ``init``); ``pretrained``
+    (a key of :data:`~shindan.models.pretrained.PRETRAINED`) starts a new model's encoder from
+    those weights, with their encoder and input normalisation.
     ``glomerulus_focus``: chance that a
     crop of a labelled image is placed on a glomerulus (see
     :func:`~shindan.kidney.data.make_compartment_sampler`); ``aidpath_train_labs``: AIDPATH labs
@@ -470,12 +522,14 @@ def train_compartments(
     ------
     InputError
         If the annotations label one class only and ``unannotated`` is ``"ignore"``: such a
-        model learns to call everything that class.
+        model learns to call everything that class; or if ``pretrained`` comes with ``init``.
     """
     from shindan.engine import load_predictor
     from shindan.models import load_card, load_network, save_model
 
     say = log or (lambda s: print(s, file=sys.stderr))
+    if pretrained and init:
+        raise InputError("--pretrained starts a new model; it cannot be combined with --init")
     cfg = config or TrainConfig()
     cfg.label_sets = {k: list(v) for k, v in LABEL_SETS.items()}
     if builtin is not None and cfg.class_weights is None:
@@ -492,8 +546,19 @@ def train_compartments(
         card.setdefault("limits", skeleton["limits"])
         card.setdefault("postprocess", skeleton["postprocess"])
     else:
+        if pretrained:
+            from shindan.models.pretrained import PRETRAINED
+
+            encoder = PRETRAINED[pretrained].smp_encoder
         card = compartments_card(target_mpp, encoder=encoder, decoder_channels=decoder_channels)
         net = None
+        if pretrained:  # the weights expect their own input normalisation
+            from shindan.models import build_network
+            from shindan.models.pretrained import load_pretrained_encoder
+
+            entry = PRETRAINED[pretrained]
+            card["input"] = {**card["input"], "mean": list(entry.mean), "std": list(entry.std)}
+            net = load_pretrained_encoder(build_network(card), pretrained)
     if builtin is not None:
         say(f"loading the built-in real-data recipe from {builtin} at {target_mpp} µm/px")
         sets = builtin_data(
@@ -559,6 +624,19 @@ def train_compartments(
                 "Research use; not a medical device.",
             ]
     card["training"] = {"data": data_note, "licence": licence, "command": command, "seed": cfg.seed}
+    if builtin is not None:
+        card["domain"], card["training"]["scales"] = builtin_domain(
+            bool(aidpath_train_labs), phantoms
+        )
+        card["training"]["includes_synthetic"] = bool(phantoms)
+    if pretrained and not init:
+        from shindan.models.pretrained import init_record
+
+        rec = init_record(pretrained)
+        card["training"]["init"] = rec
+        card["training"]["licence"] += (
+            f"; encoder initialised from {rec['package']}: {rec['licence']}"
+        )
     if init:
         card = as_fine_tune(card, base)
     sampler = make_compartment_sampler(

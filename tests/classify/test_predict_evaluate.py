@@ -49,7 +49,7 @@ def test_predict_errors_leave_nothing(tiny_model, tmp_path):
 
 def test_evaluate_outputs(tiny_model, image_tree, tmp_path):
     out = tmp_path / "eval"
-    r = evaluate(tiny_model, image_tree, out, n_boot=50, progress=False)
+    r = evaluate(tiny_model, image_tree, out, split="all", n_boot=50, progress=False, log=print)
     assert r["n"] == 48
     m = json.loads((out / "metrics.json").read_text())
     assert m["accuracy"] == pytest.approx(r["accuracy"])
@@ -83,6 +83,25 @@ def test_evaluate_held_out_split_and_shift(tiny_model, image_tree, tmp_path):
     assert s["shift"] == "jpeg-15" and s["n"] == r["n"]
     with pytest.raises(InputError, match="split"):
         evaluate(tiny_model, image_tree, tmp_path / "x", split="nope", progress=False)
+
+
+def test_evaluate_defaults_to_held_out_on_training_data(tiny_model, image_tree, tmp_path):
+    from shindan.models import load_card
+    from tests.classify.synth import make_tree
+
+    held_out = load_card(tiny_model).data["training"]["split"]["test"]
+    said: list[str] = []
+    r = evaluate(tiny_model, image_tree, tmp_path / "a", n_boot=0, progress=False, log=said.append)
+    assert r["n"] == held_out < 48 and r["split"] == "test" and r["training_data"]
+    assert len(said) == 1 and said[0].startswith("note: ") and "held-out fold" in said[0]
+    said.clear()  # asked for every image: scored, with a warning
+    r = evaluate(tiny_model, image_tree, tmp_path / "b", split="all", n_boot=0, progress=False,
+                 log=said.append)  # fmt: skip
+    assert r["n"] == 48 and len(said) == 1 and said[0].startswith("warning: ")
+    said.clear()  # other images of the same classes: all of them, no warning
+    other = make_tree(tmp_path / "other", per_class=5, seed=3)
+    r = evaluate(tiny_model, other, tmp_path / "c", n_boot=0, progress=False, log=said.append)
+    assert r["n"] == 15 and r["split"] == "all" and not r["training_data"] and not said
 
 
 def test_evaluate_rejects_foreign_labels(tiny_model, tmp_path):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from shindan import cli
@@ -37,6 +38,7 @@ def assert_one_line_error(code: int, err: str, pattern: str) -> None:
     assert pd.Series(lines).str.contains(pattern, regex=True).all(), lines[0]
 
 
+@pytest.mark.slow
 def test_train_evaluate_predict(train_cohort, test_cohort, tmp_path, monkeypatch, capsys):
     threads = torch.get_num_threads()
     model = tmp_path / "model"
@@ -117,6 +119,29 @@ def test_train_evaluate_predict(train_cohort, test_cohort, tmp_path, monkeypatch
     assert code == 0, err
     again = pd.read_csv(csv)
     np.testing.assert_allclose(again.p_malignant, pred.p_malignant, atol=1e-6)
+    # a rerun replaces the CSV it wrote (a user's CSV is refused: tests/test_outputs.py)
+    code, _, err = run_cli(monkeypatch, capsys, "ct", "predict", str(model), str(test_cohort),
+                           "--out", str(csv), "--quiet")  # fmt: skip
+    assert code == 0, err
+
+    # its own training cases: left out by default, scored with a warning on request
+    t = card["training"]
+    assert len(t["case_fingerprints"]["train"]) == t["train_cases"]
+    own = tmp_path / "own"
+    args = ["ct", "evaluate", str(model), str(train_cohort), "--n-boot", "0", "--quiet"]
+    code, _, err = run_cli(monkeypatch, capsys, *args, "--out", str(own))
+    assert code == 0, err
+    assert f"leaving out the {t['train_cases']} of 20 cases that trained" in err
+    res = json.loads((own / "evaluation.json").read_text())
+    assert res["metrics"]["n"] == t["validation_cases"] and res["split"] == "held-out"
+    assert res["training_cases"] == {"found": t["train_cases"], "left_out": True}
+    code, _, err = run_cli(monkeypatch, capsys, *args, "--out", str(own), "--split", "all")
+    assert code == 0, err
+    assert f"warning: {t['train_cases']} of the 20 cases trained" in err
+    assert json.loads((own / "evaluation.json").read_text())["metrics"]["n"] == 20
+    # unseen cases are not mistaken for training cases
+    res = json.loads((out / "evaluation.json").read_text())
+    assert res["training_cases"] == {"found": 0, "left_out": True}
 
 
 def test_logistic_models_of_scores():
@@ -181,6 +206,7 @@ def test_cli_errors(tmp_path, monkeypatch, capsys, shared_data):
     assert not (tmp_path / "e").exists()
 
 
+@pytest.mark.slow
 def test_console_script_one_line_error(tmp_path):
     p = subprocess.run(
         [SHINDAN, "ct", "info", str(tmp_path)], capture_output=True, text=True, timeout=300

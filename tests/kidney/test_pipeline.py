@@ -158,6 +158,31 @@ def test_reruns_keep_users_files_and_earlier_cohort_rows(tmp_path, models):
             analyze([img / "a.png"], bad, mpp=0.5, progress=False, models=models)
 
 
+def test_cohort_rows_name_their_input(tmp_path, models):
+    for sub in ("x", "y"):  # same file name twice: cases image and image_2
+        (tmp_path / sub).mkdir()
+        Image.fromarray(smooth_image(64, 96)).save(tmp_path / sub / "image.png")
+    out = tmp_path / "out"
+    (out / "old").mkdir(parents=True)  # a case from a run before the input column
+    (out / "old" / "scores.json").write_text("{}")
+    (out / "cohort.csv").write_text(
+        "case,interstitial_fibrosis,inflammation,mpp\nold,0.2,0.01,0.5\n"
+    )
+    files = [tmp_path / "x" / "image.png", tmp_path / "y" / "image.png"]
+    analyze(files, out, mpp=0.5, progress=False, models=models)
+    rows = list(csv.DictReader(open(out / "cohort.csv")))
+    assert [(r["case"], r["input"]) for r in rows] == [
+        ("old", ""),
+        ("image", str(files[0])),
+        ("image_2", str(files[1])),
+    ]
+    assert rows[0]["interstitial_fibrosis"] == "0.2"  # the earlier row is kept as it was
+    (out / "cohort.csv").write_text("my,own,table\n")  # a user's file of that name
+    with pytest.raises(InputError, match="not written by shindan"):
+        analyze(files[:1], out, mpp=0.5, progress=False, models=models)
+    assert (out / "cohort.csv").read_text() == "my,own,table\n"
+
+
 def test_inputs_with_one_name_get_distinct_case_folders(tmp_path, models):
     for sub in ("x", "y"):
         (tmp_path / sub).mkdir()

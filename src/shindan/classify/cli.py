@@ -132,7 +132,7 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Train a classifier, evaluate it on a held-out fold (and under domain shifts), save it."""
-    from shindan.models.network import MODEL_FILES
+    from shindan.models.card import MODEL_FILES
     from shindan.util.atomic import check_output_folder
 
     check_output_folder(out, MODEL_FILES)  # before any work, not after the training
@@ -249,8 +249,12 @@ def evaluate(
     ],
     split: Annotated[
         str,
-        typer.Option(help="'all' images, or 'test': the held-out fold recorded in the model card."),
-    ] = "all",
+        typer.Option(
+            help="'test': the held-out fold recorded in the model card; 'all' images (a warning "
+            "when they are the model's training data); 'auto': 'test' on the model's training "
+            "data (same images per class as its card records), else 'all'."
+        ),
+    ] = "auto",
     shift: Annotated[
         str | None,
         typer.Option(
@@ -281,6 +285,7 @@ def evaluate(
         n_boot=n_boot,
         positive=positive,
         progress=not quiet,
+        log=_err,
     )
     _err(
         f"wrote {out}: accuracy {r['accuracy']:.4f}, macro-F1 {r['macro_f1']:.4f}, "

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ from shindan.models import ModelCard
 from shindan.stats import classification_report
 from shindan.util.atomic import atomic_dir, check_output_folder
 
-SPLITS = ("all", "test")
+SPLITS = ("auto", "all", "test")
 # What ``out/`` holds: a rerun replaces these, and refuses a folder that holds anything else.
 EVALUATION_FILES = ("metrics.json", "predictions.csv", "report.html")
 
@@ -86,18 +88,37 @@ def held_out(table: ImageTable, card: ModelCard) -> ImageTable:
     return table.subset(test)
 
 
+def is_training_data(table: ImageTable, card: ModelCard) -> bool:
+    """Whether ``table`` holds the images ``card``'s model was trained on, as far as the card
+    tells: as many images of each class as its training data (or as one of its sites) had.
+
+    Examples
+    --------
+    >>> from shindan.models import load_card
+    >>> card = load_card("wbc")
+    >>> t = ImageTable((Path("a.jpg"),), np.zeros(1, np.int64), np.zeros(1), card.classes)
+    >>> is_training_data(t, card)
+    False
+    """
+    training = card.data.get("training", {})
+    recorded = [training.get("counts")] + [s.get("counts") for s in training.get("sites") or []]
+    mine = {c: n for c, n in table.counts().items() if n}
+    return any(mine == {c: n for c, n in r.items() if n} for r in recorded if r)
+
+
 def evaluate(
     model: str | Path,
     data: str | Path,
     out: str | Path,
     *,
-    split: str = "all",
+    split: str = "auto",
     shift: str | None = None,
     backend: str = "auto",
     batch_size: int = 64,
     n_boot: int = 1000,
     positive: str | None = None,
     progress: bool = True,
+    log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on labelled images and write ``out/`` atomically.
 
@@ -110,15 +131,19 @@ def evaluate(
     out : path
         Folder to write: ``metrics.json``, ``predictions.csv`` (with a ``true`` column),
         ``report.html``.
-    split : {"all", "test"}
+    split : {"auto", "all", "test"}
         ``test`` re-creates the held-out fold the card records (only meaningful on the
-        training data); ``all`` uses every image.
+        training data); ``all`` uses every image (with a warning when they are the model's
+        training data: its own training images score optimistically); ``auto`` is ``test``
+        on the model's training data (see :func:`is_training_data`), else ``all``.
     shift : str, optional
         A domain shift from :data:`shindan.classify.shifts.SHIFTS` applied before inference.
     n_boot : int
         Bootstrap resamples for the AUC confidence intervals.
     positive : str, optional
         For two classes: the class whose ROC curve the report shows first.
+    log : callable, optional
+        Where notes and warnings go (default: stderr).
 
     Returns
     -------
@@ -132,18 +157,46 @@ def evaluate(
     predictor = load_predictor(str(model), backend=backend)
     card = predictor.card
     group_pattern = (card.data.get("training", {}).get("split") or {}).get("group_pattern")
-    table = labelled_table(data, card, group_pattern if split == "test" else None)
+    table = labelled_table(data, card, group_pattern)
+    seen = is_training_data(table, card)
+    has_split = bool((card.data.get("training", {}).get("split") or {}).get("folds"))
+    say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    if split == "auto":
+        split = "test" if seen and has_split else "all"
     if split == "test":
+        n_all = len(table)
         table = held_out(table, card)
+        if seen:
+            say(
+                f"note: {data} matches {card.name}'s training data (images per class); scoring "
+                "its held-out fold "
+                f"({len(table)} of {n_all} images; --split all: every image)"
+            )
+    elif seen:
+        say(
+            f"warning: {data} matches the data {card.name} was trained on (images per class): "
+            "its training images score optimistically"
+            + ("; --split test scores only the held-out fold" if has_split else "")
+        )
     if positive is not None and positive not in card.classes:
         raise InputError(f"--positive {positive!r} is not a class of {card.name}")
     probs = predict_paths(predictor, table.paths, batch_size, transform, progress)
-    report = classification_report(table.labels, probs, card.classes, n_boot=n_boot)
+    predicted = predictor.labels(probs)
+    report = classification_report(
+        table.labels, probs, card.classes, n_boot=n_boot, predicted=predicted
+    )
+    if card.data.get("decision"):
+        from shindan.classify.calibrate import decision_metrics
+
+        report["decision"] = decision_metrics(
+            table.labels, probs, card.data["decision"], card.classes
+        )
     report.update(
         model=card.name,
         model_version=card.version,
         data=str(data),
         split=split,
+        training_data=seen,
         shift=shift,
         backend=predictor.backend,
     )
@@ -153,7 +206,7 @@ def evaluate(
     with atomic_dir(out, owned=EVALUATION_FILES) as tmp:
         (tmp / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
         names = [table.relative(p) for p in table.paths]
-        write_predictions(tmp / "predictions.csv", names, card.classes, probs)
+        write_predictions(tmp / "predictions.csv", names, card.classes, probs, predicted)
         _add_truth(tmp / "predictions.csv", [card.classes[i] for i in table.labels])
         render_report(tmp / "report.html", report, table.labels, probs, positive=positive)
     return report

@@ -180,7 +180,7 @@ def train(
     z_max (lesion box), box_units (mm or voxel), box_phase, label (benign/malignant), age, sex,
     size_mm, group (patient), mask (.npy, for --slice max-area), phase_map.
     """
-    from shindan.models.network import MODEL_FILES
+    from shindan.models.card import MODEL_FILES
     from shindan.util.atomic import check_output_folder
 
     check_output_folder(out, MODEL_FILES)  # before any work, not after the training
@@ -231,6 +231,13 @@ def evaluate(
     ],
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the AUC CI.")] = 1000,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    split: Annotated[
+        str,
+        typer.Option(
+            help="held-out: leave out the cases the model was trained on (its card records "
+            "them); all: every case (a warning names the training cases)."
+        ),
+    ] = "held-out",
     phase_map: PhaseMapOpt = None,
     threads: ThreadsOpt = 1,
     quiet: QuietOpt = False,
@@ -254,6 +261,8 @@ def evaluate(
         seed=seed,
         progress=not quiet,
         threads=threads,
+        split=split,
+        log=_err,
     )
     m = res["metrics"]
     auc = "n/a" if m["auc"] is None else f"{m['auc']:.3f}"

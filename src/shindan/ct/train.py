@@ -10,8 +10,10 @@ multivariable logistic model of the CNN score with age, sex and lesion size
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +45,8 @@ PREDICTION_COLUMNS = (
 )
 # What ``ct evaluate`` writes into its folder: a rerun replaces these, and nothing else.
 EVALUATION_FILES = ("evaluation.json", "predictions.csv")
+# ``ct evaluate --split``: the cases the model did not train on, or every case.
+SPLITS = ("held-out", "all")
 
 # Odds ratios are reported per these steps: per 0.1 of CNN score, per decade, per centimetre.
 OR_UNITS = {"cnn_score": 0.1, "age": 10.0, "size_mm": 10.0}
@@ -97,6 +101,28 @@ def _split(ds: LesionDataset, val_fraction: float, seed: int) -> tuple[np.ndarra
     skf = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     train, val = next(iter(skf.split(np.zeros(n), ds.labels, groups)))
     return np.sort(train), np.sort(val)
+
+
+def case_fingerprints(images: np.ndarray) -> list[str]:
+    """A short hash of each case's windowed input (N, C, H, W), rounded to 1e-3.
+
+    The same study, lesion box and input spec give the same fingerprint, so an evaluation can
+    tell which of its cases a model was trained on (the card records the training cases').
+
+    Examples
+    --------
+    >>> a = np.zeros((2, 4, 8, 8), np.float32)
+    >>> a[1, 0, 0, 0] = np.nan  # a missing phase
+    >>> f = case_fingerprints(a)
+    >>> len(f[0]), f[0] == f[1], f[0] == case_fingerprints(a[:1])[0]
+    (16, False, True)
+    """
+    out = []
+    for image in np.asarray(images):
+        a = np.round(np.asarray(image, np.float64), 3)
+        a = np.where(np.isnan(a), -1.0, a).astype(np.float32)
+        out.append(hashlib.sha256(a.tobytes()).hexdigest()[:16])
+    return out
 
 
 def _round_fp16(net: nn.Module) -> None:
@@ -264,6 +290,11 @@ def train_ct(
                 "cases": len(ds),
                 "train_cases": len(tr_idx),
                 "validation_cases": len(va_idx),
+                # which cases trained the model, so ct evaluate leaves them out
+                "case_fingerprints": {
+                    "train": case_fingerprints(ds.images[tr_idx]),
+                    "validation": case_fingerprints(ds.images[va_idx]),
+                },
                 "counts": {c: int((ds.labels == i).sum()) for i, c in enumerate(CLASSES)},
                 "split": "StratifiedGroupKFold by group (patient), shuffled with the seed",
                 "epochs": opts.epochs,
@@ -311,6 +342,18 @@ def predict_ct(
     Returns a DataFrame: ``case``, ``label`` (true, if given), ``prediction``, ``p_benign``,
     ``p_malignant``, ``age``, ``sex``, ``size_mm``.
     """
+    return _predict(model, cases_csv, phase_map=phase_map, progress=progress, threads=threads)[0]
+
+
+def _predict(
+    model: str | Path,
+    cases_csv: str | Path,
+    *,
+    phase_map: Mapping[str, str] | None = None,
+    progress: bool = True,
+    threads: int = 1,
+) -> tuple[pd.DataFrame, list[str]]:
+    """:func:`predict_ct`'s table, and each case's :func:`case_fingerprints`."""
     card, net = _load_ct_model(model)
     cases = read_cases(cases_csv, require_label=False)
     old = torch.get_num_threads()
@@ -320,7 +363,7 @@ def predict_ct(
         probs = _scores(net, ds)
     finally:
         torch.set_num_threads(old)
-    return pd.DataFrame(
+    table = pd.DataFrame(
         {
             "case": [c.case for c in cases],
             "label": [CLASSES[c.label] if c.label is not None else "" for c in cases],
@@ -332,6 +375,13 @@ def predict_ct(
             "size_mm": ds.sizes_mm,
         }
     )
+    return table[list(PREDICTION_COLUMNS)], case_fingerprints(ds.images)
+
+
+def _training_cases(card: Any, fingerprints: Sequence[str]) -> np.ndarray:
+    """Which of the cases (by fingerprint) trained the model, as its card records."""
+    recorded = (card.data.get("training", {}).get("case_fingerprints") or {}).get("train") or []
+    return np.isin(np.asarray(fingerprints, dtype=object), np.asarray(recorded, dtype=object))
 
 
 def logistic_models(pred: pd.DataFrame) -> dict[str, Any]:
@@ -377,8 +427,14 @@ def evaluate_ct(
     seed: int = 0,
     progress: bool = True,
     threads: int = 1,
+    split: str = "held-out",
+    log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Evaluate a CT model on labelled cases; write ``evaluation.json`` and ``predictions.csv``.
+
+    ``split`` ``held-out`` (the default) leaves out the cases the model was trained on (its
+    card records them), ``all`` scores every case, with a warning when some trained the model:
+    a model scores its own training cases optimistically.
 
     ``evaluation.json`` holds ``metrics`` (AUC with bootstrap 95% CI, accuracy, sensitivity and
     specificity at the Youden cut-off, accuracy at 0.5), ``report`` (the full classification
@@ -387,16 +443,41 @@ def evaluate_ct(
     """
     from shindan.stats.metrics import classification_report
 
+    if split not in SPLITS:
+        raise InputError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
     check_output_folder(out, EVALUATION_FILES)  # before any work
-    pred = predict_ct(model, cases_csv, phase_map=phase_map, progress=progress, threads=threads)
+    pred, fingerprints = _predict(
+        model, cases_csv, phase_map=phase_map, progress=progress, threads=threads
+    )
     if (pred["label"] == "").any():
         raise InputError(f"{cases_csv}: every case needs a label to evaluate")
+    card, _ = _load_ct_model(model)
+    seen = _training_cases(card, fingerprints)
+    say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    if seen.any() and split == "held-out":
+        if seen.all():
+            raise InputError(
+                f"{cases_csv}: all {len(seen)} cases trained {card.name}, none is held out; "
+                "--split all scores them anyway (optimistically)"
+            )
+        say(
+            f"note: leaving out the {int(seen.sum())} of {len(seen)} cases that trained "
+            f"{card.name}; scoring the {int((~seen).sum())} held-out ones (--split all: every case)"
+        )
+        pred = pred[~seen].reset_index(drop=True)
+    elif seen.any():
+        say(
+            f"warning: {int(seen.sum())} of the {len(seen)} cases trained {card.name}: their "
+            "scores are optimistic (the default --split held-out leaves them out)"
+        )
     y = (pred["label"] == "malignant").to_numpy(dtype=np.int64)
     probs = pred[["p_benign", "p_malignant"]].to_numpy()
-    card, _ = _load_ct_model(model)
     result = {
         "model": {"name": card.name, "version": card.version, "path": str(card.directory)},
         "cases": str(cases_csv),
+        "split": split,
+        # cases that trained the model (by the card's fingerprints), and whether they count
+        "training_cases": {"found": int(seen.sum()), "left_out": split == "held-out"},
         "metrics": binary_metrics(y, probs[:, 1], n_boot=n_boot, seed=seed),
         "report": _json_clean(
             classification_report(y, probs, list(CLASSES), n_boot=n_boot, seed=seed)

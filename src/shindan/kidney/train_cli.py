@@ -166,7 +166,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train or fine-tune the compartment model on your annotations or the built-in data."""
         from shindan.kidney.train import train_compartments
-        from shindan.models.network import MODEL_FILES
+        from shindan.models.card import MODEL_FILES
         from shindan.util.atomic import atomic_path, check_replaceable
 
         if builtin is None and not inputs:

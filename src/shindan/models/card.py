@@ -12,6 +12,10 @@ from typing import Any
 from shindan.errors import ModelError
 
 SCHEMA_PATH = Path(__file__).with_name("card.schema.json")
+# What a model folder holds (training_log.json is written beside the model by the train
+# commands): retraining into a folder replaces these, and refuses a folder with anything else.
+# Here, not beside save_model, so commands check --out without importing torch.
+MODEL_FILES = ("card.json", "weights.safetensors", "model.onnx", "training_log.json")
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 

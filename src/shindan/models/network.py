@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from shindan.errors import ModelError
-from shindan.models.card import ModelCard, validate_card
+from shindan.models.card import MODEL_FILES, ModelCard, validate_card
 from shindan.util.atomic import atomic_dir
 
 
@@ -80,11 +80,6 @@ def export_onnx(net: nn.Module, card_data: dict[str, Any], path: Path) -> None:
             opset_version=17,
             dynamo=False,
         )
-
-
-# What a model folder holds (training_log.json is written beside the model by the train
-# commands): retraining into a folder replaces these, and refuses a folder with anything else.
-MODEL_FILES = ("card.json", "weights.safetensors", "model.onnx", "training_log.json")
 
 
 def save_model(

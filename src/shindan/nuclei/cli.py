@@ -194,7 +194,7 @@ def train(
     """Train or fine-tune a nucleus model on images with masks and/or instance polygons."""
     import json
 
-    from shindan.models.network import MODEL_FILES
+    from shindan.models.card import MODEL_FILES
     from shindan.nuclei.train import train_nuclei
     from shindan.util.atomic import atomic_path, check_replaceable
 

@@ -89,6 +89,7 @@ def test_models_lists_shipped():
         assert len(line.split("\t")) == 5
 
 
+@pytest.mark.slow
 def test_kidney_analyze_with_a_users_models(tmp_path):
     from PIL import Image
 
@@ -115,6 +116,7 @@ def test_demo_refuses_a_size_too_small_to_score(tmp_path):
     assert not (tmp_path / "d").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("sig", "code", "message"), [("SIGINT", 130, "aborted"),
                                                      ("SIGTERM", 143, "terminated")])  # fmt: skip
 def test_interrupted_runs_fail_and_leave_no_temporaries(tmp_path, sig, code, message):

@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SHINDAN = [str(Path(sys.executable).with_name("shindan"))]
 
 
@@ -27,6 +29,7 @@ def test_predict_cli(tiny_model, image_tree, tmp_path):
     assert len(out.read_text().splitlines()) == 17
 
 
+@pytest.mark.slow
 def test_cli_errors(tiny_model, image_tree, tmp_path):
     out = tmp_path / "p.csv"
     assert_one_line_error(

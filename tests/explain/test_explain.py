@@ -83,6 +83,7 @@ def test_explain_without_masks_has_empty_index(model, tree, tmp_path):
     assert line.split(",")[2] == ""
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["gradcam++", "eigencam", "scorecam"])
 def test_other_methods(model, tree, method):
     ex = make_explainer(model, method)

@@ -7,6 +7,7 @@ import pytest
 from shindan.kidney.demo import run_demo
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
 def test_shipped_models_match_phantom_truth(tmp_path, seed: int) -> None:
     result, true = run_demo(tmp_path / "demo", size=6000, seed=seed, progress=False)

@@ -47,6 +47,7 @@ def _reference_block_outputs(ref, x):
     return outs
 
 
+@pytest.mark.slow
 @needs_package
 def test_timm_classifier_matches_reference(reference, image):
     import timm

@@ -37,6 +37,7 @@ def _fake_he(path: Path, shape=(160, 200), seed=0) -> None:
     Image.fromarray(img).save(path)
 
 
+@pytest.mark.slow
 def test_segment_writes_label_map_and_geojson(tmp_path: Path) -> None:
     import tifffile
 
@@ -65,6 +66,7 @@ def test_segment_writes_label_map_and_geojson(tmp_path: Path) -> None:
         assert props["objectType"] == "detection" and props["classification"]["name"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "case", ["missing", "not-an-image", "no-mpp", "bad-mpp", "huge-mpp", "tiny-mpp", "out-is-file"]
 )
@@ -95,6 +97,7 @@ def test_segment_bad_input_exit_2(tmp_path: Path, case: str) -> None:
         assert not out.exists() or not any(out.iterdir())
 
 
+@pytest.mark.slow
 def test_same_named_inputs_get_their_own_outputs(tmp_path: Path) -> None:
     for sub, seed in (("a", 0), ("b", 1)):
         (tmp_path / sub).mkdir()

@@ -212,6 +212,7 @@ def test_train_refuses_overlapping_val_and_holdout(tmp_path: Path) -> None:
         )
 
 
+@pytest.mark.slow
 def test_train_cli_small_run_writes_tta_tuned_watershed_and_scores(tmp_path: Path) -> None:
     """A tiny end-to-end `shindan nuclei train`: merged blobs of a mask image train as
     partial labels, --tta goes into the card, the watershed is tuned on the validation image
@@ -296,6 +297,7 @@ def test_train_cli_small_run_writes_tta_tuned_watershed_and_scores(tmp_path: Pat
     assert again.exit_code != 0 and "has a core class" in str(again.exception)
 
 
+@pytest.mark.slow
 def test_core_head_starts_as_the_trained_network() -> None:
     import torch
 

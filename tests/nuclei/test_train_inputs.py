@@ -54,6 +54,7 @@ POINT = {
 
 
 # ------------------------------------------------------------------- 1: scale of --init
+@pytest.mark.slow
 def test_fine_tune_reads_data_at_the_init_models_scale(tmp_path: Path) -> None:
     from shindan.models import build_network, load_card, save_model
     from shindan.nuclei.train import nuclei_card
@@ -146,6 +147,7 @@ def test_without_regions_the_nuclei_box_plus_50_um_is_annotated(tmp_path: Path) 
     assert not (m.target == IGNORE).any()
 
 
+@pytest.mark.slow
 def test_real_monuseg_partly_annotated_and_full_files(shared_data: Path, tmp_path: Path) -> None:
     """The auditor's case: a MoNuSeg file cut down to the nuclei inside (0,0)-(250,250) plus
     a Region* rectangle; and the full files keep (nearly) every pixel labelled."""
@@ -173,6 +175,7 @@ def test_real_monuseg_partly_annotated_and_full_files(shared_data: Path, tmp_pat
             assert (t != IGNORE).mean() >= 0.97, img.name
 
 
+@pytest.mark.slow
 def test_nuclei_train_cli_refuses_a_folder_with_users_files(tmp_path: Path) -> None:
     from tests.nuclei.test_cli import _shindan
 

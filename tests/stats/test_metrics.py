@@ -6,6 +6,7 @@ import pytest
 from shindan.stats import bootstrap_auc, calibration, classification_report, youden_cutoff
 
 
+@pytest.mark.slow
 def test_binary_report_known_values():
     y = np.array([0, 0, 1, 1])
     p1 = np.array([0.1, 0.4, 0.35, 0.8])  # P(class 1): one of four pairs mis-ordered

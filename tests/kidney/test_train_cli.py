@@ -102,6 +102,7 @@ def test_kidney_train_from_scratch_on_mixed_annotations(tmp_path: Path) -> None:
     assert (out / "model.onnx").exists()
 
 
+@pytest.mark.slow
 def test_kidney_train_bad_input_exit_2(tmp_path: Path) -> None:
     r = _shindan(
         "kidney",
@@ -140,6 +141,7 @@ def test_kidney_train_bad_input_exit_2(tmp_path: Path) -> None:
     assert not (tmp_path / "m").exists()
 
 
+@pytest.mark.slow
 def test_kidney_train_bad_test_tile_exit_2(tmp_path: Path) -> None:
     (tmp_path / "kidney" / "tiles-aapi-he").mkdir(parents=True)
     r = _shindan(
@@ -157,6 +159,7 @@ def test_kidney_train_bad_test_tile_exit_2(tmp_path: Path) -> None:
     assert not (tmp_path / "m").exists()
 
 
+@pytest.mark.slow
 def test_kidney_train_refuses_a_folder_with_users_files(tmp_path: Path) -> None:
     _slide(tmp_path, "s0", 0)
     (tmp_path / "mine").mkdir()

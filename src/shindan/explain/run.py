@@ -11,12 +11,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from shindan.engine.augment import crop_box, resize
 from shindan.classify.data import IMAGE_SUFFIXES, list_images, read_mask, read_rgb
-from shindan.classify.predict import input_crop
+from shindan.classify.preprocess import model_box, prepare
 from shindan.errors import InputError
 from shindan.explain.cam import cam_in_mask, make_explainer, overlay, upsample
-
 
 ATTENTION_COLUMNS = (
     "image",
@@ -177,8 +175,7 @@ def explain(
     mask_files = find_masks(masks) if masks is not None else {}
     explainer = make_explainer(model, method, layer, batch_size)
     classes = explainer.classes
-    size = explainer.card.size
-    crop = input_crop(explainer.card)
+    spec = explainer.card.data["input"]
     names = output_names(paths)
     rows: list[dict[str, Any]] = []
     with staged_files(out) as tmp:
@@ -186,14 +183,18 @@ def explain(
             for i in range(0, len(paths), batch_size):
                 chunk = paths[i : i + batch_size]
                 images = [read_rgb(p) for p in chunk]
-                cams, probs = explainer(np.stack([resize(im, size, crop) for im in images]))
+                cams, probs = explainer(np.stack([prepare(im, spec) for im in images]))
                 for j, (p, image) in enumerate(zip(chunk, images, strict=True)):
                     name = names[i + j]
                     cam = np.zeros(image.shape[:2], np.float32)
-                    r0, r1, c0, c1 = crop_box(image.shape, crop)  # the part the model saw
-                    cam[r0:r1, c0:c1] = upsample(cams[j], (r1 - r0, c1 - c0))
+                    r0, r1, c0, c1 = model_box(image, spec)  # the part the model saw
+                    seen = upsample(cams[j], (r1 - r0, c1 - c0))
+                    # a cell-centred view may reach past the image: paste what lies inside
+                    a0, a1 = max(r0, 0), min(r1, image.shape[0])
+                    b0, b1 = max(c0, 0), min(c1, image.shape[1])
+                    cam[a0:a1, b0:b1] = seen[a0 - r0 : a1 - r0, b0 - c0 : b1 - c0]
                     Image.fromarray(overlay(image, cam, alpha)).save(tmp / f"{name}_cam.png")
-                    k = int(probs[j].argmax())
+                    k = int(explainer.decision.labels(probs[j : j + 1])[0])
                     index = area = None
                     if p.stem in mask_files:
                         m = read_mask(mask_files[p.stem])

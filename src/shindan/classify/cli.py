@@ -127,6 +127,19 @@ def train(
     limit: Annotated[
         list[str] | None, typer.Option("--limit", help="A known limit for the card (repeatable).")
     ] = None,
+    domain_stain: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--domain-stain",
+            help="Stain of the training images for the card's domain (repeatable, e.g. PAS, "
+            "H&E, May-Grünwald-Giemsa); analyses mark results on other stains.",
+        ),
+    ] = None,
+    tissue: Annotated[str, typer.Option(help="Tissue of the training images (card domain).")] = "",
+    data_mpp: Annotated[
+        float | None,
+        typer.Option(help="µm/px of the training images, when known (card domain and scales)."),
+    ] = None,
     threads: Annotated[int, typer.Option(help="torch threads while training.")] = 1,
     workers: Annotated[int, typer.Option(help="Data-loading processes.")] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
@@ -176,6 +189,9 @@ def train(
         licence=licence,
         command=_command_line("train"),
         limits=list(limit or []),
+        stains=list(domain_stain or []),
+        tissue=tissue,
+        data_mpp=data_mpp,
         threads=threads,
         workers=workers,
         progress=not quiet,

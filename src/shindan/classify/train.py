@@ -18,6 +18,7 @@ from shindan.classify.shifts import SHIFTS, describe, get_shift
 from shindan.classify.splits import train_val_test
 from shindan.engine.train_classifier import fit, predict_dataset
 from shindan.models import ModelCard, save_model
+from shindan.models.domain import card_domain, scale_entry
 from shindan.stats import classification_report
 
 # Stain-agnostic fixed normalisation: centred, unit-ish spread for 8-bit RGB.
@@ -59,6 +60,10 @@ class TrainOptions:
     licence: str = "unknown"
     command: str = ""
     limits: Sequence[str] = ()
+    # the card's domain: stains of the training images, their µm/px (None: varies/unknown)
+    stains: Sequence[str] = ()
+    tissue: str = ""
+    data_mpp: float | None = None
     threads: int = 1
     workers: int = 0
     progress: bool = True
@@ -94,7 +99,15 @@ def _card(opts: TrainOptions, table: ImageTable) -> dict[str, Any]:
             "licence": opts.licence,
             "command": opts.command,
             "seed": opts.seed,
+            "scales": [
+                scale_entry(
+                    opts.data or str(table.root),
+                    opts.data_mpp,
+                    "given with --data-mpp" if opts.data_mpp else "not given (varies or unknown)",
+                )
+            ],
         },
+        **card_domain(opts.stains, opts.data_mpp, opts.tissue),
     }
 
 

@@ -30,8 +30,10 @@ from pathlib import Path
 import numpy as np
 
 STAINS = ("H&E", "PAS", "other")
-# Below this probability the call is "other": neither stain is recognised with confidence.
-MIN_CONFIDENCE = 0.6
+# Below this probability the call is "other": neither stain is recognised with confidence
+# (the pale H&E tile HE_001 reads PAS at 0.65 on a whole-slide read; "other" marks the
+# PAS-only glomerulosclerosis model as outside its domain, as it should be).
+MIN_CONFIDENCE = 0.7
 # Tissue whose OD chromaticity is this close to neutral grey is unstained or greyscale: other.
 MIN_CHROMA = 0.06
 # Fewer tissue pixels than this: no call (too little tissue to tell).
@@ -41,17 +43,19 @@ FEATURE_SIDE = 800
 _MAX_PIXELS = 20_000
 
 # Fitted by :func:`calibrate` on the shared data (per_set=120, seed=0). Accuracy on whole
-# images, with the fit on all sets and with the set left out of the fit:
+# images (calls below MIN_CONFIDENCE count as "other"), with the fit on all sets and with the
+# set left out of the fit (a source never seen: PAS vs H&E from colour alone does not carry
+# over from HuBMAP to AIDPATH, nor from other H&E to the purple glioma set GBM40):
 #   tiles-aapi-he: H&E, n=3, fitted 0.667, set left out 0.667
-#   compartments-aapi-he: H&E, n=120, fitted 0.983, set left out 0.983
+#   compartments-aapi-he: H&E, n=120, fitted 0.975, set left out 0.967
 #   glomeruli-hubmap-pas: PAS, n=120, fitted 1.000, set left out 1.000
-#   glomerulosclerosis-aidpath: PAS, n=120, fitted 0.967, set left out 0.275
-#   monuseg: H&E, n=30, fitted 1.000, set left out 0.967
-#   cpm15: H&E, n=15, fitted 1.000, set left out 0.867
-#   gbm40: H&E, n=40, fitted 0.975, set left out 0.375
+#   glomerulosclerosis-aidpath: PAS, n=120, fitted 0.917, set left out 0.267
+#   monuseg: H&E, n=30, fitted 1.000, set left out 0.933
+#   cpm15: H&E, n=15, fitted 0.933, set left out 0.800
+#   gbm40: H&E, n=40, fitted 0.975, set left out 0.200
 #   lgg-tcga: H&E, n=36, fitted 1.000, set left out 1.000
-#   pbc: other, n=120, fitted 1.000, set left out 0.883
-#   bccd: other, n=120, fitted 1.000, set left out 0.983
+#   pbc: other, n=120, fitted 1.000, set left out 0.908
+#   bccd: other, n=120, fitted 1.000, set left out 0.992
 CALIBRATION: dict[str, list] = {
     "classes": ["H&E", "PAS", "other"],
     "mean": [

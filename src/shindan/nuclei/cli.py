@@ -189,6 +189,15 @@ def train(
     precision: PrecisionOpt = "auto",
     data_note: Annotated[str, typer.Option(help="Training-data description for the card.")] = "",
     licence: Annotated[str, typer.Option(help="Licence note for the card.")] = "",
+    domain_stain: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--domain-stain",
+            help="Stain of the training images for the card's domain (repeatable, e.g. H&E); "
+            "analyses mark results on other stains.",
+        ),
+    ] = None,
+    tissue: Annotated[str, typer.Option(help="Tissue of the training images (card domain).")] = "",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Train or fine-tune a nucleus model on images with masks and/or instance polygons."""
@@ -251,6 +260,8 @@ def train(
         *([f"--tta {tta}"] if tta else []),
         *([f"--data-note {q(data_note)}"] if data_note else []),
         *([f"--licence {q(licence)}"] if licence else []),
+        *[f"--domain-stain {q(s)}" for s in domain_stain or []],
+        *([f"--tissue {q(tissue)}"] if tissue else []),
     ]
     command = " ".join(parts)
     held = [s for s in holdout.split(",") if s]
@@ -276,6 +287,8 @@ def train(
         command=command,
         data_note=data_note,
         licence=licence,
+        stains=list(domain_stain or []),
+        tissue=tissue,
         progress=not quiet,
     )
     with atomic_path(out / "training_log.json") as tmp:

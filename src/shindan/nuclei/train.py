@@ -17,6 +17,7 @@ from shindan.engine.train_segmenter import TrainConfig, train_segmenter
 from shindan.errors import InputError, ModelError
 from shindan.io.inputs import IMAGE_SUFFIXES, VECTOR_SUFFIXES, pair_annotations
 from shindan.models.card import DEFAULT_DECODER, DEFAULT_ENCODER, as_fine_tune, unet_card
+from shindan.models.domain import card_domain, scale_entry
 from shindan.nuclei.data import (
     MARGIN_UM,
     NucleiSample,
@@ -294,6 +295,8 @@ def train_nuclei(
     command: str = "",
     data_note: str = "",
     licence: str = "",
+    stains: Sequence[str] = (),
+    tissue: str = "",
     log: Callable[[str], None] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -385,7 +388,16 @@ def train_nuclei(
         "licence": licence or "as the training data",
         "command": command,
         "seed": cfg.seed,
+        "scales": [
+            scale_entry(
+                data_note or str(images),
+                mpp,
+                "given with --mpp" if mpp else "not given (each file's own)",
+            )
+        ],
     }
+    # where the model was trained (--stain, --tissue): analyses mark inputs outside it
+    card.update(card_domain(stains, mpp, tissue))
     if init:
         card = as_fine_tune(card, base)
     # the checkpoint is chosen on validation images; without any, on (a few) training images

@@ -188,3 +188,17 @@ def test_nuclei_train_cli_refuses_a_folder_with_users_files(tmp_path: Path) -> N
     )  # fmt: skip
     assert r.returncode == 2 and "notes.txt" in r.stderr and len(r.stderr.splitlines()) == 1
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_card_states_domain_and_scale(tmp_path: Path) -> None:
+    _mask_pair(tmp_path, "a")
+    train_nuclei(
+        tmp_path / "img/a.png", [tmp_path / "ann"], tmp_path / "m", mpp=0.25,
+        stains=["H&E"], tissue="test tissue", **TINY,
+    )  # fmt: skip
+    from shindan.models import load_card
+
+    card = load_card(tmp_path / "m").data
+    assert card["domain"] == {"stains": ["H&E"], "mpp": 0.25, "tissue": "test tissue"}
+    assert card["training"]["scales"][0]["mpp"] == 0.25
+    assert card["training"]["scales"][0]["source"] == "given with --mpp"

@@ -383,7 +383,14 @@ def _emit(
 
 
 def predict_array(
-    predictor: Predictor, image: np.ndarray, *, batch_size: int = 8, progress: bool = False
+    predictor: Predictor,
+    image: np.ndarray,
+    *,
+    batch_size: int = 8,
+    progress: bool = False,
+    where: np.ndarray | None = None,
+    reach: int = 0,
+    fill_class: int = 0,
 ) -> np.ndarray:
     """Blended tiled probabilities of an in-memory image already at the model's µm/px.
 
@@ -392,6 +399,13 @@ def predict_array(
     predictor : Predictor
         A segmentation model (its card gives tile size and overlap).
     image : ndarray (H, W, 3) uint8
+    where : ndarray (H, W) of bool, optional
+        Pixels whose prediction is wanted: a tile whose footprint, widened by ``reach`` px
+        on every side, holds none of them is not run and counts as ``fill_class`` with full
+        confidence. Every pixel within ``reach`` of a wanted one is then covered by run
+        tiles only, so its probabilities equal those of a full run.
+    reach : int
+        Margin in pixels around wanted pixels that must also be exact.
 
     Returns
     -------
@@ -406,8 +420,42 @@ def predict_array(
     def reader(loc: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
         return slide.read_region(loc, 0, size)
 
-    run_tiles(reader, predictor, grid, sink, batch_size=batch_size, progress=progress)
+    keep = None
+    if where is not None:
+        if where.shape != (h, w):
+            raise ValueError(f"where has shape {where.shape}, the image {(h, w)}")
+        count = _box_counter(where)
+
+        def keep(r: int, c: int) -> bool:
+            x, y = grid.origin(r, c)
+            return count(y - reach, y + card.size + reach, x - reach, x + card.size + reach) > 0
+
+    run_tiles(
+        reader,
+        predictor,
+        grid,
+        sink,
+        keep=keep,
+        fill_class=fill_class,
+        batch_size=batch_size,
+        progress=progress,
+    )
     return sink.probs
+
+
+def _box_counter(mask: np.ndarray) -> Callable[[int, int, int, int], int]:
+    """``count(r0, r1, c0, c1)``: True pixels of ``mask`` in rows [r0, r1), columns [c0, c1)
+    (clipped to the mask), in constant time from a summed-area table."""
+    h, w = mask.shape
+    table = np.zeros((h + 1, w + 1), np.int64)
+    np.cumsum(np.cumsum(mask, axis=0), axis=1, out=table[1:, 1:])
+
+    def count(r0: int, r1: int, c0: int, c1: int) -> int:
+        r0, r1 = min(max(r0, 0), h), min(max(r1, 0), h)
+        c0, c1 = min(max(c0, 0), w), min(max(c1, 0), w)
+        return int(table[r1, c1] - table[r0, c1] - table[r1, c0] + table[r0, c0])
+
+    return count
 
 
 @dataclass

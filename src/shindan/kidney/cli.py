@@ -15,6 +15,14 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 Backend = Annotated[str, typer.Option(help="auto, onnx, torch or torch-bf16.")]
 
 
+def _timings(s: dict) -> str:
+    """One line of seconds per stage and per mm² of tissue (shown unless --quiet)."""
+    stages = "  ".join(f"{k} {v:.1f}" for k, v in (s.get("timings_s") or {}).items())
+    per = s.get("seconds_per_mm2")
+    rate = f", {per:.1f} s/mm² of {s['tissue_mm2']:.2f} mm² tissue" if per is not None else ""
+    return f"  seconds: {stages} (total {s['seconds']:.1f}{rate})"
+
+
 def _fmt(score: float | None, digits: int) -> str:
     # a case with no tubule or interstitium has no score (None), which is not an error
     return "n/a (no tubule or interstitium)" if score is None else f"{score:.{digits}f}"
@@ -69,6 +77,8 @@ def analyze(
             f"{_fmt(s['inflammation'], 4)}  glomeruli {_glomeruli(s)}{scale}{_warnings(s)}",
             err=True,
         )
+        if not quiet:
+            typer.echo(_timings(s), err=True)
     typer.echo(f"wrote {Path(out) / 'cohort.csv'}", err=True)
 
 
@@ -98,6 +108,8 @@ def register_demo(root: typer.Typer) -> None:
             f"  glomeruli {_glomeruli(s)} (truth {truth['glomeruli']['count']}){_warnings(s)}",
             err=True,
         )
+        if not quiet:
+            typer.echo(_timings(s), err=True)
         typer.echo(f"report: {result.out_dir / 'report.html'}", err=True)
 
 

@@ -9,6 +9,7 @@ Each case is written to a temporary folder and renamed when complete.
 from __future__ import annotations
 
 import csv
+import inspect
 import json
 import math
 import tempfile
@@ -40,8 +41,11 @@ from shindan.util.atomic import (
     check_replaceable,
 )
 from shindan.util.progress import progress_bar
+from shindan.util.timing import StageTimer
 
-NucleiFn = Callable[[np.ndarray, float], np.ndarray]
+# f(rgb, mpp[, where]) -> instance labels; ``where`` (bool, rgb's grid) marks the pixels whose
+# nuclei count (interstitium): a function taking it may skip work far from them.
+NucleiFn = Callable[..., np.ndarray]
 # A case folder's files: a rerun replaces them, and refuses a folder that holds anything else.
 CASE_FILES = (
     "scores.json",
@@ -72,10 +76,14 @@ class KidneyModels:
         nuclei: str | None = "nuclei",
         glomerulosclerosis: str | None = "glomerulosclerosis",
         backend: str = "auto",
+        nuclei_views: bool = False,
     ) -> KidneyModels:
         """Load by shipped name or model folder. The shipped nuclei and glomerulosclerosis
         models are skipped when not installed; a model asked for by another name or folder
-        must load."""
+        must load.
+
+        The nuclei model runs without its card's test-time views unless ``nuclei_views``:
+        they cost 4x the time for no measured gain in the scores (docs/design.md)."""
 
         def optional(name: str | None, shipped: str) -> Predictor | None:
             if name is None:
@@ -93,11 +101,10 @@ class KidneyModels:
                 f"{compartments}: expected the compartment classes {', '.join(CLASSES)}, "
                 f"got {', '.join(comp.classes)}"
             )
-        return cls(
-            comp,
-            optional(nuclei, "nuclei"),
-            optional(glomerulosclerosis, "glomerulosclerosis"),
-        )
+        nuc = optional(nuclei, "nuclei")
+        if nuc is not None and not nuclei_views:
+            nuc.tta = ()
+        return cls(comp, nuc, optional(glomerulosclerosis, "glomerulosclerosis"))
 
     def versions(self) -> dict[str, dict[str, object]]:
         out = {}
@@ -107,6 +114,7 @@ class KidneyModels:
                     "version": p.card.version,
                     "folder": str(p.card.directory),
                     "backend": p.backend,
+                    "test_time_views": list(p.tta),
                     # any synthetic data at all: the demo's phantoms are in the compartments'
                     "synthetic_training_data": bool(
                         p.card.data["training"].get("synthetic")
@@ -194,6 +202,18 @@ class _EdgeNuclei:
         return False
 
 
+def nuclei_block(size: int, overlap: int, margin: int = 48, tiles: int = 4) -> int:
+    """Block side (px) whose padded block (block + 2 ``margin``) is exactly ``tiles`` model
+    tiles of ``size`` px overlapping by ``overlap``: no tile is spent on a sliver.
+
+    Examples
+    --------
+    >>> nuclei_block(512, 64)  # 4 x 448 = 1792 = 1696 + 2 x 48
+    1696
+    """
+    return max(tiles * (size - overlap) - 2 * margin, 2 * margin)
+
+
 def detect_nuclei(
     slide: Slide,
     labels: np.ndarray,
@@ -211,6 +231,10 @@ def detect_nuclei(
     (level-0 pixel coordinates, QuPath detections classified ``interstitial`` or ``other``) and
     add the nucleus pixels lying in interstitium to ``acc``.
 
+    Blocks without interstitium are not read; within a block, ``nuclei_fn`` gets the
+    interstitium mask and may skip work far from it, so nuclei away from interstitium may be
+    missing from the GeoJSON (they add nothing to the scores).
+
     A nucleus belongs to the block holding its centroid (``margin`` must exceed a nucleus
     diameter in pixels), so block edges do not split one. Two blocks can still segment a
     nucleus on their common edge differently, with centroids on either side: a nucleus that
@@ -222,6 +246,7 @@ def detect_nuclei(
     w0, h0 = slide.dimensions
     width, height = int(round(w0 * s_mpp / mpp)), int(round(h0 * s_mpp / mpp))
     scale = mpp / labels_mpp  # label-map px per nucleus-grid px
+    takes_where = len(inspect.signature(nuclei_fn).parameters) >= 3
     total = interstitial = 0
     blocks = list(_blocks(width, height, block))
     with (
@@ -242,7 +267,6 @@ def detect_nuclei(
             rgb = read_at_mpp(
                 slide, (x - margin, y - margin), (w + 2 * margin, h + 2 * margin), mpp
             )
-            inst = nuclei_fn(rgb, mpp)
             # Compartment under every pixel of the padded block (nearest label-map pixel).
             rr = np.clip(
                 ((np.arange(y - margin, y + h + margin) + 0.5) * scale).astype(int),
@@ -255,6 +279,7 @@ def detect_nuclei(
                 labels.shape[1] - 1,
             )
             comp = labels[rr][:, cc]
+            inst = nuclei_fn(rgb, mpp, comp == INTERSTITIUM) if takes_where else nuclei_fn(rgb, mpp)
             ids = np.unique(inst)
             ids = ids[ids != 0]
             if ids.size == 0:
@@ -299,6 +324,29 @@ def detect_nuclei(
     return {"count": total, "interstitial_count": interstitial}
 
 
+def run_timings(
+    timer: StageTimer, seconds: float, areas_um2: dict[str, float]
+) -> dict[str, object]:
+    """``scores.json``'s speed keys: seconds per stage (``timings_s``, stages that add up to
+    the whole run but for the report page), total ``seconds``, ``tissue_mm2`` (every
+    compartment but non-tissue) and ``seconds_per_mm2`` of that tissue (None without tissue).
+
+    Examples
+    --------
+    >>> t = StageTimer()
+    >>> t.add("nuclei_net", 3.0)
+    >>> run_timings(t, 4.0, {"non_tissue": 5e5, "tubule": 2e6})["seconds_per_mm2"]
+    2.0
+    """
+    tissue = sum(v for k, v in areas_um2.items() if k != "non_tissue") / 1e6
+    return {
+        "timings_s": timer.rounded(),
+        "seconds": round(seconds, 2),
+        "tissue_mm2": round(tissue, 4),
+        "seconds_per_mm2": round(seconds / tissue, 2) if tissue > 0 else None,
+    }
+
+
 def analyze_case(
     path: str | Path,
     out: str | Path,
@@ -321,13 +369,15 @@ def analyze_case(
         µm/px of the input when the file records none (a file's own µm/px is kept).
     notes : warnings to head ``scores.json`` ``warnings`` and the report (the demo's)
     nuclei_fn : callable, optional
-        ``f(rgb, mpp) -> instance labels``; defaults to the ``nuclei`` model of ``models``.
+        ``f(rgb, mpp) -> instance labels``, or ``f(rgb, mpp, where)`` to be given the
+        interstitium mask; defaults to the ``nuclei`` model of ``models``.
     """
     from shindan.kidney.checks import case_checks, model_cards
     from shindan.report.kidney import write_kidney_report
     from shindan.report.overlay import overlay_image
 
     t0 = time.time()
+    timer = StageTimer()
     path = Path(path)
     case = case or path.name.split(".")[0]
     slide = open_slide(path, mpp=mpp)
@@ -335,29 +385,33 @@ def analyze_case(
     if nuclei_fn is None and models.nuclei is not None:
         from shindan.nuclei.segment import segment_nuclei
 
-        def nuclei_fn(image: np.ndarray, m: float) -> np.ndarray:
-            return segment_nuclei(image, m, predictor=models.nuclei)
+        def nuclei_fn(image: np.ndarray, m: float, where: np.ndarray) -> np.ndarray:
+            return segment_nuclei(image, m, predictor=models.nuclei, timer=timer, where=where)
 
     with (
         slide,
         atomic_dir(Path(out) / case, owned=CASE_FILES) as tmp,
         tempfile.TemporaryDirectory() as scratch,
     ):
-        tissue = detect_tissue(slide)
-        seg = segment_slide(
-            slide,
-            models.compartments,
-            Path(scratch) / "compartments.zarr",
-            tissue=tissue,
-            progress=progress,
-        )
-        o_mpp, o_w, o_h = output_grid(slide)
-        labels = resample_labels(seg.labels(), seg.mpp, o_mpp, o_w, o_h)
-        labels = remove_small_regions(labels, o_mpp, min_region_areas(models.compartments.card))
-        Image.fromarray(labels).save(tmp / "compartments.png", optimize=False)
-        acc = ScoreAccumulator()
-        acc.add_labels(labels, o_mpp)
+        with timer("tissue"):
+            tissue = detect_tissue(slide)
+        with timer("compartments"):
+            seg = segment_slide(
+                slide,
+                models.compartments,
+                Path(scratch) / "compartments.zarr",
+                tissue=tissue,
+                progress=progress,
+            )
+        with timer("label_map"):
+            o_mpp, o_w, o_h = output_grid(slide)
+            labels = resample_labels(seg.labels(), seg.mpp, o_mpp, o_w, o_h)
+            labels = remove_small_regions(labels, o_mpp, min_region_areas(models.compartments.card))
+            Image.fromarray(labels).save(tmp / "compartments.png", optimize=False)
+            acc = ScoreAccumulator()
+            acc.add_labels(labels, o_mpp)
         nuclei_stats: dict[str, int] | None = None
+        t_nuclei = time.perf_counter()
         if nuclei_fn is not None:
             n_mpp = models.nuclei.card.mpp if models.nuclei else slide.mpp
             nuclei_stats = detect_nuclei(
@@ -368,13 +422,27 @@ def analyze_case(
                 n_mpp or slide.mpp,
                 tmp / "nuclei.geojson",
                 acc,
+                block=(
+                    nuclei_block(models.nuclei.card.size, models.nuclei.card.overlap)
+                    if models.nuclei
+                    else 1024
+                ),
                 progress=progress,
             )
         else:
             (tmp / "nuclei.geojson").write_text('{"type": "FeatureCollection", "features": []}\n')
-        glomeruli = find_glomeruli(labels, o_mpp, slide.mpp)
-        if models.glomerulosclerosis is not None and glomeruli:
-            glomeruli = classify_glomeruli(slide, glomeruli, models.glomerulosclerosis)
+        # reading, resampling and outlines: the nuclei stage less the net and the watershed
+        timer.add(
+            "nuclei_other",
+            time.perf_counter()
+            - t_nuclei
+            - timer.seconds.get("nuclei_net", 0.0)
+            - timer.seconds.get("nuclei_watershed", 0.0),
+        )
+        with timer("glomeruli"):
+            glomeruli = find_glomeruli(labels, o_mpp, slide.mpp)
+            if models.glomerulosclerosis is not None and glomeruli:
+                glomeruli = classify_glomeruli(slide, glomeruli, models.glomerulosclerosis)
         scores = {
             **acc.scores(),
             "areas_um2": {k: round(v, 2) for k, v in acc.areas_um2.items()},
@@ -402,11 +470,13 @@ def analyze_case(
             "shindan_version": __version__,
             "seconds": round(time.time() - t0, 2),
         }
-        thumb = slide.thumbnail(2048)
-        overlay = overlay_image(
-            thumb, labels, tmp / "nuclei.geojson", scale=thumb.shape[1] / slide.dimensions[0]
-        )
-        Image.fromarray(overlay).save(tmp / "overlay.png")
+        with timer("report"):
+            thumb = slide.thumbnail(2048)
+            overlay = overlay_image(
+                thumb, labels, tmp / "nuclei.geojson", scale=thumb.shape[1] / slide.dimensions[0]
+            )
+            Image.fromarray(overlay).save(tmp / "overlay.png")
+        scores.update(run_timings(timer, time.time() - t0, acc.areas_um2))
         (tmp / "scores.json").write_text(json.dumps(scores, indent=2) + "\n")
         write_kidney_report(tmp / "report.html", case, scores, overlay, thumb)
     return CaseResult(case, scores, glomeruli, Path(out) / case)

@@ -9,10 +9,14 @@ import numpy as np
 from shindan.engine import Predictor, load_predictor
 from shindan.errors import InputError
 from shindan.nuclei.postprocess import DEFAULTS, instances_from_probs
+from shindan.util.timing import StageTimer
 
 # Above this many pixels the watershed runs on the model's grid (then labels are enlarged by
 # nearest neighbour) instead of on the input grid, to bound memory.
 FULL_RES_LIMIT_PX = 16_000_000
+# With a ``where`` mask, probabilities are exact within this distance of every wanted pixel
+# (a large nucleus's diameter), so each nucleus touching a wanted pixel is segmented whole.
+REACH_UM = 12.0
 
 
 @lru_cache(maxsize=4)
@@ -34,17 +38,34 @@ def _resize(arr: np.ndarray, shape_hw: tuple[int, int], nearest: bool = False) -
 
 
 def nuclei_probabilities(
-    image: np.ndarray, mpp: float, predictor: Predictor, batch_size: int = 8, progress: bool = False
+    image: np.ndarray,
+    mpp: float,
+    predictor: Predictor,
+    batch_size: int = 8,
+    progress: bool = False,
+    where: np.ndarray | None = None,
 ) -> np.ndarray:
     """(C, h, w) class probabilities (background, interior, boundary[, core]) on the model's
-    µm/px grid."""
+    µm/px grid; with a ``where`` mask (image grid), tiles farther than :data:`REACH_UM` from
+    every wanted pixel are not run and count as background."""
     from shindan.engine.tiled import predict_array
 
     scale = mpp / predictor.card.mpp
     h, w = image.shape[:2]
-    small = _resize(image, (max(1, round(h * scale)), max(1, round(w * scale))))
+    shape = (max(1, round(h * scale)), max(1, round(w * scale)))
+    small = _resize(image, shape)
+    if where is not None:
+        if where.shape != (h, w):
+            raise InputError(f"where has shape {where.shape}, the image {(h, w)}")
+        # area-weighted: a wanted pixel keeps its model pixel wanted at any scale
+        where = _resize(where.astype(np.float32), shape) > 0
     return predict_array(
-        predictor, np.ascontiguousarray(small), batch_size=batch_size, progress=progress
+        predictor,
+        np.ascontiguousarray(small),
+        batch_size=batch_size,
+        progress=progress,
+        where=where,
+        reach=int(np.ceil(REACH_UM / predictor.card.mpp)),
     )
 
 
@@ -56,6 +77,8 @@ def segment_nuclei(
     backend: str = "auto",
     predictor: Predictor | None = None,
     progress: bool = False,
+    timer: StageTimer | None = None,
+    where: np.ndarray | None = None,
 ) -> np.ndarray:
     """Nucleus instance labels of an RGB image on its own pixel grid.
 
@@ -71,6 +94,13 @@ def segment_nuclei(
         'auto', 'onnx', 'torch' or 'torch-bf16'.
     predictor : Predictor, optional
         An already loaded predictor (overrides ``model``/``backend``).
+    where : ndarray (H, W) of bool, optional
+        The pixels whose nuclei are wanted: the network runs only on tiles within
+        :data:`REACH_UM` of them (elsewhere nuclei may be missing). Nuclei touching a wanted
+        pixel are as without a mask.
+    timer : StageTimer, optional
+        Receives the seconds of the network (``nuclei_net``, with resampling) and of the
+        watershed (``nuclei_watershed``).
 
     Returns
     -------
@@ -83,22 +113,25 @@ def segment_nuclei(
         raise InputError(f"µm/px must be positive, got {mpp}")
     pred = predictor or _predictor(str(model), backend)
     params = {**DEFAULTS, **pred.card.data.get("postprocess", {}).get("watershed", {})}
-    probs = nuclei_probabilities(image, mpp, pred, progress=progress)
+    timer = timer or StageTimer()
+    with timer("nuclei_net"):
+        probs = nuclei_probabilities(image, mpp, pred, progress=progress, where=where)
     h, w = image.shape[:2]
     ratio = (h * w) / max(1, probs.shape[1] * probs.shape[2])  # input px per model px
-    if h * w <= FULL_RES_LIMIT_PX and ratio >= 1:
-        # enlarge probabilities first: instance outlines follow the finer grid
-        up = np.stack([_resize(p, (h, w)) for p in probs])
-        return instances_from_probs(
-            up,
-            interior_threshold=params["interior_threshold"],
-            foreground_threshold=params["foreground_threshold"],
-            min_marker_px=round(params["min_marker_px"] * ratio),
-            min_size_px=round(params["min_size_px"] * ratio),
-            marker_h=params.get("marker_h", 0.0) * ratio**0.5,
-        )
-    lab = instances_from_probs(probs, **{k: params[k] for k in DEFAULTS})
-    return _resize(lab, (h, w), nearest=True).astype(np.int32)
+    with timer("nuclei_watershed"):
+        if h * w <= FULL_RES_LIMIT_PX and ratio >= 1:
+            # enlarge probabilities first: instance outlines follow the finer grid
+            up = np.stack([_resize(p, (h, w)) for p in probs])
+            return instances_from_probs(
+                up,
+                interior_threshold=params["interior_threshold"],
+                foreground_threshold=params["foreground_threshold"],
+                min_marker_px=round(params["min_marker_px"] * ratio),
+                min_size_px=round(params["min_size_px"] * ratio),
+                marker_h=params.get("marker_h", 0.0) * ratio**0.5,
+            )
+        lab = instances_from_probs(probs, **{k: params[k] for k in DEFAULTS})
+        return _resize(lab, (h, w), nearest=True).astype(np.int32)
 
 
 def largest_pieces(labels: np.ndarray) -> np.ndarray:

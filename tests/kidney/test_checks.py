@@ -45,6 +45,14 @@ def test_pas_sclerosis_model_on_he_is_outside_its_domain():
     assert set(outside) >= {"interstitial_fibrosis", "inflammation", "glomeruli.sclerosed"}
 
 
+def test_undecided_between_he_and_pas():
+    # HE_001, a pale H&E, reads H&E 0.35 / PAS 0.65: "other", but one of the two
+    domains, outside = check_domains(shipped_cards(), "other", 0.25, ("PAS", "H&E"))
+    assert domains["compartments"]["in_domain"]  # trained on both
+    assert set(outside) == {"inflammation", "glomeruli.sclerosed"}
+    assert "PAS or H&E (undecided)" in outside["glomeruli.sclerosed"][0]
+
+
 def test_coarse_input_is_outside_the_scale_of_training():
     _, outside = check_domains(shipped_cards(), "H&E", 4.0)
     assert "4 µm/px" in " ".join(outside["interstitial_fibrosis"])

@@ -76,7 +76,7 @@ def case_checks(
     notes : warnings from the caller, put first (e.g. the demo's)
     """
     stain = slide_stain(slide)
-    domains, outside = check_domains(cards, stain.stain, slide.mpp)
+    domains, outside = check_domains(cards, stain.stain, slide.mpp, stain.candidates)
     summary = glomerulus_summary(
         glomeruli,
         cards.get("glomerulosclerosis") is not None,

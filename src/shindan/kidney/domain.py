@@ -9,7 +9,7 @@ in the report.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 # Input this much coarser than the coarsest training images lacks detail the model used.
@@ -31,9 +31,16 @@ def _coarsest(mpp: Any) -> float | None:
     return float(max(mpp)) if isinstance(mpp, list | tuple) else float(mpp)
 
 
-def domain_issues(card: Mapping[str, Any], stain: str, input_mpp: float | None) -> list[str]:
+def domain_issues(
+    card: Mapping[str, Any],
+    stain: str,
+    input_mpp: float | None,
+    candidates: Sequence[str] = (),
+) -> list[str]:
     """Why a model with card data ``card`` runs outside its domain on this input (empty list:
-    inside). A card without ``domain`` gives one issue saying so.
+    inside). A card without ``domain`` gives one issue saying so. ``candidates`` (see
+    :class:`~shindan.kidney.stain.StainCall`): when ``stain`` is ``other`` but the input is
+    one of these stains, undecided, a model trained on all of them is inside.
 
     Examples
     --------
@@ -50,7 +57,14 @@ def domain_issues(card: Mapping[str, Any], stain: str, input_mpp: float | None) 
         return [f"{name}: its card states no domain (stains, scale): not checked"]
     issues = []
     stains = [s.lower() for s in domain.get("stains", [])]
-    if stain == "other":
+    undecided = [c for c in candidates if c != "other"]
+    if stain == "other" and len(undecided) == len(candidates) > 1:
+        if not all(c.lower() in stains for c in undecided):
+            issues.append(
+                f"{name} was trained on {', '.join(domain['stains'])}; this input looks "
+                f"{' or '.join(undecided)} (undecided)"
+            )
+    elif stain == "other":
         issues.append(
             f"{name} was trained on {', '.join(domain['stains'])}; the stain of this input "
             "is not recognised as any of them"
@@ -69,7 +83,10 @@ def domain_issues(card: Mapping[str, Any], stain: str, input_mpp: float | None) 
 
 
 def check_domains(
-    cards: Mapping[str, Mapping[str, Any] | None], stain: str, input_mpp: float | None
+    cards: Mapping[str, Mapping[str, Any] | None],
+    stain: str,
+    input_mpp: float | None,
+    candidates: Sequence[str] = (),
 ) -> tuple[dict[str, dict[str, Any]], dict[str, list[str]]]:
     """Domain check of every model that ran, and the results that fall outside a domain.
 
@@ -79,6 +96,7 @@ def check_domains(
         for a model that did not run.
     stain : the recognised stain (:mod:`shindan.kidney.stain`)
     input_mpp : µm/px of the input
+    candidates : the stains the input may be (see :func:`domain_issues`)
 
     Returns
     -------
@@ -100,7 +118,7 @@ def check_domains(
     for role, card in cards.items():
         if card is None:
             continue
-        issues = domain_issues(card, stain, input_mpp)
+        issues = domain_issues(card, stain, input_mpp, candidates)
         domain = card.get("domain") or {}
         domains[role] = {
             "model": card.get("name"),

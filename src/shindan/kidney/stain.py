@@ -131,16 +131,23 @@ CALIBRATION: dict[str, list] = {
 
 @dataclass(frozen=True)
 class StainCall:
-    """The recognised stain, the classifier's probabilities and the tissue pixels used."""
+    """The recognised stain, the classifier's probabilities and the tissue pixels used.
+
+    ``candidates``: the most probable stains that together reach p = 0.9 (one when the call
+    is confident; "H&E" and "PAS" when it is torn between them): a model trained on all of
+    them runs inside its domain even when ``stain`` is ``other``.
+    """
 
     stain: str
     probabilities: dict[str, float]
     tissue_pixels: int
+    candidates: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, object]:
         return {
             "stain": self.stain,
             "probabilities": {k: round(v, 3) for k, v in self.probabilities.items()},
+            "candidates": list(self.candidates),
             "tissue_pixels": self.tissue_pixels,
             "method": "colour of tissue pixels (optical-density chromaticity), "
             "logistic regression calibrated on the shared H&E, PAS and blood-smear sets",
@@ -227,14 +234,18 @@ def classify_stain(image: np.ndarray, calibration: dict | None = None) -> StainC
     small = reduce_image(np.asarray(image))
     feats, n = stain_features(small)
     if feats is None or _colourless(small):
-        return StainCall("other", dict.fromkeys(cal["classes"], 0.0), n)
+        return StainCall("other", dict.fromkeys(cal["classes"], 0.0), n, ("other",))
     z = (feats - np.asarray(cal["mean"])) / np.asarray(cal["std"])
     logits = np.asarray(cal["coef"]) @ z + np.asarray(cal["intercept"])
     p = np.exp(logits - logits.max())
     p /= p.sum()
     probs = {c: float(v) for c, v in zip(cal["classes"], p, strict=True)}
-    best = max(probs, key=probs.__getitem__)
-    return StainCall(best if probs[best] >= MIN_CONFIDENCE else "other", probs, n)
+    ranked = sorted(probs, key=probs.__getitem__, reverse=True)
+    best = ranked[0]
+    k = int(np.searchsorted(np.cumsum([probs[c] for c in ranked]), 0.9)) + 1
+    return StainCall(
+        best if probs[best] >= MIN_CONFIDENCE else "other", probs, n, tuple(ranked[:k])
+    )
 
 
 def slide_stain(slide, max_side: int = 1600) -> StainCall:

@@ -159,3 +159,11 @@ def test_a_failed_run_leaves_no_folder(scratch, tmp_path, capsys, monkeypatch):
     code, err = run_cli(argv, capsys, monkeypatch)
     assert code == 2 and err.startswith("error: ") and "truncated.png" in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["truncated.png"]  # no o/, no temps
+
+
+def test_explain_quiet_prints_only_its_summary(scratch, tmp_path, capsys, monkeypatch):
+    # Score-CAM's own (pytorch-grad-cam) tqdm bar is silenced too
+    argv = ["explain", "wbc", str(scratch / "img.png"), "--method", "scorecam"]
+    code, err = run_cli([*argv, "--out", str(tmp_path / "e"), "--quiet"], capsys, monkeypatch)
+    assert code == 0, err
+    assert err.splitlines() == [f"wrote 1 heatmaps and attention.csv to {tmp_path / 'e'}"]

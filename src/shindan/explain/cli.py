@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import sys
+import types
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Annotated
 
@@ -32,24 +36,45 @@ def explain(
     ] = "gradcam",
     layer: Annotated[str | None, typer.Option(help="Target layer (dotted module name).")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 16,
-    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
 ) -> None:
     """Class-activation heatmaps (Grad-CAM, Grad-CAM++, Score-CAM, ...) and attention index."""
     from shindan.explain.run import explain as run
 
     if batch_size < 1:
         raise InputError("--batch-size must be at least 1")
-    rows = run(
-        model,
-        inputs,
-        out,
-        masks=masks,
-        method=method,
-        layer=layer,
-        batch_size=batch_size,
-        progress=not quiet,
-    )
+    with _no_tqdm() if quiet else nullcontext():
+        rows = run(
+            model,
+            inputs,
+            out,
+            masks=masks,
+            method=method,
+            layer=layer,
+            batch_size=batch_size,
+            progress=not quiet,
+        )
     print(f"wrote {len(rows)} heatmaps and attention.csv to {out}", file=sys.stderr)
+
+
+@contextmanager
+def _no_tqdm() -> Iterator[None]:
+    """Silence the tqdm bars Score-CAM and Ablation-CAM (pytorch-grad-cam) draw of their own."""
+    try:
+        import tqdm
+        from pytorch_grad_cam import ablation_cam, score_cam
+    except ImportError:  # no train extra: the command says so itself
+        yield
+        return
+    quiet = types.SimpleNamespace(tqdm=functools.partial(tqdm.tqdm, disable=True))
+    saved = [(m, m.tqdm) for m in (ablation_cam, score_cam)]
+    for m, _ in saved:
+        m.tqdm = quiet  # only their name for tqdm: other users of tqdm are untouched
+    try:
+        yield
+    finally:
+        for m, bar in saved:
+            m.tqdm = bar
 
 
 def register(app: typer.Typer) -> None:

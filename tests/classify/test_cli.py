@@ -76,9 +76,9 @@ def test_option_errors_in_process(tiny_model, image_tree, tmp_path):
     from shindan.explain.run import explain
 
     with pytest.raises(InputError, match="architecture"):
-        train(image_tree, tmp_path / "m", arch="no-such-net")
+        train([image_tree], tmp_path / "m", arch="no-such-net")
     with pytest.raises(InputError, match="crop"):
-        train(image_tree, tmp_path / "m", crop=0.05)
+        train([image_tree], tmp_path / "m", crop=0.05)
     with pytest.raises(ModelError):
         explain("no-such-model", [image_tree], tmp_path / "x", progress=False)
     with pytest.raises(InputError, match="method"):

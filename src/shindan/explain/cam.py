@@ -18,6 +18,7 @@ from torch import nn
 from shindan.engine.backends import normaliser
 from shindan.errors import InputError, ModelError
 from shindan.models import ModelCard, load_card, load_network
+from shindan.models.decision import Decision
 
 # Grad-CAM maps at stride 32 of a 128 px input are 4x4: too coarse to say whether the model
 # looks at the cell. The default layer is the deepest stage whose map is at least this wide.
@@ -93,6 +94,7 @@ class Explainer(ABC):
             kw["batch_size"] = batch_size
         self.cam = self.cam_class(model=self.net, target_layers=[target], **kw)
         self._normalise = normaliser(self.card)
+        self.decision = Decision.from_card(self.card)  # temperature and cut-off, as predict
 
     @property
     def classes(self) -> list[str]:
@@ -106,15 +108,17 @@ class Explainer(ABC):
     ) -> tuple[np.ndarray, np.ndarray]:
         """Heatmaps and probabilities for a uint8 (N, size, size, 3) batch.
 
-        Returns ``cams`` (N, size, size) in [0, 1] for the predicted class (or ``targets``)
-        and ``probs`` (N, classes).
+        Returns ``cams`` (N, size, size) in [0, 1] for the predicted class (by the card's
+        decision, as ``classify predict`` labels it; or ``targets``) and ``probs`` (N, classes,
+        calibrated with the card's temperature).
         """
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
         x = self._tensor(batch)
         with torch.no_grad():
-            probs = torch.softmax(self.net(x), dim=1).numpy()
-        classes = probs.argmax(1) if targets is None else np.asarray(targets)
+            t = self.decision.temperature
+            probs = torch.softmax(self.net(x) / t, dim=1).numpy()
+        classes = self.decision.labels(probs) if targets is None else np.asarray(targets)
         cams = self.cam(input_tensor=x, targets=[ClassifierOutputTarget(int(k)) for k in classes])
         return np.nan_to_num(np.asarray(cams, dtype=np.float32)), probs
 

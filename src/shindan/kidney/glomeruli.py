@@ -94,7 +94,9 @@ def classify_glomeruli(
 ) -> list[Glomerulus]:
     """Classify each glomerulus crop (square around its box) with a GS/nonGS model.
 
-    Returns new records with ``sclerosed`` and ``p_sclerosed`` set; inputs are not modified.
+    Returns new records with ``sclerosed`` (by the model card's cut-off on p(GS), 0.5 without
+    one) and ``p_sclerosed`` (calibrated by the card's temperature) set; inputs are not
+    modified.
     """
     size = predictor.card.size
     gs = predictor.classes.index("GS")
@@ -111,12 +113,13 @@ def classify_glomeruli(
     out = []
     for i in range(0, len(crops), batch_size):
         probs = predictor.predict(np.stack(crops[i : i + batch_size]))
-        for g, p in zip(glomeruli[i : i + batch_size], probs, strict=True):
+        labels = predictor.labels(probs)  # the card's GS cut-off, else the arg-max
+        for g, p, k in zip(glomeruli[i : i + batch_size], probs, labels, strict=True):
             out.append(
                 Glomerulus(
                     **{
                         **g.as_dict(),
-                        "sclerosed": bool(p[gs] >= 0.5),
+                        "sclerosed": bool(k == gs),
                         "p_sclerosed": round(float(p[gs]), 4),
                     }
                 )

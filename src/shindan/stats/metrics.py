@@ -138,6 +138,7 @@ def classification_report(
     n_boot: int = 1000,
     seed: int = 0,
     n_bins: int = 10,
+    predicted: Sequence[int] | np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Every metric of a probabilistic classifier, as a JSON-ready dictionary.
 
@@ -146,12 +147,14 @@ def classification_report(
     y_true : (N,) int
         True class indices into ``classes``.
     probs : (N, K) float
-        Predicted class probabilities; the prediction is the arg-max.
+        Predicted class probabilities; the prediction is the arg-max unless ``predicted``.
     classes : list of str
     n_boot : int
         Bootstrap resamples for the AUC confidence intervals (0 = no intervals).
     seed : int
         Bootstrap seed.
+    predicted : (N,) int, optional
+        The predicted class indices (e.g. by a model card's cut-off); default: the arg-max.
 
     Returns
     -------
@@ -167,7 +170,7 @@ def classification_report(
     k = len(classes)
     if p.ndim != 2 or p.shape != (len(y), k):
         raise ValueError(f"probs must be (N, {k}), got {p.shape}")
-    pred = p.argmax(axis=1)
+    pred = p.argmax(axis=1) if predicted is None else np.asarray(predicted, dtype=np.int64)
     labels = list(range(k))
     prec, rec, f1, sup = precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
     present = [c for c in labels if (y == c).any()]

@@ -182,3 +182,14 @@ def test_non_kidney_slide_is_flagged_in_the_headline(shared_data, tmp_path):
     assert any("not counted" in w for w in s["warnings"])
     html = (tmp_path / r.case / "report.html").read_text()
     assert html.index('id="warnings"') < html.index("<h2>Scores</h2>")
+
+
+def test_demo_says_includes_synthetic_data_and_upper_bound():
+    from shindan.kidney.demo import demo_notes
+    from shindan.kidney.pipeline import KidneyModels
+
+    models = KidneyModels.load()
+    # the compartment model was trained with shindan.phantom biopsies: not "false" any more
+    assert models.versions()["kidney-compartments"]["synthetic_training_data"] is True
+    (note,) = demo_notes(models)
+    assert "includes synthetic data" in note and "upper bound" in note

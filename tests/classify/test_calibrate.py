@@ -225,3 +225,33 @@ def test_shipped_glomerulosclerosis_uses_its_cut_off(shared_data):
     assert (labels[gs] == 0).mean() == pytest.approx(recorded["sensitivity"], abs=0.05)
     assert (labels == test.labels).mean() == pytest.approx(recorded["accuracy"], abs=0.02)
     assert (labels != probs.argmax(1)).any()  # the cut-off, not the arg-max, labels them
+
+
+def test_kidney_glomerulus_table_uses_the_cut_off(binary, tmp_path):
+    """``sclerosed`` follows the card's cut-off on p(GS), not 0.5."""
+    from shindan.engine import load_predictor
+    from shindan.io.slide import ImageSlide
+    from shindan.kidney.glomeruli import Glomerulus, classify_glomeruli
+    from tests.classify.synth import draw
+
+    _, model = binary
+    img = np.full((120, 120, 3), 235, np.uint8)
+    img[30:78, 30:78] = draw("disc", np.random.default_rng(3))[0]
+    slide = ImageSlide.from_array(img, mpp=1.0)
+    glom = [Glomerulus(1, 2000.0, 54.0, 54.0, 48.0, (30, 30, 48, 48))]
+
+    def run(name, **decision):
+        folder = _with_decision(model, tmp_path / name, temperature=50.0, **decision)
+        data = json.loads((folder / "card.json").read_text())
+        data["classes"] = ["GS", "nonGS"]  # the glomerulus table asks for a GS class
+        if "positive" in decision:
+            data["decision"]["positive"] = "GS"
+        (folder / "card.json").write_text(json.dumps(data))
+        return classify_glomeruli(slide, glom, load_predictor(str(folder)))[0]
+
+    p = run("soft").p_sclerosed  # temperature 50: p(GS) near 0.5, no cut-off
+    below = run("below", positive="GS", threshold=round(p - 0.002, 4), rule="test")
+    above = run("above", positive="GS", threshold=round(p + 0.002, 4), rule="test")
+    assert below.sclerosed is True and above.sclerosed is False
+    assert below.p_sclerosed == above.p_sclerosed == p
+    assert glom[0].sclerosed is None  # input records untouched

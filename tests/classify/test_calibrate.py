@@ -183,6 +183,8 @@ def test_evaluate_reports_the_decision(binary, tmp_path):
     assert r["accuracy"] == 0.5 and r["decision"]["accuracy_argmax"] > 0.5
     rows = _rows(tmp_path / "ev" / "predictions.csv")
     assert {r["label"] for r in rows} == {"ring"}
+    html = (tmp_path / "ev" / "report.html").read_text()
+    assert "Labels by the model card's cut-off: ring" in html and "sensitivity 1.000" in html
 
 
 def test_calibrate_model_folder(binary, tmp_path):

@@ -380,6 +380,14 @@ def evaluate(
         f"wrote {out}: accuracy {r['accuracy']:.4f}, macro-F1 {r['macro_f1']:.4f}, "
         f"macro ROC-AUC {r['macro_auc'] if r['macro_auc'] is None else round(r['macro_auc'], 4)}"
     )
+    d = r.get("decision")
+    if d and d.get("sensitivity") is not None and d.get("specificity") is not None:
+        _err(
+            f"at the card's cut-off p({d['positive']}) >= {d['threshold']}: sensitivity "
+            f"{d['sensitivity']}, specificity {d['specificity']} (arg-max: "
+            f"{d['sensitivity_argmax']}, {d['specificity_argmax']}); ECE "
+            f"{d['ece_uncalibrated']} uncalibrated, {d['ece']} calibrated"
+        )
 
 
 @app.command()

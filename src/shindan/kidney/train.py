@@ -57,6 +57,7 @@ from shindan.kidney.data import (
 from shindan.kidney.glomeruli import MIN_GLOMERULUS_UM2
 from shindan.kidney.objects import glomerulus_objects, summarise_objects
 from shindan.models.card import DEFAULT_DECODER, DEFAULT_ENCODER, as_fine_tune, unet_card
+from shindan.models.domain import card_domain, scale_entry
 
 # Class names users write in QuPath / ImageScope / labelme, mapped to the contract's codes;
 # IGNORE (255): regions the user excluded (QuPath's Ignore*), not trained on.
@@ -494,6 +495,8 @@ def train_compartments(
     crops_keep_stain: bool = False,
     select_by_source: bool = False,
     unannotated: str = "ignore",
+    stains: Sequence[str] = (),
+    tissue: str = "",
     command: str = "",
     log: Callable[[str], None] | None = None,
     progress: bool = True,
@@ -516,7 +519,8 @@ def train_compartments(
     the checkpoint is chosen on the mean of each validation source's Dice (H&E strip,
     HuBMAP, AIDPATH crops) instead of the pooled pixels, where glomerulus-filled crops
     outvote the H&E strip. ``unannotated``: what the unannotated pixels of ``inputs`` are
-    (see :func:`load_annotated`).
+    (see :func:`load_annotated`). ``stains`` and ``tissue``: the card's ``domain`` for
+    ``inputs`` (the built-in recipe states its own).
 
     Raises
     ------
@@ -629,6 +633,11 @@ def train_compartments(
             bool(aidpath_train_labs), phantoms
         )
         card["training"]["includes_synthetic"] = bool(phantoms)
+    else:  # the user's annotated images: the stains given, their µm/px
+        card.update(card_domain(stains, mpp, tissue))
+        card["training"]["scales"] = [
+            scale_entry(data_note, mpp, "given with --mpp" if mpp else "each file's own")
+        ]
     if pretrained and not init:
         from shindan.models.pretrained import init_record
 

@@ -72,6 +72,15 @@ def register(app: typer.Typer) -> None:
                 "e.g. 'not glomerulus' where every glomerulus, and nothing else, was outlined).",
             ),
         ] = "ignore",
+        domain_stain: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--domain-stain",
+                help="Stain of INPUTS for the card's domain (repeatable, e.g. H&E, PAS); "
+                "kidney analyze marks results on other stains.",
+            ),
+        ] = None,
+        tissue: Annotated[str, typer.Option(help="Tissue of INPUTS for the card's domain.")] = "",
         builtin: Annotated[
             Path | None,
             typer.Option(
@@ -213,6 +222,8 @@ def register(app: typer.Typer) -> None:
             *[q(str(p)) for p in inputs or []],
             *[f"-a {q(str(a))}" for a in annotations or []],
             *([f"--unannotated {unannotated}"] if unannotated != "ignore" else []),
+            *[f"--domain-stain {q(s)}" for s in domain_stain or []],
+            *([f"--tissue {q(tissue)}"] if tissue else []),
             *([f"--builtin {q(str(builtin))}"] if builtin else []),
             *([f"--phantoms {phantoms}"] if phantoms else []),
             f"--out {q(str(out))}",
@@ -241,6 +252,8 @@ def register(app: typer.Typer) -> None:
             classes=cls,
             init=init,
             unannotated=unannotated,
+            stains=list(domain_stain or []),
+            tissue=tissue,
             encoder=encoder,
             decoder_channels=widths,
             config=cfg,

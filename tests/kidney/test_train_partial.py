@@ -96,3 +96,13 @@ def test_a_validation_part_without_annotations_is_refused(tmp_path):
     with pytest.raises(InputError, match="nothing annotated in the validation part"):
         _train(tmp_path, "m")
     assert not (tmp_path / "m").exists()
+
+
+def test_card_states_the_given_stains_and_the_data_scale(tmp_path):
+    (tmp_path / "data").mkdir()
+    _glomeruli_only(tmp_path / "data")
+    _train(tmp_path, "m", unannotated="other", stains=["PAS"], tissue="kidney biopsy")
+    card = json.loads((tmp_path / "m" / "card.json").read_text())
+    assert card["domain"] == {"stains": ["PAS"], "mpp": 1.0, "tissue": "kidney biopsy"}
+    assert card["training"]["scales"][0]["mpp"] == 1.0
+    assert card["training"]["scales"][0]["source"] == "given with --mpp"

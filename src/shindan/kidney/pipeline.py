@@ -28,7 +28,7 @@ from shindan.engine.tiled import segment_slide
 from shindan.errors import ModelError
 from shindan.io.inputs import SLIDE_SUFFIXES, expand_inputs, unique_names
 from shindan.io.slide import Slide, open_slide
-from shindan.kidney.cleanup import min_region_areas, remove_small_regions
+from shindan.kidney.cleanup import clear_black, min_region_areas, remove_small_regions
 from shindan.kidney.data import CLASSES
 from shindan.kidney.glomeruli import Glomerulus, classify_glomeruli, find_glomeruli
 from shindan.kidney.scores import INTERSTITIUM, ScoreAccumulator
@@ -214,6 +214,31 @@ def nuclei_block(size: int, overlap: int, margin: int = 48, tiles: int = 4) -> i
     return max(tiles * (size - overlap) - 2 * margin, 2 * margin)
 
 
+def nucleus_stats(
+    labels: np.ndarray, inside: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Ids, centroids (row, col), pixel counts and pixels within ``inside`` of every nucleus
+    of an instance map (0 background), from one pass of counts each.
+
+    Examples
+    --------
+    >>> lab = np.array([[1, 1, 0], [0, 0, 3]])
+    >>> ids, cents, n, n_in = nucleus_stats(lab, lab > 0)
+    >>> ids.tolist(), cents.tolist(), n.tolist(), n_in.tolist()
+    ([1, 3], [[0.0, 0.5], [1.0, 2.0]], [2, 1], [2, 1])
+    """
+    flat = labels.ravel()
+    n = np.bincount(flat)
+    ids = np.flatnonzero(n)
+    ids = ids[ids != 0]
+    h, w = labels.shape
+    rows = np.bincount(flat, np.repeat(np.arange(h, dtype=np.float64), w), n.size)
+    cols = np.bincount(flat, np.tile(np.arange(w, dtype=np.float64), h), n.size)
+    n_in = np.bincount(flat, inside.ravel(), n.size)
+    cents = np.stack([rows[ids] / n[ids], cols[ids] / n[ids]], axis=1)
+    return ids, cents, n[ids], n_in[ids].astype(np.int64)
+
+
 def detect_nuclei(
     slide: Slide,
     labels: np.ndarray,
@@ -280,14 +305,10 @@ def detect_nuclei(
             )
             comp = labels[rr][:, cc]
             inst = nuclei_fn(rgb, mpp, comp == INTERSTITIUM) if takes_where else nuclei_fn(rgb, mpp)
-            ids = np.unique(inst)
-            ids = ids[ids != 0]
+            ids, cents, n_px, n_int = nucleus_stats(inst, comp == INTERSTITIUM)
             if ids.size == 0:
                 continue
             keep, is_int = [], {}
-            cents = ndi.center_of_mass(inst > 0, inst, ids)
-            n_px = ndi.sum_labels(np.ones_like(inst), inst, ids)
-            n_int = ndi.sum_labels(comp == INTERSTITIUM, inst, ids)
             boxes = ndi.find_objects(inst)
             for i, (cy, cx), npx, nint in zip(ids, cents, n_px, n_int, strict=True):
                 if not (margin <= cy < margin + h and margin <= cx < margin + w):
@@ -311,7 +332,9 @@ def detect_nuclei(
                 ("interstitial", [i for i in keep if is_int[i]]),
                 ("other", [i for i in keep if not is_int[i]]),
             ):
-                sub = np.where(np.isin(inst, ids_), inst, 0)
+                chosen = np.zeros(int(ids[-1]) + 1, bool)
+                chosen[ids_] = True
+                sub = np.where(chosen[inst], inst, 0)
                 polys = [
                     # a nucleus cut by the slide's edge is outlined up to the edge, not beyond
                     Annotation(np.clip(a.polygon, 0, (w0, h0)), a.label)
@@ -407,6 +430,7 @@ def analyze_case(
             o_mpp, o_w, o_h = output_grid(slide)
             labels = resample_labels(seg.labels(), seg.mpp, o_mpp, o_w, o_h)
             labels = remove_small_regions(labels, o_mpp, min_region_areas(models.compartments.card))
+            labels = clear_black(labels, slide, o_mpp)  # blacked-out areas are not tissue
             Image.fromarray(labels).save(tmp / "compartments.png", optimize=False)
             acc = ScoreAccumulator()
             acc.add_labels(labels, o_mpp)

@@ -117,6 +117,7 @@ def test_pretrained_two_site_training_records_init_and_sites(two_sites, tmp_path
     assert got["accuracy"] == pytest.approx(tested["site-b"]["accuracy"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_pretrained_cli_errors(image_tree, tmp_path):
     for extra, msg in (
         (["--pretrained", "lite9"], "unknown --pretrained 'lite9'"),

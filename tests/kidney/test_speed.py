@@ -111,6 +111,7 @@ def test_skipped_tiles_leave_wanted_pixels_exact(tiny_nuclei):
     assert part[0, :40, 200:].min() > 0.99  # far tiles not run: background
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (MONUSEG / "images").is_dir(), reason="shared nuclei data absent")
 def test_nuclei_without_test_time_views_agree_on_a_real_image():
     """kidney analyze runs the nuclei net without its card's views (4x faster): on a real

@@ -70,6 +70,7 @@ def test_timm_classifier_matches_reference(reference, image):
     assert ref_logits.std() > 0.5
 
 
+@pytest.mark.slow
 @needs_package
 def test_smp_unet_encoder_matches_reference(reference, image):
     import segmentation_models_pytorch as smp

@@ -154,6 +154,7 @@ def test_segment_nuclei_grid_and_errors() -> None:
         segment_nuclei(img, 0)
 
 
+@pytest.mark.slow
 def test_chunked_slide_segmentation_matches_whole() -> None:
     """Chunks with margins give the same nuclei as one pass: none cut or doubled at borders."""
     from shindan.engine import load_predictor

@@ -137,3 +137,20 @@ def test_nuclei_without_test_time_views_agree_on_a_real_image():
     models = KidneyModels.load(compartments="kidney-compartments")
     assert models.nuclei is not None and models.nuclei.tta == ()
     assert KidneyModels.load(nuclei_views=True).nuclei.tta == with_views.tta
+
+
+def test_nucleus_stats_match_scipy():
+    from scipy import ndimage as ndi
+    from skimage import measure
+
+    from shindan.kidney.pipeline import nucleus_stats
+
+    rng = np.random.default_rng(0)
+    inst = measure.label(ndi.gaussian_filter(rng.random((120, 90)), 2) > 0.52).astype(np.int32)
+    inside = rng.random(inst.shape) > 0.5
+    ids, cents, n, n_in = nucleus_stats(inst, inside)
+    want = np.unique(inst)[1:]
+    assert ids.tolist() == want.tolist() and len(ids) > 5
+    np.testing.assert_allclose(cents, ndi.center_of_mass(inst > 0, inst, want))
+    np.testing.assert_array_equal(n, ndi.sum_labels(np.ones_like(inst), inst, want))
+    np.testing.assert_array_equal(n_in, ndi.sum_labels(inside, inst, want))

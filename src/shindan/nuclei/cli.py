@@ -21,6 +21,7 @@ from shindan.util.segmenter_options import (
     MinutesOpt,
     PatienceOpt,
     PrecisionOpt,
+    PretrainedOpt,
     SeedOpt,
     StepsOpt,
     TileOpt,
@@ -102,23 +103,40 @@ def segment(
 
 @app.command()
 def train(
+    out: Annotated[Path, typer.Option("--out", help="Model folder to write.")],
     images: Annotated[
-        Path, typer.Argument(help="Image file or folder of images (searched recursively).")
-    ],
+        Path | None,
+        typer.Argument(
+            help="Image file or folder of images (searched recursively), at --mpp; optional "
+            "with --source."
+        ),
+    ] = None,
     annotations: Annotated[
-        list[Path],
+        list[Path] | None,
         typer.Option(
             "--annotations",
             "-a",
             help="Folder(s) or file(s) with nucleus polygons (QuPath GeoJSON, ImageScope XML, "
-            "labelme JSON) or binary masks (PNG), matched to images by file stem, optionally "
-            "+ _mask, _labels or _annotations. Repeatable; polygons win over masks of the same "
-            "stem. Polygons of class Region* (region, ROI, tissue) outline the annotated area; "
-            "without any, it is the nuclei's bounding box plus 50 µm.",
+            "labelme JSON), instance maps (PNG/TIFF, 0 background, 1..N one value per nucleus, "
+            "e.g. uint16) or binary masks (PNG, two values), matched to images by file stem, "
+            "optionally + _mask, _labels or _annotations. Repeatable; polygons win over masks "
+            "of the same stem. Polygons of class Region* (region, ROI, tissue) outline the "
+            "annotated area; without any, it is the nuclei's bounding box plus 50 µm.",
         ),
-    ],
-    out: Annotated[Path, typer.Option("--out", help="Model folder to write.")],
-    mpp: Annotated[float, typer.Option(help="µm/px of the training images.")],
+    ] = None,
+    mpp: Annotated[float | None, typer.Option(help="µm/px of IMAGES.")] = None,
+    source: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--source",
+            help="More training data at its own scale: [NAME=]IMAGES:ANNOTATIONS:MPP (IMAGES a "
+            "file, folder or quoted glob pattern; ANNOTATIONS comma-separated files or folders "
+            "as for -a; MPP its µm/px). Repeatable. NAME (default: the images' folder, or its "
+            "parent when it is called images) groups sources: with several names, validation "
+            "scores (checkpoint, watershed) are means over the sources and held-out scores are "
+            "given per source. Image stems must be unique over all sources.",
+        ),
+    ] = None,
     target_mpp: Annotated[
         float, typer.Option(help="µm/px the model works at (with --init: the starting model's).")
     ] = 0.4,
@@ -144,6 +162,7 @@ def train(
     ] = None,
     encoder: EncoderOpt = DEFAULT_ENCODER,
     decoder_channels: DecoderOpt = DEFAULT_DECODER_TEXT,
+    pretrained: PretrainedOpt = None,
     steps: StepsOpt = 3000,
     batch_size: BatchSizeOpt = 8,
     tile: TileOpt = 256,
@@ -204,11 +223,21 @@ def train(
     import json
 
     from shindan.models.card import MODEL_FILES
-    from shindan.nuclei.train import train_nuclei
+    from shindan.nuclei.train import parse_source, train_nuclei
     from shindan.util.atomic import atomic_path, check_replaceable
 
-    if not images.exists():
+    annotations = annotations or []
+    sources = [parse_source(s) for s in source or []]
+    if images is None and not sources:
+        raise InputError("give IMAGES with --annotations and --mpp, or --source")
+    if images is not None and (not annotations or mpp is None):
+        raise InputError(f"{images}: give its --annotations and --mpp")
+    if images is None and (annotations or mpp is not None):
+        raise InputError("--annotations and --mpp belong to IMAGES; with --source only, drop them")
+    if images is not None and not images.exists():
         raise InputError(f"{images}: no such file or folder")
+    if mpp is not None and not 0.01 <= mpp <= 100:
+        raise InputError(f"--mpp must be in [0.01, 100] µm/px, got {mpp}")
     for a in annotations:
         if not a.exists():
             raise InputError(f"{a}: no such file or folder")
@@ -223,7 +252,9 @@ def train(
     if not 0 < low <= high:
         raise InputError(f"--density needs 0 < LOW <= HIGH, got {density!r}")
     check_replaceable(out, MODEL_FILES)  # before the training, not after
-    encoder, widths, arch_words = parse_architecture(encoder, decoder_channels)
+    if pretrained and init:
+        raise InputError("--pretrained starts a new model; it cannot be combined with --init")
+    encoder, widths, arch_words = parse_architecture(encoder, decoder_channels, pretrained)
     cfg, loop_words = loop_config(
         steps,
         batch_size=batch_size,
@@ -242,10 +273,11 @@ def train(
     q = shlex.quote
     parts = [
         "shindan nuclei train",
-        q(str(images)),
+        *([q(str(images))] if images is not None else []),
         *[f"-a {q(str(a))}" for a in annotations],
+        *[f"--source {q(s)}" for s in source or []],
         f"--out {q(str(out))}",
-        f"--mpp {mpp}",
+        *([f"--mpp {mpp}"] if mpp is not None else []),
         *([] if init else [f"--target-mpp {target_mpp}"]),  # --init fixes the scale
         *([f"--holdout {holdout}"] if holdout else []),
         *([f"--val {val}"] if val else []),
@@ -271,6 +303,8 @@ def train(
         annotations,
         out,
         mpp=mpp,
+        sources=sources,
+        pretrained=pretrained,
         target_mpp=target_mpp,
         holdout=held,
         val=val_stems,

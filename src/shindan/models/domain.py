@@ -17,6 +17,8 @@ def card_domain(
     --------
     >>> card_domain(["PAS"], None, "kidney glomerulus crops")
     {'domain': {'stains': ['PAS'], 'mpp': None, 'tissue': 'kidney glomerulus crops'}}
+    >>> card_domain(["H&E"], [0.5, 0.25, 0.2527], "tissue")["domain"]["mpp"]
+    [0.25, 0.5]
     >>> card_domain([], 0.5, "")
     {}
     """
@@ -24,7 +26,8 @@ def card_domain(
         return {}
     domain: dict[str, Any] = {
         "stains": [s.strip() for s in stains if s.strip()],
-        "mpp": list(mpp) if isinstance(mpp, list | tuple) else mpp,
+        # several training scales: [finest, coarsest], as the schema has it
+        "mpp": [min(mpp), max(mpp)] if isinstance(mpp, list | tuple) else mpp,
         "tissue": tissue or "not stated",
     }
     if note:

@@ -244,10 +244,11 @@ def evaluate(
 ) -> None:
     """AUC (95% CI), accuracy at the Youden cut-off, and a logistic model of the CNN score with
     age, sex and size (odds ratios, 95% CIs), as JSON."""
-    from shindan.ct.train import EVALUATION_FILES, evaluate_ct
+    from shindan.ct.outputs import EVALUATION_FILES
     from shindan.util.atomic import check_output_folder
 
-    check_output_folder(out, EVALUATION_FILES)  # before any work
+    check_output_folder(out, EVALUATION_FILES)  # before any work, before importing torch
+    from shindan.ct.train import evaluate_ct
 
     _quiet(quiet)
     if n_boot < 0:
@@ -286,10 +287,12 @@ def predict(
     quiet: QuietOpt = False,
 ) -> None:
     """P(benign) and P(malignant) per lesion, as CSV."""
-    from shindan.ct.train import PREDICTION_COLUMNS, predict_ct
+    from shindan.ct.outputs import PREDICTION_COLUMNS
     from shindan.util.atomic import atomic_path, check_output_file
 
-    check_output_file(out, PREDICTION_COLUMNS, force=force)  # before any work
+    check_output_file(out, PREDICTION_COLUMNS, force=force)  # before any work, before torch
+    from shindan.ct.train import predict_ct
+
     _quiet(quiet)
     df = predict_ct(
         model, cases, phase_map=_phase_map(phase_map), progress=not quiet, threads=threads

@@ -26,25 +26,13 @@ import torch
 from torch import nn
 
 from shindan.ct.dataset import CLASSES, LesionDataset, input_spec, read_cases
+from shindan.ct.outputs import EVALUATION_FILES, PREDICTION_COLUMNS
 from shindan.ct.phases import PHASES
 from shindan.errors import InputError, ModelError
 from shindan.util.atomic import atomic_dir, check_output_folder
 
 __all__ = ["TrainOptions", "evaluate_ct", "predict_ct", "train_ct"]
 
-# The columns of ``ct predict``'s CSV (its header marks the file as shindan's).
-PREDICTION_COLUMNS = (
-    "case",
-    "label",
-    "prediction",
-    "p_benign",
-    "p_malignant",
-    "age",
-    "sex",
-    "size_mm",
-)
-# What ``ct evaluate`` writes into its folder: a rerun replaces these, and nothing else.
-EVALUATION_FILES = ("evaluation.json", "predictions.csv")
 # ``ct evaluate --split``: the cases the model did not train on, or every case.
 SPLITS = ("held-out", "all")
 

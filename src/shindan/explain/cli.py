@@ -39,6 +39,9 @@ def explain(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
 ) -> None:
     """Class-activation heatmaps (Grad-CAM, Grad-CAM++, Score-CAM, ...) and attention index."""
+    from shindan.explain.outputs import check_out
+
+    check_out(out)  # before importing torch and loading the model
     from shindan.explain.run import explain as run
 
     if batch_size < 1:

@@ -15,16 +15,7 @@ from shindan.classify.data import IMAGE_SUFFIXES, list_images, read_mask, read_r
 from shindan.classify.preprocess import model_box, prepare
 from shindan.errors import InputError
 from shindan.explain.cam import cam_in_mask, make_explainer, overlay, upsample
-
-ATTENTION_COLUMNS = (
-    "image",
-    "label",
-    "cam_in_mask",
-    "mask_area_fraction",
-    "probability",
-    "true",
-    "correct",
-)
+from shindan.explain.outputs import ATTENTION_COLUMNS, check_out
 
 
 def find_masks(folder: str | Path) -> dict[str, Path]:
@@ -162,15 +153,11 @@ def explain(
         labels and masks are both known, ``attention_summary.csv`` compares the index between
         correct and wrong predictions per class.
     """
-    from shindan.util.atomic import check_can_be_folder, check_output_file, staged_files
+    from shindan.util.atomic import staged_files
     from shindan.util.progress import progress_bar
 
     out = Path(out)
-    # before any work: out can be a folder, and its CSVs (if any) are shindan's
-    check_can_be_folder(out)
-    for name, header in (("attention.csv", ATTENTION_COLUMNS), ("attention_summary.csv", None)):
-        owned = header or (lambda row: row[:2] == ["class", "n_correct"])
-        check_output_file(out / name, owned, force_option=False)
+    check_out(out)  # before any work: out can be a folder, and its CSVs (if any) are shindan's
     paths = list_images(inputs)
     mask_files = find_masks(masks) if masks is not None else {}
     explainer = make_explainer(model, method, layer, batch_size)

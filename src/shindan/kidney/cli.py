@@ -59,10 +59,11 @@ def analyze(
     quiet: Quiet = False,
 ) -> None:
     """Compartments, interstitial nuclei, fibrosis and inflammation scores, glomeruli, report."""
-    from shindan.kidney.pipeline import KidneyModels
+    from shindan.kidney.pipeline import KidneyModels, check_analysis
     from shindan.kidney.pipeline import analyze as run
 
     set_quiet(quiet)
+    check_analysis(inputs, out, mpp=mpp)  # inputs and --out before loading the models
     models = KidneyModels.load(
         compartments_model, nuclei_model, glomerulosclerosis_model, backend=backend
     )

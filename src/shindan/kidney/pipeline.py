@@ -531,6 +531,26 @@ def is_cohort_header(row: list[str]) -> bool:
     return row[:3] == ["case", "interstitial_fibrosis", "inflammation"]
 
 
+def check_analysis(
+    inputs: list[Path], out: str | Path, *, mpp: float | None = None
+) -> tuple[list[Path], list[str]]:
+    """The input files and their case names, once every input opens with a scale and colour,
+    and ``out`` may be written: a folder whose ``cohort.csv`` and case folders (if any) are
+    shindan's. :class:`~shindan.errors.InputError` otherwise, before any work.
+    """
+    files = expand_inputs(inputs, SLIDE_SUFFIXES)
+    cases = unique_names([f.name.split(".")[0] for f in files])
+    out = Path(out)
+    check_can_be_folder(out)
+    check_output_file(out / "cohort.csv", is_cohort_header, force_option=False)
+    for f, case in zip(files, cases, strict=True):
+        with open_slide(f, mpp=mpp) as s:
+            require_mpp(s)
+            require_colour(s)
+        check_replaceable(out / case, CASE_FILES)
+    return files, cases
+
+
 def analyze(
     inputs: list[Path],
     out: str | Path,
@@ -548,16 +568,8 @@ def analyze(
     is done. ``cohort.csv`` keeps the rows of earlier runs into ``out`` whose case folders
     are still there, and replaces those of the cases analysed again.
     """
-    files = expand_inputs(inputs, SLIDE_SUFFIXES)
-    cases = unique_names([f.name.split(".")[0] for f in files])
+    files, cases = check_analysis(inputs, out, mpp=mpp)  # fail fast, before any work
     out = Path(out)
-    check_can_be_folder(out)
-    check_output_file(out / "cohort.csv", is_cohort_header, force_option=False)
-    for f, case in zip(files, cases, strict=True):  # fail fast, before any work
-        with open_slide(f, mpp=mpp) as s:
-            require_mpp(s)
-            require_colour(s)
-        check_replaceable(out / case, CASE_FILES)
     models = models or KidneyModels.load(backend=backend)
     out.mkdir(parents=True, exist_ok=True)
     results = [

@@ -172,12 +172,23 @@ class _EdgeNuclei:
     def __init__(self, block: int) -> None:
         self.block = block
         self.kept: dict[tuple[int, int], list[tuple[tuple[int, int], np.ndarray]]] = {}
+        self._boxes: dict[tuple[int, int], np.ndarray] = {}  # finished blocks' (r0, c0, r1, c1)
 
     def start_block(self, x: int, y: int) -> None:
         # blocks run row by row: those two rows up can no longer meet a new block
         self.kept = {k: v for k, v in self.kept.items() if k[1] >= y - self.block}
+        self._boxes = {k: v for k, v in self._boxes.items() if k in self.kept}
         self.here = (x, y)
         self.kept[self.here] = []
+
+    def boxes(self, key: tuple[int, int]) -> np.ndarray:
+        """(n, 4) boxes of a finished block's kept nuclei, built once."""
+        if key not in self._boxes:
+            self._boxes[key] = np.array(
+                [(r, c, r + m.shape[0], c + m.shape[1]) for (r, c), m in self.kept.get(key, ())],
+                np.int64,
+            ).reshape(-1, 4)
+        return self._boxes[key]
 
     def add(self, top_left: tuple[int, int], mask: np.ndarray) -> None:
         self.kept[self.here].append((top_left, mask))
@@ -188,7 +199,10 @@ class _EdgeNuclei:
         r1, c1 = r0 + mask.shape[0], c0 + mask.shape[1]
         x, y, b = *self.here, self.block
         for key in ((x - b, y), (x - b, y - b), (x, y - b), (x + b, y - b)):
-            for (s0, t0), other in self.kept.get(key, ()):
+            bx = self.boxes(key)
+            near = (bx[:, 0] < r1) & (bx[:, 2] > r0) & (bx[:, 1] < c1) & (bx[:, 3] > c0)
+            for j in np.flatnonzero(near):  # only the kept nuclei whose boxes meet this one
+                (s0, t0), other = self.kept[key][j]
                 a0, a1 = max(r0, s0), min(r1, s0 + other.shape[0])
                 b0, b1 = max(c0, t0), min(c1, t0 + other.shape[1])
                 if a0 >= a1 or b0 >= b1:
@@ -227,14 +241,15 @@ def nucleus_stats(
     >>> ids.tolist(), cents.tolist(), n.tolist(), n_in.tolist()
     ([1, 3], [[0.0, 0.5], [1.0, 2.0]], [2, 1], [2, 1])
     """
-    flat = labels.ravel()
-    n = np.bincount(flat)
+    at = np.flatnonzero(labels)  # nucleus pixels only: most of a block is background
+    lab = labels.ravel()[at]
+    n = np.bincount(lab, minlength=1)
     ids = np.flatnonzero(n)
     ids = ids[ids != 0]
-    h, w = labels.shape
-    rows = np.bincount(flat, np.repeat(np.arange(h, dtype=np.float64), w), n.size)
-    cols = np.bincount(flat, np.tile(np.arange(w, dtype=np.float64), h), n.size)
-    n_in = np.bincount(flat, inside.ravel(), n.size)
+    rows, cols = np.divmod(at, labels.shape[1])
+    n_in = np.bincount(lab, inside.ravel()[at], n.size)
+    rows = np.bincount(lab, rows, n.size)
+    cols = np.bincount(lab, cols, n.size)
     cents = np.stack([rows[ids] / n[ids], cols[ids] / n[ids]], axis=1)
     return ids, cents, n[ids], n_in[ids].astype(np.int64)
 

@@ -161,9 +161,10 @@ def test_a_failed_run_leaves_no_folder(scratch, tmp_path, capsys, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["truncated.png"]  # no o/, no temps
 
 
+@pytest.mark.slow  # imports torch and Grad-CAM: about 20 s on a busy machine
 def test_explain_quiet_prints_only_its_summary(scratch, tmp_path, capsys, monkeypatch):
     # Score-CAM's own (pytorch-grad-cam) tqdm bar is silenced too
-    argv = ["explain", "wbc", str(scratch / "img.png"), "--method", "scorecam"]
+    argv = ["explain", "wbc", str(scratch / "img.png"), "--method", "scorecam", "--layer", "layer1"]
     code, err = run_cli([*argv, "--out", str(tmp_path / "e"), "--quiet"], capsys, monkeypatch)
     assert code == 0, err
     assert err.splitlines() == [f"wrote 1 heatmaps and attention.csv to {tmp_path / 'e'}"]

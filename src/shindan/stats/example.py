@@ -9,6 +9,7 @@ model, written to ``truth.json``, is:
 - Banff ci grade: ``f`` plus noise (SD 0.06) binned at 0.05 / 0.25 / 0.5;
 - baseline eGFR ``95 - 30 f - 0.3 (age - 55) + noise`` (SD 12);
 - yearly eGFR slope ``-1 - 12 f - 1.5 [diabetic nephropathy] + noise`` (SD 1.2);
+- ``rapid_decline`` 1 when that true slope is below -5 (KDIGO's rapid progression);
 - 3 to 8 visits over 1 to 6 years, each ``baseline + slope · years + noise`` (SD 3).
 """
 
@@ -39,7 +40,8 @@ README = """SYNTHETIC DATA, made by `shindan stats example` (seed {seed}): no re
 Case ids start with SYN. The generating model (true effects) is in truth.json.
 
 cohort.csv    scores as `kidney analyze` writes them (interstitial_fibrosis, inflammation)
-clinical.csv  case, age, sex, diagnosis, baseline_egfr (mL/min/1.73 m²), ci_grade (Banff ci)
+clinical.csv  case, age, sex, diagnosis, baseline_egfr (mL/min/1.73 m²), ci_grade (Banff ci),
+              rapid_decline (1 = true slope below -5 per year)
 visits.csv    case, date (YYYY-MM-DD), egfr (mL/min/1.73 m²)
 
 Two clinical cases have no cohort row and one cohort case no clinical row, and one case has
@@ -50,6 +52,8 @@ no age, so the join summary shows what is dropped. Try:
   shindan stats prognosis clinical.csv --cohort cohort.csv --visits visits.csv \\
       --covariates age,sex,diagnosis,baseline_egfr \\
       --scores interstitial_fibrosis,inflammation --out prog
+  shindan stats logistic clinical.csv --cohort cohort.csv --outcome rapid_decline \\
+      --predictors age,diagnosis,interstitial_fibrosis --units interstitial_fibrosis=0.1 --out logit
 """
 
 
@@ -99,6 +103,8 @@ def make_example(cases: int = 120, seed: int = 0) -> dict[str, pd.DataFrame]:
             "diagnosis": diagnosis,
             "baseline_egfr": np.round(base, 1),
             "ci_grade": grade,
+            # KDIGO's rapid progression: losing more than 5 mL/min/1.73 m² a year (true slope)
+            "rapid_decline": (slope < -5).astype(int),
         }
     )
     cohort = pd.DataFrame(

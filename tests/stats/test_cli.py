@@ -52,6 +52,15 @@ def test_example_command_writes_synthetic_cohort(monkeypatch, capsys, tmp_path):
     assert names == ["README.txt", "clinical.csv", "cohort.csv", "truth.json", "visits.csv"]
     assert "SYNTHETIC" in (tmp_path / "ex" / "README.txt").read_text()
     assert json.loads((tmp_path / "ex" / "truth.json").read_text())["synthetic"] is True
+    # a real cohort.csv (kidney analyze's) is never replaced by the synthetic one
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "cohort.csv").write_text("case,interstitial_fibrosis,inflammation\n")
+    code, err = shindan(monkeypatch, capsys, "stats", "example", "--out", tmp_path / "real")
+    one_line_error(code, err, "did not write")
+    assert [p.name for p in (tmp_path / "real").iterdir()] == ["cohort.csv"]
+    # an earlier example is replaced
+    code, err = shindan(monkeypatch, capsys, "stats", "example", "--out", tmp_path / "ex")
+    assert code == 0, err
     (tmp_path / "ex" / "mine.txt").write_text("user file")
     code, err = shindan(monkeypatch, capsys, "stats", "example", "--out", tmp_path / "ex")
     one_line_error(code, err, "did not write")

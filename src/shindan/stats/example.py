@@ -121,8 +121,19 @@ def write_example(out: str | Path, cases: int = 120, seed: int = 0) -> dict[str,
     """Write the synthetic cohort into the folder ``out`` (replaced only if it holds nothing
     but these files). Returns the row count of each table."""
     from shindan.errors import InputError
-    from shindan.util.atomic import atomic_dir
+    from shindan.util.atomic import atomic_dir, check_output_folder
 
+    out = Path(out)
+    check_output_folder(out, EXAMPLE_FILES)
+    readme = out / "README.txt"
+    # a cohort.csv alone may be a real one from kidney analyze: replace only an earlier example
+    if out.is_dir() and any(out.iterdir()):
+        ours = readme.is_file() and readme.read_text(errors="replace").startswith("SYNTHETIC DATA")
+        if not ours:
+            raise InputError(
+                f"{out}: holds files shindan stats example did not write; choose another "
+                "output folder"
+            )
     if cases < 20:
         raise InputError(f"--cases must be at least 20, got {cases}")
     tables = make_example(cases, seed)

@@ -625,7 +625,11 @@ def run_prognosis(
         )
     notes = [*summary.notes]
     if visits_only:
-        notes.append(f"{len(visits_only)} case(s) of the visits table are not in the table")
+        notes.append(
+            f"visits of {len(visits_only)} case(s) not among the joined cases are left out: "
+            + ", ".join(visits_only[:3])
+            + (", …" if len(visits_only) > 3 else "")
+        )
     if v.attrs.get("missing_egfr"):
         notes.append(f"{v.attrs['missing_egfr']} visit(s) without an eGFR value left out")
     if mixed.get("note"):

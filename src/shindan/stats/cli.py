@@ -64,9 +64,10 @@ def correlate(
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the CIs.")] = 2000,
     seed: Seed = 0,
 ) -> None:
-    """Spearman and Pearson with bootstrap CIs; for grades also Kendall's tau, the
-    Jonckheere–Terpstra trend test and weighted kappa. Writes correlate.json, figures and
-    correlate.html."""
+    """Spearman and Pearson with bootstrap CIs; Kendall, Jonckheere–Terpstra, kappa for grades.
+
+    Writes correlate.json, figures and correlate.html into --out.
+    """
     from shindan.errors import InputError
     from shindan.stats.run import run_correlate
 
@@ -130,9 +131,11 @@ def prognosis(
     ] = 3,
     seed: Seed = 0,
 ) -> None:
-    """Yearly eGFR slope per case, predicted from the covariates with and without the scores
-    (repeated k-fold CV, R², MAE, corrected resampled t-test). Writes prognosis.json, figures,
-    prognosis_slopes.csv and prognosis.html."""
+    """Yearly eGFR slopes predicted with and without the scores (repeated k-fold CV, t-test).
+
+    R² and MAE of each model, the Nadeau–Bengio corrected resampled t-test of their fold
+    errors. Writes prognosis.json, figures, prognosis_slopes.csv and prognosis.html into --out.
+    """
     from shindan.stats.run import parse_list, run_prognosis
 
     r = run_prognosis(
@@ -174,7 +177,9 @@ def logistic(
     seed: Seed = 0,
 ) -> None:
     """Multivariable logistic regression: odds ratios with CIs, AUC with a bootstrap CI.
-    Writes logistic.json, a forest plot and logistic.html."""
+
+    Writes logistic.json, a forest plot and logistic.html into --out.
+    """
     from shindan.stats.run import parse_list, parse_units, run_logistic
 
     r = run_logistic(
@@ -209,8 +214,10 @@ def example(
     cases: Annotated[int, typer.Option(help="Number of synthetic cases.")] = 120,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
-    """Write a SYNTHETIC cohort with known effects (cohort.csv, clinical.csv, visits.csv,
-    truth.json) to try the stats commands on."""
+    """Write a SYNTHETIC cohort with known effects to try the stats commands on.
+
+    cohort.csv (scores), clinical.csv, visits.csv (eGFR), truth.json (the true model).
+    """
     from shindan.stats.example import write_example
 
     counts = write_example(out, cases=cases, seed=seed)

@@ -218,3 +218,25 @@ def test_console_script_help_and_error(tmp_path):
                         "b", "--out", str(tmp_path / "o")], capture_output=True, text=True,
                        timeout=120)  # fmt: skip
     assert p.returncode == 2 and p.stderr.startswith("error: ") and "Traceback" not in p.stderr
+
+
+def test_prognosis_on_mixed_model_slopes(example, tmp_path):
+    import pandas as pd
+
+    from shindan.stats.cohort import CohortError
+    from shindan.stats.run import run_prognosis
+
+    r = run_prognosis(example / "clinical.csv", example / "visits.csv", ["age"],
+                      ["interstitial_fibrosis"], tmp_path / "m", cohort=example / "cohort.csv",
+                      repeats=2, slope="mixed")  # fmt: skip
+    slopes = pd.read_csv(tmp_path / "m" / "prognosis_slopes.csv")
+    used = slopes.dropna(subset=["predicted_with_scores"])
+    assert r["target"]["slope"] == "mixed" and r["n"] == len(used)
+    assert r["target"]["mean"] == pytest.approx(used["mixed_slope"].mean(), abs=1e-10)
+    # shrinkage: BLUP slopes vary less than per-case OLS slopes
+    assert used["mixed_slope"].std() < used["slope"].std()
+    with pytest.raises(CohortError, match="--slope mixed: the mixed model was not fitted"):
+        run_prognosis(example / "clinical.csv", example / "visits.csv", ["age"],
+                      ["interstitial_fibrosis"], tmp_path / "m2", cohort=example / "cohort.csv",
+                      repeats=2, slope="mixed", min_visits=50)  # fmt: skip
+    assert not (tmp_path / "m2").exists()

@@ -30,8 +30,13 @@ def test_ids_are_compared_as_written(tmp_path):
     # leading zeros are kept: 007 is not 7
     t = _write(tmp_path / "t.csv", "case,age\n007,60\n")
     c = _write(tmp_path / "c.csv", "case,score\n7,0.1\n")
-    with pytest.raises(CohortError, match="no case id matches"):
+    with pytest.raises(CohortError, match="no case id matches.*would match ignoring case"):
         load_table(t, c)
+    # some matched: the near misses are named in the notes
+    t = _write(tmp_path / "t.csv", "case,age\nA1,60\nsyn-02,61\n")
+    c = _write(tmp_path / "c.csv", "case,score\nA1,0.1\nSYN2,0.2\n")
+    _, s = load_table(t, c)
+    assert s.table_only == ["syn-02"] and any("'syn-02' and 'SYN2'" in n for n in s.notes)
 
 
 @pytest.mark.parametrize(

@@ -174,6 +174,24 @@ def _examples(ids: Sequence[str]) -> str:
     return ", ".join(ids[:3]) + (", …" if len(ids) > 3 else "")
 
 
+def _near_misses(left: Sequence[str], right: Sequence[str]) -> list[tuple[str, str]]:
+    """Pairs of unmatched ids equal but for case, spaces, separators and leading zeros."""
+
+    def key(case: str) -> str:
+        s = "".join(ch for ch in case.lower() if ch.isalnum())
+        return "".join(part.lstrip("0") or "0" for part in _digit_runs(s))
+
+    by_key = {key(c): c for c in right}
+    return [(c, by_key[key(c)]) for c in left if key(c) in by_key]
+
+
+def _digit_runs(s: str) -> list[str]:
+    """``"syn007a"`` → ``["syn", "007", "a"]`` (so leading zeros of numbers can go)."""
+    import re
+
+    return re.findall(r"\d+|\D+", s)
+
+
 def load_table(
     table: str | Path, cohort: str | Path | None = None
 ) -> tuple[pd.DataFrame, JoinSummary]:
@@ -226,10 +244,17 @@ def load_table(
     in_table = set(data["case"])
     table_only = [c for c in data["case"] if c not in in_cohort]
     cohort_only = [c for c in scores["case"] if c not in in_table]
+    near = _near_misses(table_only, cohort_only)
+    hint = (
+        f"; {len(near)} would match ignoring case, spaces and leading zeros (e.g. "
+        f"{near[0][0]!r} and {near[0][1]!r}): write them the same way in both files"
+        if near
+        else ""
+    )
     if len(table_only) == len(data):
         raise CohortError(
             f"{table}: no case id matches {cohort} (table ids: {_examples(list(data['case']))}; "
-            f"cohort ids: {_examples(list(scores['case']))}); ids must be equal as text"
+            f"cohort ids: {_examples(list(scores['case']))}); ids must be equal as text{hint}"
         )
     joined = data.merge(scores, on="case", how="inner", validate="one_to_one")
     summary = JoinSummary(
@@ -247,6 +272,8 @@ def load_table(
             f"{len(table_only)} case(s) of the table have no cohort row and are left out: "
             f"{_examples(table_only)}"
         )
+    if near:
+        summary.notes.append(f"unmatched ids{hint}")
     if cohort_only:
         summary.notes.append(
             f"{len(cohort_only)} cohort case(s) have no table row and are left out: "

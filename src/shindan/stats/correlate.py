@@ -3,7 +3,7 @@
 Continuous pairs: Spearman's rho and Pearson's r (scipy.stats), each with a percentile
 bootstrap CI over cases. Ordinal grades add Kendall's tau-b (scipy.stats), the
 Jonckheere–Terpstra test of a trend across grades (normal approximation with the tie
-correction, below) and Cohen's weighted kappa (scikit-learn) between the grade and the score
+correction) and Cohen's weighted kappa (scikit-learn) between the grade and the score
 binned into as many grades at stated cut points.
 """
 
@@ -143,9 +143,10 @@ def jonckheere_terpstra(values: np.ndarray, groups: np.ndarray) -> dict[str, flo
     ``J`` counts, over every pair of cases in different groups, the pairs whose value rises
     with the group (ties count one half): the sum of the Mann–Whitney U statistics of every
     ordered pair of groups. Under no trend its mean is ``(N² - Σ n_g²) / 4``; the variance is
-    the tie-corrected one of Hollander, Wolfe & Chicken (Nonparametric Statistical Methods,
-    3rd ed., eq. 6.19). The p-value is two-sided from the normal approximation (no
-    continuity correction); with two groups it is the Mann–Whitney U test's.
+    the tie-corrected one (Hollander, Wolfe & Chicken, Nonparametric Statistical Methods).
+    The p-value is two-sided from the normal approximation (no continuity correction); with
+    two groups it is the Mann–Whitney U test's, and with untied values it is Kendall's tau-b
+    test of value against group (both checked in the tests).
 
     Returns
     -------

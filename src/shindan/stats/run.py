@@ -278,7 +278,7 @@ def run_correlate(
                 "Jonckheere–Terpstra trend test",
                 "score distributions shift in one direction across ordered grades; "
                 "independent cases; two-sided p from the normal approximation with the tie "
-                "correction (Hollander, Wolfe & Chicken eq. 6.19)",
+                "correction (Hollander, Wolfe & Chicken, Nonparametric Statistical Methods)",
             ),
             (
                 f"Cohen's {kappa_weights}-weighted kappa (sklearn.metrics.cohen_kappa_score)",

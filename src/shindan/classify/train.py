@@ -284,6 +284,11 @@ def _train_one(
 
         def init(net: nn.Module) -> None:
             load_pretrained_encoder(net, opts.pretrained)
+            # A zero head starts at uniform probabilities: timm's EfficientNet head init gives
+            # logits of std ~7 on pretrained features, and the first epoch is spent undoing it.
+            head = net.get_classifier()
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
 
     val_score = None
     if sites is not None:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from shindan.kidney.demo import run_demo
+from shindan.kidney.demo import DEFAULT_SIZE, run_demo
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
 def test_shipped_models_match_phantom_truth(tmp_path, seed: int) -> None:
-    result, true = run_demo(tmp_path / "demo", size=6000, seed=seed, progress=False)
+    result, true = run_demo(tmp_path / "demo", size=DEFAULT_SIZE, seed=seed, progress=False)
     s = result.scores
     assert abs(s["interstitial_fibrosis"] - true["interstitial_fibrosis"]) <= 0.05
     assert abs(s["inflammation"] - true["inflammation"]) <= 0.05

@@ -91,7 +91,7 @@ def register_demo(root: typer.Typer) -> None:
         out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("demo-output"),
         size: Annotated[
             int, typer.Option(help="Phantom width in pixels at 0.5 µm/px (height 0.6 × width).")
-        ] = 6000,
+        ] = 4000,
         seed: Annotated[int, typer.Option(help="Phantom random seed.")] = 0,
         backend: Backend = "auto",
         quiet: Quiet = False,

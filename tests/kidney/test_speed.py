@@ -2,7 +2,6 @@
 agreement of what the fast path leaves out (tiles far from interstitium, test-time views)."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,8 +20,6 @@ from shindan.kidney.pipeline import (
 from shindan.kidney.scores import INTERSTITIUM, TUBULE
 from shindan.nuclei.segment import segment_nuclei
 from tests.helpers import smooth_image, tiny_seg_model
-
-MONUSEG = Path(__file__).resolve().parents[3] / "shared" / "data" / "nuclei" / "monuseg-train"
 
 
 @pytest.fixture(scope="module")
@@ -112,8 +109,8 @@ def test_skipped_tiles_leave_wanted_pixels_exact(tiny_nuclei):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (MONUSEG / "images").is_dir(), reason="shared nuclei data absent")
-def test_nuclei_without_test_time_views_agree_on_a_real_image():
+@pytest.mark.slow
+def test_nuclei_without_test_time_views_agree_on_a_real_image(shared_data):
     """kidney analyze runs the nuclei net without its card's views (4x faster): on a real
     held-out MoNuSeg crop (lung, pale nuclei: the least stable held-out image) the nucleus
     pixels agree (Dice >= 0.93, measured 0.944), the nucleus area within 5% and the counts
@@ -123,7 +120,8 @@ def test_nuclei_without_test_time_views_agree_on_a_real_image():
 
     if not (ZOO_DIR / "nuclei" / "card.json").exists():
         pytest.skip("nuclei model not shipped")
-    image = read_rgb(MONUSEG / "images" / "TCGA-21-5786-01Z-00-DX1.jpg")[:512, :512]
+    monuseg = shared_data / "nuclei" / "monuseg-train"
+    image = read_rgb(monuseg / "images" / "TCGA-21-5786-01Z-00-DX1.jpg")[:512, :512]
     with_views = load_predictor("nuclei", "onnx")
     assert with_views.tta  # the shipped card has views: else this test checks nothing
     plain = load_predictor("nuclei", "onnx")

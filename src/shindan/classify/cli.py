@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from shindan.errors import InputError
+from shindan.util.card_options import DomainStainOpt, TissueOpt
 
 app = typer.Typer(
     help="Train, evaluate and run image classifiers.",
@@ -166,15 +167,8 @@ def train(
     limit: Annotated[
         list[str] | None, typer.Option("--limit", help="A known limit for the card (repeatable).")
     ] = None,
-    domain_stain: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--domain-stain",
-            help="Stain of the training images for the card's domain (repeatable, e.g. PAS, "
-            "H&E, May-Grünwald-Giemsa); analyses mark results on other stains.",
-        ),
-    ] = None,
-    tissue: Annotated[str, typer.Option(help="Tissue of the training images (card domain).")] = "",
+    domain_stain: DomainStainOpt = None,
+    tissue: TissueOpt = "",
     data_mpp: Annotated[
         float | None,
         typer.Option(help="µm/px of the training images, when known (card domain and scales)."),

@@ -11,6 +11,7 @@ import typer
 
 from shindan.errors import InputError
 from shindan.models.card import DEFAULT_ENCODER
+from shindan.util.card_options import DomainStainOpt, TissueOpt
 from shindan.util.segmenter_options import (
     DEFAULT_DECODER_TEXT,
     BatchSizeOpt,
@@ -73,15 +74,8 @@ def register(app: typer.Typer) -> None:
                 "e.g. 'not glomerulus' where every glomerulus, and nothing else, was outlined).",
             ),
         ] = "ignore",
-        domain_stain: Annotated[
-            list[str] | None,
-            typer.Option(
-                "--domain-stain",
-                help="Stain of INPUTS for the card's domain (repeatable, e.g. H&E, PAS); "
-                "kidney analyze marks results on other stains.",
-            ),
-        ] = None,
-        tissue: Annotated[str, typer.Option(help="Tissue of INPUTS for the card's domain.")] = "",
+        domain_stain: DomainStainOpt = None,
+        tissue: TissueOpt = "",
         builtin: Annotated[
             Path | None,
             typer.Option(

@@ -11,6 +11,7 @@ import typer
 from shindan.errors import InputError
 from shindan.io.inputs import SLIDE_SUFFIXES, expand_inputs, unique_names
 from shindan.models.card import DEFAULT_ENCODER
+from shindan.util.card_options import DomainStainOpt, TissueOpt
 from shindan.util.segmenter_options import (
     DEFAULT_DECODER_TEXT,
     BatchSizeOpt,
@@ -208,15 +209,8 @@ def train(
     precision: PrecisionOpt = "auto",
     data_note: Annotated[str, typer.Option(help="Training-data description for the card.")] = "",
     licence: Annotated[str, typer.Option(help="Licence note for the card.")] = "",
-    domain_stain: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--domain-stain",
-            help="Stain of the training images for the card's domain (repeatable, e.g. H&E); "
-            "analyses mark results on other stains.",
-        ),
-    ] = None,
-    tissue: Annotated[str, typer.Option(help="Tissue of the training images (card domain).")] = "",
+    domain_stain: DomainStainOpt = None,
+    tissue: TissueOpt = "",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Train or fine-tune a nucleus model on images with masks and/or instance polygons."""

@@ -116,6 +116,25 @@ def test_demo_refuses_a_size_too_small_to_score(tmp_path):
     assert not (tmp_path / "d").exists()
 
 
+def test_demo_refuses_a_users_folder_where_its_cohort_example_goes(tmp_path):
+    mine = tmp_path / "d" / "stats-example" / "mine.csv"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("case,egfr\nA,50\n")
+    assert_one_line_error(run("demo", "--out", str(tmp_path / "d")))
+    assert mine.read_text() == "case,egfr\nA,50\n"
+    assert sorted(p.name for p in (tmp_path / "d").rglob("*")) == ["mine.csv", "stats-example"]
+
+
+@pytest.mark.slow
+def test_demo_writes_a_synthetic_cohort_for_stats(tmp_path):
+    p = run("demo", "--out", str(tmp_path / "d"), "--size", "2000", "-q")
+    assert p.returncode == 0, p.stderr
+    example = tmp_path / "d" / "stats-example"
+    assert (example / "README.txt").read_text().startswith("SYNTHETIC DATA")
+    assert {"cohort.csv", "clinical.csv", "visits.csv"} <= {f.name for f in example.iterdir()}
+    assert "stats-example" in p.stderr
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("sig", "code", "message"), [("SIGINT", 130, "aborted"),
                                                      ("SIGTERM", 143, "terminated")])  # fmt: skip

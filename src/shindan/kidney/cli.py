@@ -96,11 +96,15 @@ def register_demo(root: typer.Typer) -> None:
         backend: Backend = "auto",
         quiet: Quiet = False,
     ) -> None:
-        """Make a synthetic kidney slide with known truth and run the full kidney pipeline."""
+        """Make a synthetic kidney slide with known truth and run the full kidney pipeline;
+        also write a synthetic clinical cohort (OUT/stats-example) for ``shindan stats``."""
         from shindan.kidney.demo import run_demo
+        from shindan.stats.example import check_example_folder, write_example
 
         set_quiet(quiet)
+        check_example_folder(out / "stats-example")  # before any work
         result, truth = run_demo(out, size=size, seed=seed, backend=backend)
+        write_example(out / "stats-example")
         s = result.scores
         typer.echo(
             f"fibrosis {_fmt(s['interstitial_fibrosis'], 3)} "
@@ -112,6 +116,7 @@ def register_demo(root: typer.Typer) -> None:
         if not quiet:
             typer.echo(_timings(s), err=True)
         typer.echo(f"report: {result.out_dir / 'report.html'}", err=True)
+        typer.echo(f"synthetic cohort for shindan stats: {out / 'stats-example'}", err=True)
 
 
 def _register_train() -> None:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["EXAMPLE_FILES", "TRUTH", "make_example", "write_example"]
+__all__ = ["EXAMPLE_FILES", "TRUTH", "check_example_folder", "make_example", "write_example"]
 
 EXAMPLE_FILES = ("cohort.csv", "clinical.csv", "visits.csv", "truth.json", "README.txt")
 
@@ -117,11 +117,11 @@ def make_example(cases: int = 120, seed: int = 0) -> dict[str, pd.DataFrame]:
     return {"cohort": cohort, "clinical": clinical, "visits": pd.DataFrame(visits)}
 
 
-def write_example(out: str | Path, cases: int = 120, seed: int = 0) -> dict[str, int]:
-    """Write the synthetic cohort into the folder ``out`` (replaced only if it holds nothing
-    but these files). Returns the row count of each table."""
+def check_example_folder(out: str | Path, cases: int = 120) -> None:
+    """Refuse, before any work, an ``out`` that :func:`write_example` may not replace (a file,
+    a folder holding files it did not write) and a cohort too small for the statistics."""
     from shindan.errors import InputError
-    from shindan.util.atomic import atomic_dir, check_output_folder
+    from shindan.util.atomic import check_output_folder
 
     out = Path(out)
     check_output_folder(out, EXAMPLE_FILES)
@@ -136,6 +136,15 @@ def write_example(out: str | Path, cases: int = 120, seed: int = 0) -> dict[str,
             )
     if cases < 20:
         raise InputError(f"--cases must be at least 20, got {cases}")
+
+
+def write_example(out: str | Path, cases: int = 120, seed: int = 0) -> dict[str, int]:
+    """Write the synthetic cohort into the folder ``out`` (replaced only if it holds nothing
+    but these files). Returns the row count of each table."""
+    from shindan.util.atomic import atomic_dir
+
+    out = Path(out)
+    check_example_folder(out, cases)
     tables = make_example(cases, seed)
     with atomic_dir(out, EXAMPLE_FILES) as tmp:
         for name, df in tables.items():

@@ -15,3 +15,7 @@ class ModelError(ShindanError):
 
 class AnnotationError(ShindanError):
     """An annotation file cannot be parsed."""
+
+
+class ServiceError(ShindanError):
+    """A service folder, database, account or option of ``shindan serve``/``admin`` is invalid."""

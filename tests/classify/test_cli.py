@@ -84,3 +84,26 @@ def test_option_errors_in_process(tiny_model, image_tree, tmp_path):
     with pytest.raises(InputError, match="method"):
         explain(tiny_model, [image_tree], tmp_path / "x", method="magic", progress=False)
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.slow
+def test_train_model_version(tiny_model, image_tree, tmp_path):
+    """--model-version goes into the card and its command; default 1.0; bad ones refused."""
+    import json
+
+    assert json.loads((tiny_model / "card.json").read_text())["version"] == "1.0"
+    tiny = ["--arch", "resnet10t", "--width", "8,16,32,64", "--size", "32", "--epochs", "1"]
+    tiny += ["--folds", "4", "--val-fraction", "0.25", "--group-pattern", "^[^-]+", "--quiet"]
+    p = run(
+        "classify", "train", image_tree, "--out", tmp_path / "m", "--model-version", "2.1", *tiny
+    )
+    assert p.returncode == 0, p.stderr
+    card = json.loads((tmp_path / "m" / "card.json").read_text())
+    assert card["version"] == "2.1"
+    assert "--model-version 2.1" in card["training"]["command"]
+    for bad in ("two", "2.1-beta", ""):
+        out = tmp_path / f"bad{bad}"
+        assert_one_line_error(
+            run("classify", "train", image_tree, "--out", out, "--model-version", bad, *tiny)
+        )
+        assert not out.exists()

@@ -33,6 +33,7 @@ class TrainOptions:
     """Everything ``classify train`` takes besides the data and the output folder."""
 
     name: str = "classifier"
+    version: str = "1.0"  # the card's model version (``--model-version``)
     arch: str = "mobilenetv3_small_100"
     size: int = 128
     classes: Sequence[str] | None = None
@@ -90,7 +91,7 @@ def _card(opts: TrainOptions, table: ImageTable) -> dict[str, Any]:
         start = f"initialised from ImageNet {entry.name} weights"
     card: dict[str, Any] = {
         "name": opts.name,
-        "version": "1.0",
+        "version": opts.version,
         "task": "classification",
         "summary": f"{len(table.classes)}-class image classifier ({opts.arch}, "
         f"{opts.size} px, {start}).",

@@ -63,9 +63,12 @@ def _register_tasks() -> None:
     from shindan.classify.cli import app as classify_app
     from shindan.ct.cli import app as ct_app
     from shindan.explain.cli import register as register_explain
+    from shindan.io.annotation_formats.cli import app as annotations_app
     from shindan.kidney.cli import app as kidney_app
     from shindan.kidney.cli import register_demo
     from shindan.nuclei.cli import app as nuclei_app
+    from shindan.service.cli import app as admin_app
+    from shindan.service.cli import register_serve
     from shindan.stats.cli import app as stats_app
 
     app.add_typer(kidney_app, name="kidney")
@@ -73,8 +76,11 @@ def _register_tasks() -> None:
     app.add_typer(classify_app, name="classify")
     app.add_typer(ct_app, name="ct")
     app.add_typer(stats_app, name="stats")
+    app.add_typer(annotations_app, name="annotations")
     register_explain(app)
     register_demo(app)
+    register_serve(app)
+    app.add_typer(admin_app, name="admin")
 
 
 def _terminated(signum: int, frame: object) -> None:
@@ -86,7 +92,7 @@ def _terminated(signum: int, frame: object) -> None:
 def _command_name() -> str:
     # "shindan classify train" / "shindan explain" from argv, for messages about a command
     args = [a for a in sys.argv[1:] if not a.startswith("-")]
-    depth = 2 if args and args[0] in ("kidney", "nuclei", "classify", "ct", "stats") else 1
+    depth = 2 if args and args[0] in ("kidney", "nuclei", "classify", "ct", "stats", "annotations") else 1
     return " ".join(["shindan", *args[:depth]])
 
 

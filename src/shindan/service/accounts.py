@@ -191,12 +191,8 @@ def list_sites(session: Session) -> list[tuple[Site, int, int]]:
     """Every site with its numbers of users and cases, by name."""
     from shindan.service.models import Case
 
-    users = (
-        select(func.count()).select_from(User).where(User.site_id == Site.id).scalar_subquery()
-    )
-    cases = (
-        select(func.count()).select_from(Case).where(Case.site_id == Site.id).scalar_subquery()
-    )
+    users = select(func.count()).select_from(User).where(User.site_id == Site.id).scalar_subquery()
+    cases = select(func.count()).select_from(Case).where(Case.site_id == Site.id).scalar_subquery()
     return [tuple(r) for r in session.execute(select(Site, users, cases).order_by(Site.name))]
 
 

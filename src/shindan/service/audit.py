@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shindan.service.models import AuditEntry, User
+from shindan.service.models import AuditEntry, User, iso
 
 COLUMNS = ("id", "at", "actor", "action", "target", "detail", "client")
 
@@ -64,7 +64,7 @@ def as_row(entry: AuditEntry) -> dict:
     """One entry as a plain dict (``COLUMNS``), times in ISO 8601."""
     return {
         "id": entry.id,
-        "at": entry.at.isoformat(),
+        "at": iso(entry.at),
         "actor": entry.actor,
         "action": entry.action,
         "target": entry.target,

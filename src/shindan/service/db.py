@@ -106,7 +106,7 @@ class Database:
         self.engine.dispose()
 
 
-def open_service(data: Path | str, db: str | None = None) -> Database:
+def open_service(data: Path | str, db: str | None = None, create: bool = True) -> Database:
     """The database of the service folder ``data`` (created when new), schema upgraded.
 
     Examples
@@ -117,4 +117,4 @@ def open_service(data: Path | str, db: str | None = None) -> Database:
     'sqlite'
     >>> database.close()
     """
-    return Database(load_settings(Path(data), db))
+    return Database(load_settings(Path(data), db, create=create))

@@ -38,6 +38,19 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def iso(moment: datetime) -> str:
+    """ISO 8601 in UTC; SQLite returns times without their zone, which is always UTC here.
+
+    Examples
+    --------
+    >>> iso(datetime(2026, 1, 2, 3, 4, 5))
+    '2026-01-02T03:04:05+00:00'
+    """
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat()
+
+
 class Base(DeclarativeBase):
     """Base of every table."""
 

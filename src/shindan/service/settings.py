@@ -77,7 +77,7 @@ def mask_url(url: str) -> str:
     return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
-def load_settings(data: Path, db: str | None = None) -> Settings:
+def load_settings(data: Path, db: str | None = None, create: bool = True) -> Settings:
     """Open (or create) the service folder ``data`` and settle its database URL.
 
     A new folder is created (with its parents); an existing folder must be empty or a
@@ -90,6 +90,8 @@ def load_settings(data: Path, db: str | None = None) -> Settings:
         The service folder.
     db : str, optional
         Database URL; default the folder's recorded URL, else SQLite inside the folder.
+    create : bool
+        Create the folder when missing (``False``: a missing folder is an error).
 
     Returns
     -------
@@ -129,6 +131,10 @@ def load_settings(data: Path, db: str | None = None) -> Settings:
         if url is not None and recorded is None:
             _write_marker(marker, url)
     else:
+        if not create:
+            raise ServiceError(
+                f"--data {data}: no service folder there (`shindan admin site add` makes one)"
+            )
         try:
             data.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

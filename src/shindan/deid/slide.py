@@ -412,7 +412,7 @@ def _write(reader: TiffReader, chain: list[Ifd], plan: _Plan, out) -> None:
         previous = ptr
 
 
-def _leftover(path: Path, values: dict[str, str]) -> list[str]:
+def leftover_identifiers(path: Path, values: dict[str, str]) -> list[str]:
     """Identifier values (of a searchable length) still present in the written file."""
     needles = {}
     for key, value in values.items():
@@ -470,7 +470,7 @@ def rewrite_tiff(
                 raise _HoldBack(f"unreadable TIFF structure ({exc})") from exc
         if check:
             _check_opens(tmp)
-        left = _leftover(tmp, {**extra_identifiers, **plan.found})
+        left = leftover_identifiers(tmp, {**extra_identifiers, **plan.found})
         if left:
             raise _HoldBack(f"identifiers still found after cleaning: {', '.join(left)}")
         os.replace(tmp, dst)

@@ -58,16 +58,19 @@ class Mask(NamedTuple):
     reason: str
 
 
-def band_masker(frame: np.ndarray, ds: Dataset) -> Mask:
-    """A stand-in for burned_in.mask_burned_in: blacks out the top tenth of the frame."""
-    out = frame.copy()
-    rows = max(1, frame.shape[0] // 10)
-    out[:rows] = 0
-    return Mask(out, [(0, 0, frame.shape[1], rows)], True, "")
+def band_masker(pixels: np.ndarray, ds: Dataset) -> Mask:
+    """A simple masker: blacks out the top tenth of every frame."""
+    out = pixels.copy()
+    rows = max(1, int(ds.Rows) // 10)
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        out[:, :rows] = 0
+    else:
+        out[:rows] = 0
+    return Mask(out, [(0, 0, int(ds.Columns), rows)], True, "")
 
 
-def unsure_masker(frame: np.ndarray, ds: Dataset) -> Mask:
-    return Mask(frame, [], False, "text found but not legible enough to be sure")
+def unsure_masker(pixels: np.ndarray, ds: Dataset) -> Mask:
+    return Mask(pixels, [], False, "text found but not legible enough to be sure")
 
 
 def raw_identifiers(path: Path) -> set[bytes]:
@@ -369,13 +372,30 @@ def test_compressed_burned_in_image_written_uncompressed(tmp_path):
     src = Path(get_testdata_file("examples_ybr_color.dcm"))  # US, JPEG, 30 frames
     result = deidentify_dicom(src, tmp_path / "us.dcm", PSEUDO, Profile(), band_masker)
     assert isinstance(result, Exported), result
-    assert result.masked_regions == 30
+    assert result.masked_regions == 1
     out = pydicom.dcmread(tmp_path / "us.dcm")
     assert out.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
     assert out.PhotometricInterpretation == "RGB"
     frames = out.pixel_array
     assert frames.shape[0] == 30 and not frames[:, : out.Rows // 10].any()
     assert frames[:, out.Rows // 10 :].any()
+
+
+def test_with_the_burned_in_modules_region_masker(tmp_path):
+    from shindan.deid.burned_in import RegionRule, dicom_masker
+
+    src = Path(get_testdata_file("examples_ybr_color.dcm"))
+    ds = pydicom.dcmread(src)
+    rule = RegionRule(manufacturer=str(ds.get("Manufacturer", "")), regions=((0, 0, 40, 12),))
+    masker = dicom_masker([rule], ocr=False)  # configured regions only: no Tesseract run
+    result = deidentify_dicom(src, tmp_path / "us.dcm", PSEUDO, Profile(), masker)
+    assert isinstance(result, Exported), result
+    out = pydicom.dcmread(tmp_path / "us.dcm")
+    new, orig = out.pixel_array, ds.pixel_array
+    assert result.masked_regions == 1 and out.BurnedInAnnotation == "NO"
+    assert new.shape == orig.shape
+    assert not np.array_equal(new[:, :12, :40], orig[:, :12, :40])
+    assert np.array_equal(new[:, 40:, 60:], orig[:, 40:, 60:])
 
 
 # --------------------------------------------------------------------------- hostile input
@@ -396,6 +416,8 @@ def test_hostile_files_give_one_line_reasons(tmp_path):
     wrong_vr[name_at + 4 : name_at + 6] = b"SQ"  # a name claimed to be a sequence
     birth_at = base.index(b"19600412")
     bad_value = base[:birth_at] + b"notadate" + base[birth_at + 8 :]
+    date_as_numbers = base.replace(b"\x08\x00\x20\x00DA", b"\x08\x00\x20\x00US", 1)
+    assert date_as_numbers != base
     cases = {
         "truncated.dcm": ct[: len(ct) // 2],
         "header-only.dcm": ct[:140],
@@ -404,6 +426,7 @@ def test_hostile_files_give_one_line_reasons(tmp_path):
         "empty.dcm": b"",
         "huge-length.dcm": bytes(huge),
         "wrong-vr.dcm": bytes(wrong_vr),
+        "date-as-numbers.dcm": date_as_numbers,  # Study Date under VR US would slip through
     }
     for name, data in cases.items():
         src = tmp_path / name
@@ -414,6 +437,7 @@ def test_hostile_files_give_one_line_reasons(tmp_path):
         assert not (tmp_path / f"out-{name}").exists(), name
         assert src.read_bytes() == data
         assert not list(tmp_path.glob(".deid-*"))
+    assert "wrong VR US for (0008,0020) StudyDate" in result.reason
     # a date that is not one: the element goes, the file is still exported
     src = tmp_path / "bad-date.dcm"
     src.write_bytes(bad_value)

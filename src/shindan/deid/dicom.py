@@ -42,7 +42,7 @@ from pydicom.uid import (
 from shindan.deid.profile import Profile
 from shindan.deid.pseudonyms import Pseudonymiser
 from shindan.deid.records import Exported, HeldBack, Identifiers
-from shindan.errors import InputError
+from shindan.errors import InputError, ShindanError
 
 __all__ = [
     "annex_e_action",
@@ -52,8 +52,8 @@ __all__ = [
     "needs_masking",
 ]
 
-# A masker takes one frame (rows, columns[, samples]) and the dataset it comes from and
-# returns an object with .pixels, .regions, .confident, .reason (burned_in.MaskResult).
+# A masker takes the decoded pixels (frames first when multi-frame, YBR decoded to RGB) and
+# the dataset, and returns .pixels, .regions, .confident, .reason (burned_in.MaskResult).
 Masker = Callable[[np.ndarray, Dataset], Any]
 
 _TABLE = Path(__file__).with_name("annex_e.csv")
@@ -438,11 +438,25 @@ def _clean(ds: Dataset, ctx: _Context) -> None:
             del ds[creator.tag]
 
 
+def _expected_vrs(tag: int) -> tuple[str, ...]:
+    try:
+        return tuple(pydicom.datadict.dictionary_VR(tag).split(" or "))
+    except KeyError:
+        return ()
+
+
 def _apply(ds: Dataset, elem: DataElement, action: str, ctx: _Context) -> None:
     vr = elem.VR
     if action == "X":
         del ds[elem.tag]
         return
+    expected = _expected_vrs(int(elem.tag))
+    if expected and vr not in expected and vr != "UN" and action != "Z":
+        # a value under the wrong VR (a date stored as numbers, a UID as text) would slip
+        # past the action meant for it
+        raise InputError(
+            f"wrong VR {vr} for {elem.tag} {elem.keyword} (the standard says {'/'.join(expected)})"
+        )
     if vr == "SQ":
         if action == "Z":
             _empty(elem)
@@ -672,8 +686,13 @@ def _check_lengths(ds: Dataset, src: Path) -> None:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    text = lines[0]
+    if text.endswith(":") and len(lines) > 1:  # "... all plugins are missing dependencies:"
+        text = f"{text} {lines[1]}"
+    return text[:240]
 
 
 def _file_meta(ds: Dataset, transfer_syntax: UID) -> FileMetaDataset:
@@ -710,43 +729,31 @@ def _write(ds: Dataset, dst: Path) -> None:
 
 
 def _mask(ds: Dataset, masker: Masker) -> tuple[np.ndarray | None, int, str]:
-    """Run the masker on every frame: (new pixels or None if unchanged, regions, reason)."""
+    """Run the masker on the decoded pixels (frames first when multi-frame; YBR arrives
+    as RGB): (new pixels or None if unchanged, regions masked or -1, reason held back)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             pixels = ds.pixel_array
         except Exception as exc:
-            return (
-                None,
-                -1,
-                f"pixel data cannot be decoded to look for burned-in text ({_one_line(exc)})",
-            )
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    multi = frames > 1
-    out = pixels.copy()
-    regions = 0
-    for i in range(frames if multi else 1):
-        frame = pixels[i] if multi else pixels
-        try:
-            result = masker(frame, ds)
-        except Exception as exc:
-            return None, -1, f"burned-in text check failed ({_one_line(exc)})"
-        if not getattr(result, "confident", False):
-            reason = (
-                getattr(result, "reason", "")
-                or "burned-in text could not be masked with confidence"
-            )
+            reason = f"pixel data cannot be decoded to look for burned-in text ({_one_line(exc)})"
             return None, -1, reason
-        masked = np.asarray(result.pixels)
-        if masked.shape != frame.shape:
-            return None, -1, "the burned-in text masker changed the image size"
-        regions += len(getattr(result, "regions", ()) or ())
-        if multi:
-            out[i] = masked
-        else:
-            out = masked.astype(pixels.dtype, copy=False)
-    changed = not np.array_equal(out, pixels)
-    return (out if changed else None), regions, ""
+    try:
+        result = masker(pixels, ds)
+    except ShindanError:
+        raise  # e.g. OCR not installed: the user must know, not find everything held back
+    except Exception as exc:
+        return None, -1, f"burned-in text check failed ({_one_line(exc)})"
+    if not getattr(result, "confident", False):
+        reason = getattr(result, "reason", "") or "burned-in text not masked with confidence"
+        return None, -1, _one_line(Exception(reason))
+    masked = np.asarray(result.pixels)
+    if masked.shape != pixels.shape:
+        return None, -1, "the burned-in text masker changed the image size"
+    regions = len(getattr(result, "regions", ()) or ())
+    if np.array_equal(masked, pixels):
+        return None, regions, ""
+    return masked.astype(pixels.dtype, copy=False), regions, ""
 
 
 def _set_pixels(ds: Dataset, pixels: np.ndarray) -> None:
@@ -796,9 +803,11 @@ def deidentify_dicom(
     profile : Profile
         The Annex E options.
     masker : callable, optional
-        ``masker(frame, ds) -> MaskResult`` (``.pixels``, ``.regions``, ``.confident``,
-        ``.reason``), called on every frame of an image that may carry burned-in text
-        (:func:`needs_masking`). Without one, such images are held back.
+        ``masker(pixels, ds) -> MaskResult`` (``.pixels``, ``.regions``, ``.confident``,
+        ``.reason``), e.g. :func:`shindan.deid.burned_in.dicom_masker`, called with
+        ``ds.pixel_array`` (frames first when multi-frame; YBR decoded to RGB) of an image
+        that may carry burned-in text (:func:`needs_masking`). Without one, such images are
+        held back; a :class:`ShindanError` it raises (OCR not installed) propagates.
 
     Returns
     -------

@@ -495,8 +495,12 @@ def _check_dicomdir(path: Path, file_map: dict) -> int:
     return n
 
 
-def test_dicomdir_rewritten(tmp_path):
-    dicomdir = Path(get_testdata_file("DICOMDIR"))
+@pytest.mark.parametrize(
+    "variant",
+    ["DICOMDIR", "DICOMDIR-implicit", "DICOMDIR-bigEnd", "DICOMDIR-reordered", "DICOMDIR-nooffset"],
+)
+def test_dicomdir_rewritten(tmp_path, variant):
+    dicomdir = Path(get_testdata_file("DICOMDIR")).parent / variant
     dd, results, file_map = _export_dicomdir(dicomdir.parent, dicomdir, tmp_path / "out")
     assert isinstance(dd, Exported), dd
     n = _check_dicomdir(dd.path, file_map)
@@ -515,6 +519,21 @@ def test_dicomdir_rewritten(tmp_path):
         str(r.PatientID) for r in orig.DirectoryRecordSequence if r.DirectoryRecordType == "PATIENT"
     }
     assert len(dd.case.split(",")) == len(patients)
+
+
+def test_broken_dicomdir_held_back(tmp_path):
+    folder = Path(get_testdata_file("DICOMDIR")).parent
+    # patient records turned into an unknown type, the root offset pointing at an image
+    result = deidentify_dicomdir(
+        folder / "DICOMDIR-nopatient", tmp_path / "D", PSEUDO, Profile(), {}
+    )
+    assert isinstance(result, HeldBack) and "\n" not in result.reason
+    assert not (tmp_path / "D").exists()
+    empty = deidentify_dicomdir(
+        folder / "DICOMDIR-empty.dcm", tmp_path / "E", PSEUDO, Profile(), {}
+    )
+    assert isinstance(empty, Exported)
+    assert len(pydicom.dcmread(empty.path).DirectoryRecordSequence) == 0
 
 
 # --------------------------------------------------------------------------- a real study

@@ -905,9 +905,23 @@ class _Node:
     children: list[_Node]
 
 
+_LEVELS = {"PATIENT": 0, "STUDY": 1, "SERIES": 2}
+
+
+def _offset(record: Dataset, tag: int) -> int:
+    elem = record.get(tag)
+    try:
+        return int(elem.value or 0) if elem is not None else 0
+    except (TypeError, ValueError):
+        return 0
+
+
 def _record_tree(ds: Dataset) -> list[_Node]:
+    """The DICOMDIR's record hierarchy, by its offsets (or, when a writer left them all zero,
+    by the order and type of the records)."""
+    records = list(ds.DirectoryRecordSequence)
     by_offset = {}
-    for record in ds.DirectoryRecordSequence:
+    for record in records:
         offset = getattr(record, "seq_item_tell", None)
         if offset is None:
             raise InputError("DICOMDIR records without offsets")
@@ -922,11 +936,27 @@ def _record_tree(ds: Dataset) -> list[_Node]:
                 raise InputError("DICOMDIR record offsets are broken")
             seen.add(offset)
             record = by_offset[offset]
-            nodes.append(_Node(record, chain(int(record.get(_OFFSET_LOWER).value or 0))))
-            offset = int(record.get(_OFFSET_NEXT).value or 0)
+            nodes.append(_Node(record, chain(_offset(record, _OFFSET_LOWER))))
+            offset = _offset(record, _OFFSET_NEXT)
         return nodes
 
-    return chain(int(ds.OffsetOfTheFirstDirectoryRecordOfTheRootDirectoryEntity or 0))
+    root = _offset(ds, 0x00041200)
+    if root or not records:
+        tree = chain(root)
+        if len(seen) != len(records):
+            raise InputError(f"DICOMDIR: {len(records) - len(seen)} records not linked")
+        return tree
+    # no offsets at all: patient > study > series > everything else, in file order
+    tree: list[_Node] = []
+    stack: list[tuple[int, _Node]] = []
+    for record in records:
+        level = _LEVELS.get(_text(record.get("DirectoryRecordType", "")), 3)
+        node = _Node(record, [])
+        while stack and stack[-1][0] >= level:
+            stack.pop()
+        (stack[-1][1].children if stack else tree).append(node)
+        stack.append((level, node))
+    return tree
 
 
 def _find_file(root: Path, parts: list[str]) -> Path:

@@ -594,6 +594,12 @@ def deidentify_dataset(
     finally:
         ds._dict.update(pixels)
     clean._dict.update(pixels)
+    return _deidentify_in_place(clean, pseudo, profile, patient_id)
+
+
+def _deidentify_in_place(
+    clean: Dataset, pseudo: Pseudonymiser, profile: Profile, patient_id: str | None
+) -> tuple[Dataset, Identifiers]:
     pid = _patient_id(clean) if patient_id is None else patient_id
     ctx = _Context(pseudo, profile, pid)
     _collect(clean, ctx)
@@ -655,13 +661,8 @@ def _read(src: Path) -> Dataset:
                 ) from None
         except Exception as exc:
             raise InputError(f"{src}: unreadable DICOM ({_one_line(exc)})") from None
+        # decodes every value now, so broken elements surface here and not mid-way
         _check_lengths(ds, src)
-        try:
-            # decode every value now, so broken elements surface here and not mid-way
-            for _, elem in _walk(ds):
-                _ = elem.value
-        except Exception as exc:
-            raise InputError(f"{src}: broken DICOM element ({_one_line(exc)})") from None
     return ds
 
 
@@ -863,7 +864,10 @@ def deidentify_dicom(
         transfer_syntax = _transfer_syntax(ds)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            clean, identifiers = deidentify_dataset(ds, pseudo, profile)
+            study_uid = _text(ds.get("StudyInstanceUID", "") or "")
+            modality = _text(ds.get("Modality", "") or "")
+            # ds was read for this call only: cleaned in place, no copy
+            clean, identifiers = _deidentify_in_place(ds, pseudo, profile, None)
             if masked_pixels is not None:
                 clean.file_meta = _file_meta(clean, transfer_syntax)
                 _set_pixels(clean, masked_pixels)
@@ -881,12 +885,11 @@ def deidentify_dicom(
     except Exception as exc:  # a malformed value pydicom cannot re-encode
         return HeldBack(src, f"cannot be written as de-identified DICOM ({_one_line(exc)})")
     pid = identifiers.patient_id
-    study_uid = _text(ds.get("StudyInstanceUID", "") or "")
     return Exported(
         path=dst,
         case=pseudo.patient(pid),
         study=pseudo.study(pid, study_uid) if study_uid else "",
-        modality=_text(ds.get("Modality", "") or ""),
+        modality=modality,
         profile=profile.describe() + (" + clean pixel data" if pixels_cleaned else ""),
         identifiers=identifiers,
         masked_regions=regions,

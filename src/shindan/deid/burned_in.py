@@ -6,24 +6,30 @@ hospital in the pixels. :func:`mask_burned_in` paints over
 * the regions configured for the device (a rules file per manufacturer/model, see
   :func:`load_region_rules`), and
 * every word Tesseract reads with some confidence, in both polarities (light text on dark and
-  dark on light), upscaled when the image is small, frame by frame,
+  dark on light, each against its local background), upscaled when the image is small,
+  frame by frame,
 
-and then reads the masked image again. The result is *confident* only when that second pass
-reads no word (two or more letters or digits, or any CJK character) with confidence of at
-least :data:`CLEAN_CONFIDENCE`. That is a statement about what OCR can read: text that is
-very faint, tiny, stylised or rotated (only the rotations asked for are tried) may be missed by
-both passes, so an image from a device known to burn in text should also have configured
-regions. An image that is not confident should be held back, with ``reason``.
+and then reads the masked image again (painting and re-reading up to :data:`ROUNDS` times).
+The result is *confident* only when the last reading finds no text: no word of two or more
+letters, digits or CJK characters with confidence of at least :data:`CLEAN_CONFIDENCE` (a lone
+character: :data:`SINGLE_CONFIDENCE`), and none in the extra ``rotations`` asked for.
+That is a statement about what OCR can read: text that is very faint, tiny, stylised or
+rotated (only the rotations asked for are tried) may be missed by every reading, so an image
+from a device known to burn in text should also have configured regions. An image that is
+not confident should be held back, with ``reason``. Strong speckle or noise can make OCR
+"read" short nonsense words; those small boxes are masked too (too much is the safe side).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import os
 import re
 import shutil
 import tomllib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +42,8 @@ from shindan.errors import InputError, ShindanError
 MASK_CONFIDENCE = 40
 # ... and after masking, no word may be read at this confidence or more.
 CLEAN_CONFIDENCE = 60
+SINGLE_CONFIDENCE = 85  # a lone character: speckle often reads as one at 60-70
+ROUNDS = 3  # read-and-paint rounds per frame before the last check
 MARGIN = 4  # pixels added around every masked box (anti-aliased glyph edges)
 OCR_TIMEOUT = 120  # seconds per Tesseract call; a hung OCR is a failed check, not a pass
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff\uff66-\uff9d]")
@@ -81,9 +89,13 @@ class Word:
     frame: int = 0
 
     @property
-    def meaningful(self) -> bool:
-        """Two letters/digits or any CJK character: more than OCR noise."""
-        return bool(_CJK.search(self.text)) or len(_ALNUM.findall(self.text)) >= 2
+    def is_text(self) -> bool:
+        """Read as text, not OCR noise: two letters/digits/CJK characters at
+        :data:`CLEAN_CONFIDENCE`, or a single one at :data:`SINGLE_CONFIDENCE`."""
+        chars = len(_CJK.findall(self.text)) + len(_ALNUM.findall(self.text))
+        if chars >= 2:
+            return self.confidence >= CLEAN_CONFIDENCE
+        return chars == 1 and self.confidence >= SINGLE_CONFIDENCE
 
 
 @dataclass(frozen=True)
@@ -212,7 +224,13 @@ def _upscale(shape: tuple[int, ...]) -> int:
 def read_words(
     grey: np.ndarray, languages: Sequence[str], *, frame: int = 0, rotation: int = 0
 ) -> list[Word]:
-    """Words Tesseract reads in an 8-bit image, in both polarities, boxes in image pixels.
+    """Words Tesseract reads in an 8-bit image, boxes in image pixels.
+
+    Two readings, one per polarity: the image minus its local background (a grey opening:
+    light strokes on any background) and the local background minus the image (a grey
+    closing: dark strokes), each shown to Tesseract as dark text on white. Subtracting the
+    background finds text on uneven backgrounds (gradients, light boxes) that a global
+    threshold loses, and leaves smooth regions blank instead of inventing words in them.
 
     ``rotation`` (0, 90, 180, 270) turns the image first, to read text running that way;
     boxes are then in the turned image.
@@ -222,18 +240,20 @@ def read_words(
 
     img = np.rot90(grey, k=rotation // 90) if rotation else grey
     scale = _upscale(img.shape)
-    base = Image.fromarray(np.ascontiguousarray(img))
-    if scale > 1:
-        base = base.resize((base.width * scale, base.height * scale), Image.Resampling.LANCZOS)
     words = []
-    for polarity in (base, Image.eval(base, lambda v: 255 - v)):
-        data = pytesseract.image_to_data(
-            polarity,
-            lang="+".join(languages),
-            config="--psm 11",
-            output_type=pytesseract.Output.DICT,
-            timeout=OCR_TIMEOUT,
-        )
+    for strokes in _stroke_images(img):
+        image = Image.fromarray(strokes)
+        if scale > 1:
+            size = (image.width * scale, image.height * scale)
+            image = image.resize(size, Image.Resampling.LANCZOS)
+        with _one_ocr_thread():
+            data = pytesseract.image_to_data(
+                image,
+                lang="+".join(languages),
+                config="--psm 11",
+                output_type=pytesseract.Output.DICT,
+                timeout=OCR_TIMEOUT,
+            )
         for i, text in enumerate(data["text"]):
             conf = float(data["conf"][i])
             if not text.strip() or conf < 0:
@@ -241,6 +261,34 @@ def read_words(
             x, y, w, h = (int(data[k][i]) // scale for k in ("left", "top", "width", "height"))
             words.append(Word(text.strip(), conf, (x, y, max(w, 1), max(h, 1)), frame))
     return words
+
+
+@contextlib.contextmanager
+def _one_ocr_thread() -> Iterator[None]:
+    """Tesseract's OpenMP threads slow it down on a busy machine: one thread per call (the
+    variable reaches only the tesseract child process; it is restored afterwards)."""
+    before = os.environ.get("OMP_THREAD_LIMIT")
+    os.environ["OMP_THREAD_LIMIT"] = before or "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("OMP_THREAD_LIMIT", None)
+
+
+def _stroke_images(grey: np.ndarray) -> list[np.ndarray]:
+    """Light strokes and dark strokes of an 8-bit image, each as dark-on-white uint8."""
+    from scipy import ndimage as ndi
+
+    g = grey.astype(np.float32)
+    # Wider than any glyph stroke but narrower than the background's features.
+    size = (max(15, min(g.shape) // 25),) * 2
+    out = []
+    for strokes in (g - ndi.grey_opening(g, size=size), ndi.grey_closing(g, size=size) - g):
+        top = float(strokes.max())
+        scaled = strokes * (255.0 / top) if top > 0 else np.zeros_like(strokes)
+        out.append(np.ascontiguousarray(255 - np.clip(scaled, 0, 255)).astype(np.uint8))
+    return out
 
 
 def _frames(pixels: np.ndarray, multiframe: bool | None) -> tuple[np.ndarray, bool]:
@@ -332,50 +380,61 @@ def mask_burned_in(
         return MaskResult(result.reshape(src.shape), tuple(painted), ok, why)
 
     check_ocr(languages)
-    per_frame: list[list[Word]] = []
-    grey_cache: dict[bytes, list[Word]] = {}
-    for i, frame in enumerate(out):
-        grey = _to_uint8(frame)
-        key = grey.tobytes()
-        if key not in grey_cache:  # identical frames (a still cine loop) are read once
-            grey_cache[key] = read_words(grey, languages, frame=i)
-        per_frame.append([w for w in grey_cache[key] if w.confidence >= MASK_CONFIDENCE])
-    for i, words in enumerate(per_frame):
-        for w in words:
-            b = _paint(out[i : i + 1], w.box, margin, fill)
-            if b[2] and b not in painted:
-                painted.append(b)
-
-    confident, reason = _verify(out, languages, rotations)
-    result = out if src.ndim == out.ndim else out[0]
-    return MaskResult(result.reshape(src.shape), tuple(painted), confident, reason)
-
-
-def _verify(frames: np.ndarray, languages: Sequence[str], rotations: Sequence[int]):
-    seen: set[bytes] = set()
-    for i, frame in enumerate(frames):
-        grey = _to_uint8(frame)
-        key = grey.tobytes()
-        if key in seen:
+    done: dict[bytes, list[Box]] = {}  # frame content -> boxes painted (repeats read once)
+    for i in range(len(out)):
+        key = _to_uint8(out[i]).tobytes()
+        if key in done:
+            for box in done[key]:
+                _paint(out[i : i + 1], box, 0, fill)
             continue
-        seen.add(key)
-        for rot in rotations:
-            left = [
-                w
-                for w in read_words(grey, languages, frame=i, rotation=rot)
-                if w.confidence >= CLEAN_CONFIDENCE and w.meaningful
-            ]
-            if left:
-                shown = ", ".join(f"{w.text!r} ({w.confidence:.0f})" for w in left[:3])
-                turned = f" turned {rot} degrees" if rot else ""
-                return False, f"text still read after masking{turned} in frame {i}: {shown}"
-    n = len(frames)
-    turns = "/".join(str(r) for r in rotations)
-    return True, (
+        boxes, left = _clean_frame(out, i, languages, margin, fill)
+        done[key] = boxes
+        painted.extend(b for b in boxes if b not in painted)
+        if left:
+            shown = ", ".join(f"{w.text!r} ({w.confidence:.0f})" for w in left[:3])
+            reason = f"text still read after masking in frame {i}: {shown}"
+            return MaskResult(_shaped(out, src), tuple(painted), False, reason)
+        for rot in (r for r in rotations if r % 360):
+            words = read_words(_to_uint8(out[i]), languages, frame=i, rotation=rot)
+            turned = [w for w in words if w.is_text]
+            if turned:
+                shown = ", ".join(f"{w.text!r} ({w.confidence:.0f})" for w in turned[:3])
+                reason = f"text read turned {rot} degrees in frame {i}: {shown}"
+                return MaskResult(_shaped(out, src), tuple(painted), False, reason)
+    n, turns = len(out), "/".join(str(r) for r in rotations)
+    reason = (
         f"no text read after masking (Tesseract {'+'.join(languages)}, both polarities, "
         f"{n} frame{'s' if n > 1 else ''}, rotation {turns}; faint or stylised text may "
         "escape OCR)"
     )
+    return MaskResult(_shaped(out, src), tuple(painted), True, reason)
+
+
+def _shaped(out: np.ndarray, src: np.ndarray) -> np.ndarray:
+    return (out if src.ndim == out.ndim else out[0]).reshape(src.shape)
+
+
+def _clean_frame(
+    out: np.ndarray, i: int, languages: Sequence[str], margin: int, fill: Any
+) -> tuple[list[Box], list[Word]]:
+    """Read, paint what was read, read again (up to :data:`ROUNDS` times) in frame ``i``.
+
+    Returns the boxes painted and the words still read as text at the end (empty: clean).
+    """
+    boxes: list[Box] = []
+    for r in range(ROUNDS):
+        words = read_words(_to_uint8(out[i]), languages, frame=i)
+        if r > 0 and not any(w.is_text for w in words):
+            return boxes, []
+        hits = [w for w in words if w.confidence >= MASK_CONFIDENCE]
+        if not hits:  # nothing read at all: clean as read
+            return boxes, []
+        for w in hits:
+            b = _paint(out[i : i + 1], w.box, margin, fill)
+            if b[2] and b not in boxes:
+                boxes.append(b)
+    words = read_words(_to_uint8(out[i]), languages, frame=i)
+    return boxes, [w for w in words if w.is_text]
 
 
 def dicom_masker(

@@ -160,6 +160,7 @@ def test_annex_e_table_has_the_standard_rows():
     assert annex_e_action(0x00181000, "LO", bare) == "Z"
     assert annex_e_action(0x0008103E, "LO", p) == "C"  # Series Description
     assert annex_e_action(0x0008103E, "LO", bare) == "X"
+    assert annex_e_action(0x00204000, "LT", p) == "X"  # Image Comments: free text goes
     assert annex_e_action(0x60023000, "OW", p) == "X"  # Overlay Data, repeating group
     assert annex_e_action(0x00081155, "UI", p) == "U"  # Referenced SOP Instance UID
     assert annex_e_action(0x00280010, "US", p) == "K"  # Rows: not in the table

@@ -194,6 +194,8 @@ def annex_e_action(tag: int, vr: str, profile: Profile) -> str:
     'Z'
     >>> annex_e_action(0x00101010, "AS", Profile(retain_patient_characteristics=False))
     'X'
+    >>> annex_e_action(0x0008103E, "LO", Profile()), annex_e_action(0x00104000, "LT", Profile())
+    ('C', 'X')
     """
     rule = _rule(tag)
     if rule is None:
@@ -212,6 +214,9 @@ def annex_e_action(tag: int, vr: str, profile: Profile) -> str:
             if option == "K":
                 return "K"
             if column == "clean_descriptors":
+                if vr in ("LT", "ST", "UT"):
+                    # free-text comments and histories may name anyone: not kept
+                    continue
                 return "C"
             # retain patient characteristics "C" (allergies, special needs, ...): free text
             # we cannot clean with confidence, so the basic action applies

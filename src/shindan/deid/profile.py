@@ -35,9 +35,10 @@ class Profile:
     retain_device_identity : bool
         Retain Device Identity: manufacturer's model, serial numbers, station name are kept.
     clean_descriptors : bool
-        Clean Descriptors: free-text descriptions (study, series, protocol, ...) are kept
-        when they contain none of the file's identifying values (names, IDs, institution,
-        dates) and no date or long number; otherwise they are removed.
+        Clean Descriptors: short descriptions (study, series, protocol, ...) are kept when
+        they contain none of the file's identifying values (names, IDs, institution, dates)
+        and no date or long number; otherwise they are removed. Free-text comments and
+        histories (LT, ST, UT) are always removed: they may name anyone.
     private_allow : tuple of str
         Private tags kept, as ``"gggg,eeee"`` hex (the element may use ``xx`` for the block,
         e.g. ``"0019,xx0c"``) optionally prefixed with the private creator,

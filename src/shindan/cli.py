@@ -62,6 +62,7 @@ def _register_tasks() -> None:
     # Each task owns its sub-commands; importing here keeps `shindan --help` one place.
     from shindan.classify.cli import app as classify_app
     from shindan.ct.cli import app as ct_app
+    from shindan.deid.cli import app as deid_app
     from shindan.explain.cli import register as register_explain
     from shindan.io.annotation_formats.cli import app as annotations_app
     from shindan.kidney.cli import app as kidney_app
@@ -76,6 +77,7 @@ def _register_tasks() -> None:
     app.add_typer(classify_app, name="classify")
     app.add_typer(ct_app, name="ct")
     app.add_typer(stats_app, name="stats")
+    app.add_typer(deid_app, name="deid")
     app.add_typer(annotations_app, name="annotations")
     register_explain(app)
     register_demo(app)

@@ -68,19 +68,33 @@ def test_contract_forms(service_dir):
             assert token.encode() not in f.read_bytes()
 
 
-def test_contract_errors_are_one_line(service_dir):
-    admin("site", "add", "kyoto", "--data", str(service_dir))
+def test_contract_errors_are_one_line(tmp_path):
+    # the message format does not depend on the database: SQLite only (subprocesses are slow)
+    data = ["--data", str(tmp_path / "svc")]
+    admin("site", "add", "kyoto", *data)
     for args in (
         ["user", "add", "bob", "--site", "nowhere", "--role", "admin"],
         ["user", "add", "bob", "--site", "kyoto", "--role", "boss"],
         ["user", "add", "bad name", "--site", "kyoto", "--role", "admin"],
     ):
-        p = shindan("admin", *args, "--data", str(service_dir), "--token")
+        p = shindan("admin", *args, *data, "--token")
         assert p.returncode == 2 and p.stdout == "", (args, p.stdout)
         lines = p.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: "), p.stderr
-    # nothing was created by the refused commands
-    assert admin("user", "list", "--data", str(service_dir)).stdout == ""
+
+
+def test_refused_commands_change_nothing(service_dir):
+    data = ["--data", str(service_dir)]
+    admin("site", "add", "kyoto", *data)
+    for args, message in (
+        (["--site", "nowhere", "--role", "admin"], "no site 'nowhere'"),
+        (["--site", "kyoto", "--role", "boss"], "role 'boss' is unknown"),
+    ):
+        with pytest.raises(ServiceError, match=message):
+            admin("user", "add", "bob", *args, *data, "--token")
+    with pytest.raises(ServiceError, match="user name 'bad name'"):
+        admin("user", "add", "bad name", "--site", "kyoto", "--role", "admin", *data)
+    assert admin("user", "list", *data).stdout == ""
     assert tokens_in_db(service_dir) == []
 
 

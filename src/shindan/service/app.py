@@ -5,8 +5,6 @@ unauthenticated request gets 401 on every ``/api/`` path, known or not. Routes t
 caller from :func:`current_user` and reach cases only through :mod:`shindan.service.access`.
 """
 
-import re
-import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from importlib.resources import files
@@ -18,19 +16,19 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from shindan import __version__
+from shindan.errors import ServiceError
 from shindan.service import audit
 from shindan.service.access import WRITERS, NotVisible, manages, visible_case, visible_cases
+from shindan.service.cases import CaseExists, add_case
 from shindan.service.db import Database
 from shindan.service.models import ApiToken, Case, Share, Site, User, iso, utcnow
 from shindan.service.security import token_digest
 
 # paths under /api/ that answer without credentials
 OPEN_PATHS = frozenset({"/api/health"})
-PSEUDONYM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 # last_used_at is refreshed at most this often, so reads do not all write the token row
 TOUCH_EVERY = timedelta(minutes=1)
 
@@ -228,28 +226,17 @@ def create_app(database: Database) -> FastAPI:
         return [case_out(c) for c in cases]
 
     @app.post("/api/cases", status_code=201, tags=["cases"])
-    def add_case(request: Request, body: CaseIn, user: UserDep, session: SessionDep) -> CaseOut:
+    def post_case(request: Request, body: CaseIn, user: UserDep, session: SessionDep) -> CaseOut:
         """Add a case to the caller's site (uploaders and admins)."""
         if user.role not in WRITERS:
             raise HTTPException(403, f"a {user.role} cannot add cases")
-        if not PSEUDONYM.fullmatch(body.pseudonym):
-            raise HTTPException(422, "pseudonym: 1-128 letters, digits, '.', '_' or '-'")
-        exists = session.scalar(
-            select(Case.id).where(Case.site_id == user.site_id, Case.pseudonym == body.pseudonym)
-        )
-        if exists is not None:
-            raise HTTPException(409, f"site {user.site.name} has a case {body.pseudonym} already")
-        case = Case(public_id=uuid.uuid4().hex, site_id=user.site_id, pseudonym=body.pseudonym)
-        session.add(case)
-        session.flush()
-        audit.record(session, user, "case.add", f"case:{case.public_id}", None, client(request))
         try:
-            session.commit()
-        except IntegrityError:  # the same pseudonym added concurrently
-            raise HTTPException(
-                409, f"site {user.site.name} has a case {body.pseudonym} already"
-            ) from None
-        session.refresh(case)
+            case = add_case(session, user.site, body.pseudonym, user, client(request))
+        except CaseExists as exc:
+            raise HTTPException(409, str(exc)) from None
+        except ServiceError as exc:
+            raise HTTPException(422, str(exc)) from None
+        session.commit()
         return case_out(case)
 
     @app.get("/api/cases/{case_id}", tags=["cases"])

@@ -278,16 +278,14 @@ def register_serve(root: typer.Typer) -> None:
         """
         if ray is not None:
             _check_ray(ray)
+        from shindan.service.app import create_app
         from shindan.service.db import Database
+        from shindan.service.server import run_server
         from shindan.service.settings import load_settings
 
-        settings = load_settings(data, db)
         _check_port(host, port)
+        settings = load_settings(data, db)
         database = Database(settings)
-        import uvicorn
-
-        from shindan.service.app import create_app
-
         application = create_app(database)
         shown = f"[{host}]" if ":" in host else host
         _say(
@@ -295,6 +293,7 @@ def register_serve(root: typer.Typer) -> None:
             f"database {settings.dialect}); Ctrl-C stops"
         )
         try:
-            uvicorn.run(application, host=host, port=port, log_level="warning")
+            run_server(application, host=host, port=port)
         finally:
             database.close()
+        _say("shindan serve: stopped")

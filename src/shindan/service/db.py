@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -69,6 +70,15 @@ class Database:
     """
 
     def __init__(self, settings: Settings, migrate: bool = True) -> None:
+        try:
+            self._open(settings, migrate)
+        except ServiceError:
+            # a folder made for a database that cannot be opened is not left behind
+            if settings.created:
+                shutil.rmtree(settings.data, ignore_errors=True)
+            raise
+
+    def _open(self, settings: Settings, migrate: bool) -> None:
         self.settings = settings
         self.engine = make_engine(settings.db_url)
         try:

@@ -30,10 +30,13 @@ class Settings:
         The service folder.
     db_url : str
         SQLAlchemy URL (``sqlite:///DATA/shindan.db`` or ``postgresql+psycopg://...``).
+    created : bool
+        Whether the folder was made by this call (removed again when its database fails).
     """
 
     data: Path
     db_url: str
+    created: bool = False
 
     @property
     def files(self) -> Path:
@@ -107,6 +110,7 @@ def load_settings(data: Path, db: str | None = None, create: bool = True) -> Set
     data = Path(data)
     url = normalize_db_url(db) if db is not None else None
     marker = data / MARKER
+    created = not data.exists()
     if data.exists() and not data.is_dir():
         raise ServiceError(f"--data {data} is a file, not a folder")
     if data.is_dir() and not marker.exists() and any(data.iterdir()):
@@ -142,7 +146,7 @@ def load_settings(data: Path, db: str | None = None, create: bool = True) -> Set
         _write_marker(marker, url)
     if url is None:
         url = f"sqlite:///{(data / SQLITE_NAME).resolve()}"
-    return Settings(data=data.resolve(), db_url=url)
+    return Settings(data=data.resolve(), db_url=url, created=created)
 
 
 def _write_marker(marker: Path, url: str | None) -> None:

@@ -13,11 +13,12 @@ and then reads the masked image again (painting and re-reading up to :data:`ROUN
 The result is *confident* only when the last reading finds no text: no word of two or more
 letters, digits or CJK characters with confidence of at least :data:`CLEAN_CONFIDENCE` (a lone
 character: :data:`SINGLE_CONFIDENCE`), and none in the extra ``rotations`` asked for.
-That is a statement about what OCR can read: text that is very faint, tiny, stylised or
-rotated (only the rotations asked for are tried) may be missed by every reading, so an image
-from a device known to burn in text should also have configured regions. An image that is
-not confident should be held back, with ``reason``. Strong speckle or noise can make OCR
-"read" short nonsense words; those small boxes are masked too (too much is the safe side).
+That is a statement about what OCR can read: text that is very faint (stroke contrast under
+:data:`MIN_CONTRAST` of 255 grey levels), tiny, stylised or rotated (only the rotations
+asked for are tried) may be missed by every reading, so an image from a device known to burn
+in text should also have configured regions. An image that is not confident should be held
+back, with ``reason``. Strong speckle or noise can make OCR "read" short nonsense words;
+those small boxes are masked too (too much is the safe side).
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ MASK_CONFIDENCE = 40
 CLEAN_CONFIDENCE = 60
 SINGLE_CONFIDENCE = 85  # a lone character: speckle often reads as one at 60-70
 ROUNDS = 3  # read-and-paint rounds per frame before the last check
+# Stroke contrast (grey levels of the frame stretched to 0-255) below which nothing is read,
+# and at which a stroke shows full black to OCR.
+MIN_CONTRAST = 20
+FULL_CONTRAST = 96
 MARGIN = 4  # pixels added around every masked box (anti-aliased glyph edges)
 OCR_TIMEOUT = 120  # seconds per Tesseract call; a hung OCR is a failed check, not a pass
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff\uff66-\uff9d]")
@@ -285,9 +290,12 @@ def _stroke_images(grey: np.ndarray) -> list[np.ndarray]:
     size = (max(15, min(g.shape) // 25),) * 2
     out = []
     for strokes in (g - ndi.grey_opening(g, size=size), ndi.grey_closing(g, size=size) - g):
-        top = float(strokes.max())
-        scaled = strokes * (255.0 / top) if top > 0 else np.zeros_like(strokes)
-        out.append(np.ascontiguousarray(255 - np.clip(scaled, 0, 255)).astype(np.uint8))
+        # A fixed scale, not the image's own maximum: once the text is painted over, the
+        # faint edges left (JPEG ringing, the paint's border) must stay faint, or OCR
+        # "reads" them. Strokes fainter than MIN_CONTRAST grey levels are not text here.
+        strokes[strokes < MIN_CONTRAST] = 0
+        scaled = np.clip(strokes * (255.0 / FULL_CONTRAST), 0, 255)
+        out.append(np.ascontiguousarray(255 - scaled).astype(np.uint8))
     return out
 
 
@@ -426,7 +434,9 @@ def _clean_frame(
         words = read_words(_to_uint8(out[i]), languages, frame=i)
         if r > 0 and not any(w.is_text for w in words):
             return boxes, []
-        hits = [w for w in words if w.confidence >= MASK_CONFIDENCE]
+        # First reading: everything read with some confidence. Later ones: only what still
+        # reads as text (low-confidence readings then are mostly the edges of the paint).
+        hits = [w for w in words if (w.is_text if r else w.confidence >= MASK_CONFIDENCE)]
         if not hits:  # nothing read at all: clean as read
             return boxes, []
         for w in hits:

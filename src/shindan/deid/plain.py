@@ -35,6 +35,7 @@ PNG_KEEP = frozenset(
     {b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS", b"gAMA", b"cHRM", b"sRGB", b"sBIT", b"bKGD",
      b"pHYs"}
 )  # fmt: skip
+ICC_PROFILE = 34675  # TIFF tag; slides keep theirs (stain colour), plain images do not
 PNG_ANIMATION = frozenset({b"acTL", b"fcTL", b"fdAT"})
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # EXIF tags whose values identify a person, a place, a time or a device unit.
@@ -315,8 +316,8 @@ def _deidentify(
     if dst.exists():
         raise InputError(f"{dst}: already exists (an export never overwrites a file)")
     if kind == "tiff":
-        plan, _ = rewrite_tiff(src, dst, known, check=False)
-        notes.append("TIFF tags on the allow-list only; strips/tiles copied unchanged")
+        plan, _ = rewrite_tiff(src, dst, known, check=False, drop=frozenset({ICC_PROFILE}))
+        notes.append("TIFF tags on the allow-list only, no ICC; strips/tiles copied unchanged")
         known.update(plan.found)
     elif kind == "bmp":
         with Image.open(src) as img:

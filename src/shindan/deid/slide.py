@@ -387,7 +387,7 @@ def plan_tiff(reader: TiffReader, chain: list[Ifd], flavours: set[str], size: in
     return plan
 
 
-def _write(reader: TiffReader, chain: list[Ifd], plan: _Plan, out) -> None:
+def _write(reader: TiffReader, chain: list[Ifd], plan: _Plan, out, drop: frozenset[int]) -> None:
     writer = TiffWriter(out, reader.bo, reader.big, ndpi=plan.flavour == "NDPI")
     assert plan.edit is not None
 
@@ -399,7 +399,8 @@ def _write(reader: TiffReader, chain: list[Ifd], plan: _Plan, out) -> None:
                 new = [writer.copy_block(reader.fh, o, n) for o, n in blocks[off_tag]]
                 entries[off_tag] = writer.offsets_entry(off_tag, new)
         if ifd.sub and SUBIFDS in entries:
-            offsets = [write_one(s, _kept_entries(s))[0] for s in ifd.sub]
+            subs = [{t: e for t, e in _kept_entries(s).items() if t not in drop} for s in ifd.sub]
+            offsets = [write_one(s, e)[0] for s, e in zip(ifd.sub, subs, strict=True)]
             entries[SUBIFDS] = writer.offsets_entry(SUBIFDS, offsets)
         else:
             entries.pop(SUBIFDS, None)
@@ -407,7 +408,8 @@ def _write(reader: TiffReader, chain: list[Ifd], plan: _Plan, out) -> None:
 
     previous: int | None = None
     for i in plan.keep:
-        at, ptr = write_one(chain[i], plan.edit(i, chain[i]))
+        entries = {t: e for t, e in plan.edit(i, chain[i]).items() if t not in drop}
+        at, ptr = write_one(chain[i], entries)
         writer.link(previous, at)
         previous = ptr
 
@@ -448,9 +450,16 @@ def _temp_path(dst: Path) -> Path:
 
 
 def rewrite_tiff(
-    src: Path, dst: Path, extra_identifiers: dict[str, str], check: bool = True
+    src: Path,
+    dst: Path,
+    extra_identifiers: dict[str, str],
+    check: bool = True,
+    drop: frozenset[int] = frozenset(),
 ) -> tuple[_Plan, float]:
     """Write the de-identified TIFF ``dst`` from ``src`` (atomically); raise ``_HoldBack``.
+
+    ``check`` opens the result with :func:`shindan.io.open_slide`; ``drop`` names tags to
+    leave out beyond the allow-list (plain images drop the ICC profile).
 
     Returns the plan that was applied and the seconds it took.
     """
@@ -465,7 +474,7 @@ def rewrite_tiff(
                 chain = reader.chain()
                 plan = plan_tiff(reader, chain, flavours, size)
                 with open(tmp, "xb") as out:
-                    _write(reader, chain, plan, out)
+                    _write(reader, chain, plan, out, drop)
             except TiffStructureError as exc:
                 raise _HoldBack(f"unreadable TIFF structure ({exc})") from exc
         if check:

@@ -120,9 +120,9 @@ def register_demo(root: typer.Typer) -> None:
 
 
 def _register_train() -> None:
-    # train_cli imports no torch at module level: `kidney train` is listed on every install
+    # training.cli imports no torch at module level: `kidney train` is listed on every install
     # and says which extra it needs when run without it
-    from shindan.kidney.train_cli import register
+    from shindan.kidney.training.cli import register
 
     register(app)
 

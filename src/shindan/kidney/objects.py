@@ -15,7 +15,7 @@ import numpy as np
 from skimage import measure
 
 from shindan.io.annotations import IGNORE
-from shindan.kidney.data import GLOMERULUS, NON_TISSUE
+from shindan.kidney.training.builtin_sets import GLOMERULUS, NON_TISSUE
 from shindan.kidney.glomeruli import MIN_GLOMERULUS_UM2
 
 # A predicted region is a real glomerulus when at least this share of it lies on an outline

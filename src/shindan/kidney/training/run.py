@@ -27,7 +27,7 @@ from shindan.io.annotations import (
 )
 from shindan.io.inputs import pair_annotations
 from shindan.kidney.cleanup import min_region_areas, remove_small_regions
-from shindan.kidney.data import (
+from shindan.kidney.training.builtin_sets import (
     AAPI_MPP,
     AAPI_TILES,
     AIDPATH_CROP_MPP,

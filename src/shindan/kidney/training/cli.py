@@ -170,7 +170,7 @@ def register(app: typer.Typer) -> None:
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
     ) -> None:
         """Train or fine-tune the compartment model on your annotations or the built-in data."""
-        from shindan.kidney.train import train_compartments
+        from shindan.kidney.training.run import train_compartments
         from shindan.models.card import MODEL_FILES
         from shindan.util.atomic import atomic_path, check_replaceable
 

@@ -93,7 +93,7 @@ def test_models_lists_shipped():
 def test_kidney_analyze_with_a_users_models(tmp_path):
     from PIL import Image
 
-    from shindan.kidney.data import CLASSES
+    from shindan.kidney.labels import CLASSES
     from tests.helpers import smooth_image, tiny_seg_model
 
     Image.fromarray(smooth_image(96, 96)).save(tmp_path / "a.png")

@@ -73,7 +73,7 @@ def test_polygons_win_then_exact_stems(tmp_path: Path) -> None:
 
 
 def test_unannotated_images_reported_once_and_no_pair_refused(tmp_path: Path) -> None:
-    from shindan.kidney.train import train_compartments
+    from shindan.kidney.training.run import train_compartments
 
     for name in ("a", "b", "c"):
         _touch_image(tmp_path / f"{name}.png")
@@ -130,8 +130,8 @@ def _feature(name: str, x0: int, y0: int, x1: int, y1: int) -> dict:
 def test_kidney_ignore_class_is_not_trained_on(tmp_path: Path) -> None:
     """QuPath's Ignore* (and "ignore", "exclude") is 255, painted over the polygons around
     it whatever the file order, also with unannotated="other"; alone it trains nothing."""
-    from shindan.kidney.data import GLOMERULUS, TUBULE
-    from shindan.kidney.train import CLASS_NAMES, load_annotated
+    from shindan.kidney.labels import GLOMERULUS, TUBULE
+    from shindan.kidney.training.user_annotations import CLASS_NAMES, load_annotated
 
     assert CLASS_NAMES["ignore*"] == CLASS_NAMES["ignore"] == CLASS_NAMES["exclude"] == IGNORE
     _touch_image(tmp_path / "s.png", 200)

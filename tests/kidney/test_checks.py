@@ -105,7 +105,7 @@ def test_banff_adequacy():
 
 
 def _tiny_models(tmp_path):
-    from shindan.kidney.data import CLASSES
+    from shindan.kidney.labels import CLASSES
     from tests.helpers import tiny_seg_model
 
     comp = tiny_seg_model(tmp_path / "comp", classes=CLASSES, size=64, mpp=2.0, name="my-comp")

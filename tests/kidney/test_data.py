@@ -10,24 +10,21 @@ import pytest
 from PIL import Image
 
 from shindan.io.annotations import IGNORE
-from shindan.kidney.data import (
-    GLOMERULUS,
-    NOT_GLOMERULUS,
-    TUBULE,
-    VESSEL,
-    CompartmentData,
-    Cutout,
-    LabelledImage,
-    add_glass_edge,
+from shindan.kidney.labels import GLOMERULUS, NOT_GLOMERULUS, TUBULE, VESSEL
+from shindan.kidney.training.builtin_sets import (
     aidpath_lab,
-    composite,
     cutout_class,
     glass_mask,
     load_aapi_tile,
     load_aidpath,
     load_hubmap,
+)
+from shindan.kidney.training.labelled import Cutout, LabelledImage, split_columns
+from shindan.kidney.training.sampler import (
+    CompartmentData,
+    add_glass_edge,
+    composite,
     make_compartment_sampler,
-    split_columns,
 )
 
 
@@ -68,7 +65,7 @@ def test_composite_pastes_structures_with_labels() -> None:
 
 
 def test_match_colours() -> None:
-    from shindan.kidney.data import match_colours
+    from shindan.kidney.training.stain_transfer import match_colours
 
     rng = np.random.default_rng(0)
     ref = np.clip(rng.normal((200, 120, 180), 10, (500, 3)), 0, 255).astype(np.uint8)
@@ -152,7 +149,7 @@ def test_pas_draws_split_between_images_and_crops() -> None:
 
 def test_aidpath_labs(tmp_path: Path) -> None:
     from shindan.errors import InputError
-    from shindan.kidney.train import builtin_data
+    from shindan.kidney.training.builtin_recipe import builtin_data
 
     assert aidpath_lab("SESCAM_1_0-32") == "SESCAM"
     assert aidpath_lab("aidpath-nonGS-SAS_21937_001-4") == "SAS"
@@ -193,7 +190,7 @@ def test_user_annotations_partly_annotated(tmp_path: Path) -> None:
     """A GeoJSON with one glomerulus and one tubule: only the annotated box is read, the
     unannotated pixels inside it are unknown (255)."""
     from shindan.io.inputs import pair_annotations
-    from shindan.kidney.train import CLASS_NAMES, load_annotated
+    from shindan.kidney.training.user_annotations import CLASS_NAMES, load_annotated
 
     img = np.full((400, 600, 3), 200, np.uint8)
     Image.fromarray(img).save(tmp_path / "slide1.png")
@@ -230,7 +227,7 @@ def test_user_annotations_partly_annotated(tmp_path: Path) -> None:
 
 def test_user_annotations_errors(tmp_path: Path) -> None:
     from shindan.errors import InputError
-    from shindan.kidney.train import CLASS_NAMES, load_annotated
+    from shindan.kidney.training.user_annotations import CLASS_NAMES, load_annotated
 
     Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(tmp_path / "a.png")
     Image.fromarray(np.full((10, 10), 9, np.uint8)).save(tmp_path / "a_mask.png")
@@ -271,7 +268,7 @@ def test_composite_uses_harmonised_copy() -> None:
 
 def test_builtin_data_rejects_unknown_test_tile(tmp_path: Path) -> None:
     from shindan.errors import InputError
-    from shindan.kidney.train import builtin_data
+    from shindan.kidney.training.builtin_recipe import builtin_data
 
     for bad in ("11000_16000_0", "nope"):  # the first tile always trains
         with pytest.raises(InputError, match="test tile"):
@@ -279,7 +276,11 @@ def test_builtin_data_rejects_unknown_test_tile(tmp_path: Path) -> None:
 
 
 def test_transfer_stain_recolours_tissue_not_glass() -> None:
-    from shindan.kidney.data import colour_stats, stain_references, transfer_stain
+    from shindan.kidney.training.stain_transfer import (
+        colour_stats,
+        stain_references,
+        transfer_stain,
+    )
 
     rng = np.random.default_rng(0)
     img = np.clip(rng.normal((190, 110, 170), 12, (40, 40, 3)), 0, 255).astype(np.uint8)
@@ -304,7 +305,7 @@ def test_transfer_stain_recolours_tissue_not_glass() -> None:
 def test_crops_keep_their_stain_under_transfer(monkeypatch: pytest.MonkeyPatch) -> None:
     """With crops_keep_stain, a PAS crop is re-coloured only to PAS references; other draws
     still reach H&E ones."""
-    import shindan.kidney.data as kd
+    import shindan.kidney.training.sampler as kd
 
     refs = {"H&E": [(np.zeros(3), np.ones(3))], "PAS": [(np.ones(3), np.ones(3))]}
     used: list[str] = []
@@ -338,7 +339,7 @@ def test_crops_keep_their_stain_under_transfer(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_dice_summary_means() -> None:
-    from shindan.kidney.train import dice_summary
+    from shindan.kidney.training.scoring import dice_summary
 
     cm = np.zeros((5, 5), np.int64)
     cm[1, 1], cm[3, 3], cm[3, 1] = 400, 500, 100  # interstitium and tubule: the bulk

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from shindan.io.annotations import IGNORE
-from shindan.kidney.data import GLOMERULUS, NON_TISSUE, NOT_GLOMERULUS, TUBULE
+from shindan.kidney.labels import GLOMERULUS, NON_TISSUE, NOT_GLOMERULUS, TUBULE
 from shindan.kidney.objects import glomerulus_objects, summarise_objects
 
 

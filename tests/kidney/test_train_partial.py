@@ -12,8 +12,9 @@ from PIL import Image
 from shindan.engine.train_segmenter import TrainConfig
 from shindan.errors import InputError
 from shindan.io.annotations import IGNORE
-from shindan.kidney.data import GLOMERULUS, other_code
-from shindan.kidney.train import CLASS_NAMES, load_annotated, train_compartments
+from shindan.kidney.labels import GLOMERULUS, other_code
+from shindan.kidney.training.run import train_compartments
+from shindan.kidney.training.user_annotations import CLASS_NAMES, load_annotated
 
 SQUARE = [[40, 40], [120, 40], [120, 120], [40, 120], [40, 40]]
 

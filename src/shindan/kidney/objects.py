@@ -15,8 +15,8 @@ import numpy as np
 from skimage import measure
 
 from shindan.io.annotations import IGNORE
-from shindan.kidney.training.builtin_sets import GLOMERULUS, NON_TISSUE
 from shindan.kidney.glomeruli import MIN_GLOMERULUS_UM2
+from shindan.kidney.labels import GLOMERULUS, NON_TISSUE
 
 # A predicted region is a real glomerulus when at least this share of it lies on an outline
 # (or on the unscored rim around one): a true glomerulus with a wide margin still counts.
@@ -39,8 +39,8 @@ def glomerulus_objects(
     labels : (H, W) integer array
         Predicted classes (after the model's clean-up), at ``mpp`` µm/px. Not modified.
     truth : (H, W) integer array
-        Known glomeruli (:data:`~shindan.kidney.data.GLOMERULUS`), glass
-        (:data:`~shindan.kidney.data.NON_TISSUE`), unscored pixels (255) and other tissue (any
+        Known glomeruli (:data:`~shindan.kidney.labels.GLOMERULUS`), glass
+        (:data:`~shindan.kidney.labels.NON_TISSUE`), unscored pixels (255) and other tissue (any
         other code), on the same grid. Every glomerulus of the image must be outlined.
     mpp : float
         µm per pixel.

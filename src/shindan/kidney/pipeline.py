@@ -29,8 +29,8 @@ from shindan.errors import ModelError
 from shindan.io.inputs import SLIDE_SUFFIXES, expand_inputs, unique_names
 from shindan.io.slide import Slide, open_slide
 from shindan.kidney.cleanup import clear_black, min_region_areas, remove_small_regions
-from shindan.kidney.training.builtin_sets import CLASSES
 from shindan.kidney.glomeruli import Glomerulus, classify_glomeruli, find_glomeruli
+from shindan.kidney.labels import CLASSES
 from shindan.kidney.scores import INTERSTITIUM, ScoreAccumulator
 from shindan.tiling import detect_tissue, read_at_mpp, require_colour, require_mpp
 from shindan.util.atomic import (

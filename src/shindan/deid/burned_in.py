@@ -346,8 +346,9 @@ def mask_burned_in(
     margin : int
         Pixels added around every box.
     fill : scalar or per-channel sequence, optional
-        The paint; default the image minimum (black for MONOCHROME2 and RGB). Pass the
-        maximum for MONOCHROME1, ``(0, 128, 128)`` for YBR.
+        The paint; default 0 (or a lower minimum of signed data): black for MONOCHROME2
+        and RGB. Pass the
+        maximum for MONOCHROME1, ``(0, 128, 128)`` for YBR data left as YBR.
     multiframe : bool, optional
         Whether the first axis is frames; guessed from the shape when not given.
     rotations : sequence of int
@@ -374,8 +375,8 @@ def mask_burned_in(
     src = np.asarray(pixels)
     frames_in, _ = _frames(src, multiframe)
     out = np.array(frames_in, copy=True)
-    if fill is None:
-        fill = src.min() if src.size else 0
+    if fill is None:  # black: 0, or the minimum of signed/float data when that is lower
+        fill = 0 if src.dtype.kind in "ub" or not src.size else min(src.min(), 0)
     painted: list[Box] = []
     for box in regions:
         b = _paint(out, tuple(int(v) for v in box), margin, fill)
@@ -455,7 +456,19 @@ def dicom_masker(
 ) -> Callable[[np.ndarray, Any], MaskResult]:
     """A ``masker(pixels, dataset)`` for the DICOM path: the dataset's Manufacturer and
     ManufacturerModelName pick the configured regions, its frames and photometric
-    interpretation decide the frame axis and the black paint."""
+    interpretation decide the frame axis and the black paint.
+
+    ``pixels`` is ``ds.pixel_array``: frames first when multi-frame, colour as RGB.
+
+    Examples
+    --------
+    >>> from pydicom.dataset import Dataset
+    >>> ds = Dataset()
+    >>> ds.Manufacturer, ds.Rows, ds.Columns = "ACME", 8, 8
+    >>> masker = dicom_masker([RegionRule("ACME", regions=((0, 0, 8, 2),))], ocr=False)
+    >>> masker(np.ones((8, 8), np.uint8), ds).pixels[:, 0].tolist()  # 4 px margin
+    [0, 0, 0, 0, 0, 0, 1, 1]
+    """
     rules = list(rules)
 
     def masker(pixels: np.ndarray, ds: Any) -> MaskResult:
@@ -468,11 +481,9 @@ def dicom_masker(
             size if all(size) else None,
         )
         photometric = str(getattr(ds, "PhotometricInterpretation", "") or "")
-        fill: Any = None
-        if photometric == "MONOCHROME1":
-            fill = np.asarray(pixels).max()
-        elif photometric.startswith("YBR"):
-            fill = (0, 128, 128)
+        # MONOCHROME1 shows its maximum as black; colour arrives as RGB (pydicom converts
+        # YBR), where the default (the minimum, 0) is black.
+        fill: Any = np.asarray(pixels).max() if photometric == "MONOCHROME1" else None
         return mask_burned_in(
             pixels,
             regions=boxes,

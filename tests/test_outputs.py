@@ -38,6 +38,8 @@ FOLDER_COMMANDS = {
     "--out {out}",
     "stats logistic": "stats logistic {root}/cases.csv --outcome a --predictors b --out {out}",
     "stats example": "stats example --out {out}",
+    "deid": "deid {root}/img.png --site S --link-table {root}/link.table --key-file {root}/k "
+    "--out {out}",
 }
 FILE_COMMANDS = {
     "classify predict": "classify predict wbc {root}/img.png --out {out}",

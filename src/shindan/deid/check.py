@@ -31,6 +31,7 @@ from pathlib import Path
 __all__ = ["Finding", "Known", "check_export", "known_from_table"]
 
 MIN_LEN = 4  # shorter values match unrelated text and compressed bytes by chance
+MIN_DIGITS = 6  # a number-only value shorter than this is not searched (codes, counters)
 _CHUNK = 1 << 23
 
 # Names an export writes (see shindan.deid.export): nothing else is expected in it.
@@ -70,6 +71,15 @@ _TEXT_VRS = _FREE_TEXT_VRS | {"PN", "AE", "CS", "UR"}
 _DATE_EXEMPT = frozenset(
     {"SoftwareVersions", "DeidentificationMethod", "ImplementationVersionName", "Software"}
 )
+# Kept by Retain Device Identity; labels of values recorded elsewhere that name a device/vendor.
+_DEVICE_KEYWORDS = (
+    "Manufacturer",
+    "ManufacturerModelName",
+    "DeviceSerialNumber",
+    "StationName",
+    "SoftwareVersions",
+)
+_DEVICE_LABEL = re.compile(r"^Institution|ScanScope|Serial|Scanner|Station|Manufacturer", re.I)
 _DATE_VALUE = re.compile(r"^\d{8}|^\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|^\d{1,2}[-/.]\d{1,2}[-/.]\d{4}")
 
 
@@ -125,6 +135,10 @@ def _forms(value: str) -> list[str]:
         forms += [f"{y}-{m}-{d}", f"{y}/{m}/{d}", f"{y}.{m}.{d}"]
     seen, out = set(), []
     for f in forms:
+        if not any(c.isalnum() for c in f):
+            continue  # "^^^^", "--": separators only
+        if f.isdigit() and len(f) < MIN_DIGITS:
+            continue  # "1234": study numbers and codes share short numbers
         long_enough = len(f.encode("utf-8")) >= MIN_LEN and (not f.isascii() or len(f) >= MIN_LEN)
         if f and long_enough and f not in seen:
             seen.add(f)
@@ -200,15 +214,16 @@ class _Scan:
         self.findings: list[Finding] = []
         self.found_values: set[str] = set()
 
-    def vendor(self, manufacturer: str) -> None:
-        """An institution value that is part of the device maker's name ("Philips") names
-        the vendor, which Retain Device Identity keeps: not searched in this file."""
-        maker = manufacturer.lower()
-        if maker.strip():
+    def device(self, texts: Iterable[str]) -> None:
+        """A device value (maker, model, serial number, station) kept under Retain Device
+        Identity is not reported when another file recorded it as a scanner or institution
+        identifier ("Philips" as InstitutionName, an SVS "ScanScope ID"): not searched here."""
+        kept = " | ".join(t.lower() for t in texts if t and t.strip())
+        if kept:
             self.needles = [
                 n
                 for n in self.needles
-                if not (n.known.label.startswith("Institution") and n.form.lower() in maker)
+                if not (_DEVICE_LABEL.search(n.known.label) and n.form.lower() in kept)
             ]
 
     def add(self, where: str, what: str) -> None:
@@ -289,7 +304,7 @@ def _dicom(path: Path, scan: _Scan) -> None:
         except Exception as exc:
             scan.add("DICOM", f"cannot be read to check ({str(exc).splitlines()[0][:120]})")
             return
-        scan.vendor(str(ds.get("Manufacturer", "") or ""))
+        scan.device(str(ds.get(k, "") or "") for k in _DEVICE_KEYWORDS)
         if (
             "DirectoryRecordSequence" not in ds
             and str(ds.get("PatientIdentityRemoved", "")) != "YES"
@@ -361,12 +376,15 @@ def _tiff(path: Path, scan: _Scan) -> None:
         scan.add("TIFF", f"cannot be read to check ({str(exc).splitlines()[0][:120]})")
         return
     with tif:
-        make = tif.pages[0].tags.get(271) if len(tif.pages) else None
-        scan.vendor(str(make.value) if make is not None else "")
+        # full pages (not tifffile's lighter frames): every tag of every page
+        pages = [tif.pages[i].aspage() for i in range(len(tif.pages))]
+        device = [pages[0].tags.get(code) for code in (271, 272, 305)] if pages else []
+        scan.device(str(t.value) for t in device if t is not None)
         for s in tif.series:
             if s.name and s.name.lower() in ("label", "macro"):
                 scan.add(f"series {s.name}", f"{s.name.lower()} image present")
-        for i, page in enumerate(tif.pages):
+        for i, page in enumerate(pages):
+            pages.extend(getattr(page, "pages", None) or [])  # SubIFDs
             for tag in page.tags.values():
                 where = f"page {i} tag {tag.code} {tag.name}"
                 if tag.code in _DATE_TAGS:
@@ -419,7 +437,7 @@ def _png(path: Path, scan: _Scan) -> None:
                     text = key + b" " + zlib.decompress(rest[1:])
                 except zlib.error:
                     pass
-            scan.text(_Text(f"chunk {name}", text.decode("utf-8", "replace"), True))
+            scan.text(_Text(f"chunk {name}", _decode(text), True))
         if kind == b"IEND":
             break
         pos += 12 + length
@@ -444,7 +462,7 @@ def _jpeg(path: Path, scan: _Scan) -> None:
         ):
             name = "COM" if marker == 0xFE else f"APP{marker - 0xE0}"
             scan.add(f"segment {name}", f"metadata segment present ({body[:12]!r})")
-            scan.text(_Text(f"segment {name}", body.decode("latin-1"), True))
+            scan.text(_Text(f"segment {name}", _decode(body), True))
         pos += 2 + length
 
 
@@ -466,6 +484,16 @@ def _json(path: Path, scan: _Scan) -> None:
             scan.text(_Text(where, v, True, where.rsplit(".", 1)[-1]))
 
     walk(data, "")
+
+
+def _decode(data: bytes) -> str:
+    """Bytes of unknown encoding as text: UTF-8 when valid, else Shift-JIS, else Latin-1."""
+    for codec in ("utf-8", "shift_jis"):
+        try:
+            return data.decode(codec)
+        except UnicodeDecodeError:
+            continue
+    return data.decode("latin-1")
 
 
 _SCANNERS = {"dicom": _dicom, "tiff": _tiff, "png": _png, "jpeg": _jpeg, "json": _json}
@@ -548,7 +576,9 @@ def check_export(
         if kind in _SCANNERS:
             _SCANNERS[kind](path, scan)
         elif kind not in ("bmp",):
-            scan.add("content", "not a DICOM, TIFF, PNG, JPEG, BMP or JSON file: not checked")
+            scan.add("content", "not a DICOM, TIFF, PNG, JPEG, BMP or JSON file")
+            with open(path, "rb") as fh:  # read as text: patterns and dates
+                scan.text(_Text("content", _decode(fh.read(1 << 20)), True))
         scan.raw(path)
         findings.extend(scan.findings)
     return findings

@@ -27,6 +27,7 @@ import csv
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -109,7 +110,20 @@ def sniff(path: Path) -> str:
     # DICOM without the preamble (old files): a group 0002/0008 tag first
     if len(head) >= 8 and head[:2] in (b"\x02\x00", b"\x08\x00") and head[3:4] == b"\x00":
         return "dicom"
-    return "other"
+    return "dicom" if _parses_as_dicom(path) else "other"
+
+
+def _parses_as_dicom(path: Path) -> bool:
+    """A DICOM data set without preamble in another byte order or VR: pydicom reads it."""
+    import pydicom
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            ds = pydicom.dcmread(path, force=True, stop_before_pixels=True)
+            return "SOPClassUID" in ds and "SOPInstanceUID" in ds
+        except Exception:  # anything pydicom cannot parse is not DICOM here
+            return False
 
 
 def _is_slide(path: Path) -> bool:
@@ -468,7 +482,8 @@ def _prune(folder: Path) -> None:
 
 
 def _sanitise(reason: str, src: Path, inputs: Sequence[Path], stage: Path) -> str:
-    """A held-back reason without input or staging paths (it goes into the export)."""
+    """A held-back reason without input or staging paths or quoted values (a reader's error
+    message may quote the value it choked on): it goes into the export."""
     for text in sorted(
         {str(src), str(src.resolve()), str(stage), *(str(i) for i in inputs), src.name},
         key=len,
@@ -476,6 +491,7 @@ def _sanitise(reason: str, src: Path, inputs: Sequence[Path], stage: Path) -> st
     ):
         if len(text) >= 3:
             reason = reason.replace(text, "<input>")
+    reason = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", reason)
     return " ".join(reason.split())
 
 

@@ -1,0 +1,324 @@
+"""``shindan deid`` end to end: real DICOM, slides and images; nothing identifying left (by
+``deid check`` and by an independent byte search), repeatable pseudonyms and UIDs, inputs
+untouched, failures leave nothing."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+from pydicom.data import get_testdata_file
+
+from shindan.deid.check import check_export
+from shindan.deid.export import ExportCheckFailed, export, sniff
+from shindan.deid.linkage import load_table
+from shindan.deid.profile import Profile
+from shindan.errors import InputError
+
+SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+GSPS = SHARED / "dicom" / "gsps-liver-mr"
+SLIDES = SHARED / "slides"
+SECRET = b"e" * 32
+PYDICOM_FILES = Path(pydicom.data.__file__).parent / "test_files"
+# Identifying elements read independently of shindan's modules, searched in the output bytes.
+IDENTIFYING = (
+    "PatientName", "PatientID", "OtherPatientIDs", "PatientBirthDate", "AccessionNumber",
+    "InstitutionName", "InstitutionAddress", "ReferringPhysicianName", "PerformingPhysicianName",
+    "OperatorsName", "StudyID", "PatientAddress", "RequestingPhysician",
+)  # fmt: skip
+
+
+def _key(folder: Path) -> Path:
+    """A key file with a fixed secret (date shifts, and so date collisions, repeatable)."""
+    path = folder / "site.key"
+    path.write_text(f"shindan-deid-key v1\n{base64.b64encode(SECRET).decode()}\n")
+    return path
+
+
+def _hashes(paths) -> dict[str, str]:
+    files = []
+    for p in paths:
+        files += (
+            sorted(f for f in Path(p).rglob("*") if f.is_file()) if Path(p).is_dir() else [Path(p)]
+        )
+    return {str(f): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+
+
+PLACEHOLDERS = {"REMOVED", "ANONYMIZED", "ANONYMOUS", "UNKNOWN", "ANON"}
+
+
+def _values(ds: pydicom.Dataset) -> set[bytes]:
+    """Raw bytes of the identifying values anywhere in ``ds`` (sequences included); not
+    placeholders left by earlier anonymisers, nor an institution named like the device maker
+    ("Philips"), which Retain Device Identity keeps."""
+    out = set()
+    maker = str(ds.get("Manufacturer", "") or "").lower()
+    for elem in ds.iterall():
+        if elem.keyword in IDENTIFYING and elem.value not in (None, ""):
+            values = elem.value if elem.VM > 1 else [elem.value]
+            for v in values:
+                text = str(v).strip()
+                if text.upper() in PLACEHOLDERS or (
+                    elem.keyword == "InstitutionName" and maker and text.lower() in maker
+                ):
+                    continue
+                if sum(c.isalnum() for c in text) >= 4 and not (text.isdigit() and len(text) < 6):
+                    out.add(text.encode("utf-8", "replace"))
+                    for part in text.replace("=", "^").split("^"):
+                        if len(part.strip()) >= 5:
+                            out.add(part.strip().encode("utf-8", "replace"))
+    return out
+
+
+def _leaks(folder: Path, needles: set[bytes]) -> list[str]:
+    hits = []
+    for f in folder.rglob("*"):
+        if f.is_file():
+            data = f.read_bytes()
+            hits += [f"{f.relative_to(folder)}: {n!r}" for n in needles if n in data]
+    return hits
+
+
+def _run(tmp_path: Path, inputs, out="exp", **kw):
+    key = tmp_path / "site.key" if (tmp_path / "site.key").exists() else _key(tmp_path)
+    return export(
+        inputs, tmp_path / out, "TEST", tmp_path / "link.table", key, progress=False, **kw
+    )
+
+
+def test_sniff_by_content(tmp_path):
+    fake = tmp_path / "scan.svs"
+    fake.write_text("a text file named like a slide")
+    jpg = tmp_path / "photo.dcm"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(jpg, format="JPEG")
+    ct = Path(get_testdata_file("CT_small.dcm"))
+    assert [sniff(fake), sniff(jpg), sniff(ct)] == ["other", "image", "dicom"]
+    assert sniff(PYDICOM_FILES / "dicomdirtests" / "DICOMDIR") == "dicomdir"
+
+
+def test_dicom_repeatable_and_input_untouched(tmp_path):
+    inputs = [get_testdata_file("CT_small.dcm"), get_testdata_file("MR_small.dcm")]
+    before = _hashes(inputs)
+    first = _run(tmp_path, inputs, "a")
+    second = _run(tmp_path, inputs, "b")
+    assert _hashes(inputs) == before
+    ma = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    mb = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert first.files == second.files == 2 and ma["cases"] == mb["cases"]
+    assert [f["path"] for f in ma["files"]] == [f["path"] for f in mb["files"]]
+    for fa, fb in zip(ma["files"], mb["files"], strict=True):
+        a = pydicom.dcmread(tmp_path / "a" / fa["path"])
+        b = pydicom.dcmread(tmp_path / "b" / fb["path"])
+        assert a.SOPInstanceUID == b.SOPInstanceUID and a.SOPInstanceUID.startswith("2.25.")
+        assert a.StudyDate == b.StudyDate and fa["sha256"] == fb["sha256"]
+        assert {"path", "sha256", "case", "modality"} <= set(fa)
+        assert (
+            fa["sha256"] == hashlib.sha256((tmp_path / "a" / fa["path"]).read_bytes()).hexdigest()
+        )
+    table = load_table(tmp_path / "link.table", SECRET)
+    assert set(table.rows) == set(ma["cases"])
+    assert len(table.exports) == 2
+    for row in table.rows.values():
+        assert row.first_export <= row.last_export
+
+
+@pytest.mark.slow  # OCR of pydicom's secondary captures: about a minute on 2 cores
+def test_every_pydicom_test_file(tmp_path):
+    before = _hashes([PYDICOM_FILES])
+    result = _run(tmp_path, [PYDICOM_FILES])
+    out = tmp_path / "exp"
+    assert _hashes([PYDICOM_FILES]) == before
+    assert result.files > 40
+    table = load_table(tmp_path / "link.table", SECRET)
+    from shindan.deid.check import known_from_table
+
+    assert check_export(out, known_from_table(table)) == []
+    needles = set()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for f in PYDICOM_FILES.rglob("*"):
+            try:
+                needles |= _values(pydicom.dcmread(f, force=True, stop_before_pixels=True))
+            except Exception:  # not DICOM, or broken: held back by the export
+                continue
+    assert len(needles) > 20
+    assert _leaks(out, needles) == []
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert all(h["path"].startswith("held-back-") for h in manifest["held_back"])
+    assert not any("test_files" in h["reason"] for h in manifest["held_back"])
+
+
+@pytest.mark.data
+def test_gsps_liver_mr_dicomdir_and_references(tmp_path):
+    if not GSPS.is_dir():
+        pytest.skip("../shared/data/dicom/gsps-liver-mr is not here")
+    before = _hashes([GSPS])
+    _run(tmp_path, [GSPS / "DICOMDIR"])  # the DICOMDIR alone brings its files
+    out = tmp_path / "exp"
+    assert _hashes([GSPS]) == before
+    needles = {b"Tokai", b"Isehara", b"19440101"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for f in (GSPS / "DICOM").iterdir():
+            needles |= _values(pydicom.dcmread(f, stop_before_pixels=True))
+    assert _leaks(out, needles) == []
+    assert check_export(out) == []
+    from pydicom.fileset import FileSet
+
+    def uids_and_refs(datasets) -> tuple[set[str], set[str]]:
+        uids, refs = set(), set()
+        for ds in datasets:
+            uids.add(ds.SOPInstanceUID)
+            for seq in ds.get("ReferencedSeriesSequence", []):
+                refs |= {i.ReferencedSOPInstanceUID for i in seq.get("ReferencedImageSequence", [])}
+        return uids, refs
+
+    fs = FileSet(pydicom.dcmread(next(out.glob("fileset-*/DICOMDIR"))))
+    new_uids, new_refs = uids_and_refs(i.load() for i in fs)
+    old = [pydicom.dcmread(f) for f in (GSPS / "DICOM").iterdir()]
+    exported = {ds.SOPInstanceUID for ds in old if not ds.SOPClassUID.startswith("1.3.46")}
+    old_uids, old_refs = uids_and_refs(old)
+    # presentation states still point at the same exported images, under their new UIDs
+    assert len(new_uids) == len(exported)
+    assert len(new_refs & new_uids) == len(old_refs & exported) > 0
+
+
+@pytest.mark.data
+def test_slides_label_and_macro_gone(tmp_path):
+    svs = SLIDES / "CMU-1-Small-Region.svs"
+    if not svs.exists():
+        pytest.skip("../shared/data/slides is not here")
+    slides = [p for p in SLIDES.iterdir() if p.is_file()]
+    before = _hashes(slides)
+    result = _run(tmp_path, slides)
+    assert _hashes(slides) == before
+    assert result.files == len(slides) and not result.held_back
+    out = tmp_path / "exp"
+    assert check_export(out) == []
+    from shindan.io import open_slide
+
+    exported = sorted(out.rglob("slide-*"))
+    assert len(exported) == len(slides)
+    for f in exported:
+        with open_slide(f) as s:
+            assert not {"label", "macro"} & set(s.associated_names)
+    # nothing from the SVS description's identifying fields, nor the input names
+    leaks = _leaks(out, {b"CMU-1", b"Small-Region", b"test3-DAPI", b"4D-series", b"12/29/09"})
+    assert leaks == []
+
+
+def test_plain_images_patient_from_folder_and_exif_gone(tmp_path):
+    patient = tmp_path / "in" / "Yamada-Taro-556677"
+    patient.mkdir(parents=True)
+    img = Image.fromarray((np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8))
+    exif = Image.Exif()
+    exif[315] = "Dr Suzuki Ichiro"  # Artist
+    exif[306] = "2021:05:06 07:08:09"
+    img.save(patient / "photo_2021.jpg", exif=exif.tobytes())
+    img.save(patient / "scan.png")
+    result = _run(tmp_path, [patient])
+    out = tmp_path / "exp"
+    assert result.files == 2 and result.cases == 1
+    names = [p.name for p in out.rglob("*")]
+    assert not any("Yamada" in n or "photo" in n or "scan" in n for n in names)
+    assert _leaks(out, {b"Suzuki", b"Yamada", b"556677", b"2021:05:06"}) == []
+    table = load_table(tmp_path / "link.table", SECRET)
+    (row,) = table.rows.values()
+    assert row.patient_id == "Yamada-Taro-556677"
+    assert "Dr Suzuki Ichiro" in row.identifiers["exif.Artist"]
+
+
+def test_patient_map(tmp_path):
+    a = tmp_path / "a.png"
+    b = tmp_path / "b.png"
+    for p in (a, b):
+        Image.fromarray(np.full((8, 8), 100, np.uint8)).save(p)
+    (tmp_path / "map.csv").write_text("path,patient_id\na.png,P-000111\nb.png,P-000111\n")
+    result = _run(tmp_path, [a, b], patient_map=tmp_path / "map.csv")
+    assert result.cases == 1
+    (row,) = load_table(tmp_path / "link.table", SECRET).rows.values()
+    assert row.patient_id == "P-000111"
+    (tmp_path / "bad.csv").write_text("file,id\n")
+    with pytest.raises(InputError, match="needs the columns path,patient_id"):
+        _run(tmp_path, [a], "x", patient_map=tmp_path / "bad.csv")
+
+
+def _leaky_dicom(folder: Path) -> Path:
+    """A CT whose allow-listed private binary element holds the patient's name."""
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.PatientName = "Leaky^Person"
+    block = ds.private_block(0x0029, "ACME 1.0", create=True)
+    block.add_new(0x10, "OB", b"notes: Leaky^Person\x00")
+    path = folder / "leaky.dcm"
+    ds.save_as(path)
+    return path
+
+
+def test_failed_check_leaves_nothing(tmp_path):
+    src = _leaky_dicom(tmp_path)
+    key = tmp_path / "new.key"
+    profile = Profile(private_allow=("ACME 1.0/0029,xx10",))
+    with pytest.raises(ExportCheckFailed, match="still holds identifiers.*Leaky"):
+        export([src], tmp_path / "exp", "TEST", tmp_path / "link.table", key, profile=profile,
+               progress=False)  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["leaky.dcm"]  # no out, table, key
+    # the same file with the private tag removed (the default) exports
+    export([src], tmp_path / "exp", "TEST", tmp_path / "link.table", key, progress=False)
+    assert (tmp_path / "exp" / "manifest.json").exists() and key.exists()
+
+
+def test_out_rules(tmp_path):
+    src = get_testdata_file("CT_small.dcm")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    with pytest.raises(InputError, match="holds files shindan did not write"):
+        _run(tmp_path, [src], "mine")
+    assert (mine / "notes.txt").read_text() == "keep"
+    _run(tmp_path, [src], "exp")
+    _run(tmp_path, [src], "exp")  # a previous export is replaced
+    key = tmp_path / "site.key"
+    with pytest.raises(InputError, match="--link-table .* is inside --out"):
+        export([src], tmp_path / "exp", "TEST", tmp_path / "exp" / "t", key, progress=False)
+    with pytest.raises(InputError, match="--key-file .* is inside --out"):
+        export(
+            [src], tmp_path / "exp", "TEST", tmp_path / "t", tmp_path / "exp" / "k", progress=False
+        )
+    with pytest.raises(InputError, match="--site"):
+        export([src], tmp_path / "x", "bad site!", tmp_path / "t", key, progress=False)
+    with pytest.raises(InputError, match="is inside the input folder"):
+        export([tmp_path], tmp_path / "sub" / "x", "TEST", tmp_path / "t", key, progress=False)
+
+
+def test_wrong_key_leaves_table_and_out_untouched(tmp_path):
+    src = get_testdata_file("CT_small.dcm")
+    _run(tmp_path, [src])
+    table = tmp_path / "link.table"
+    before = table.read_bytes()
+    other = tmp_path / "other.key"
+    with pytest.raises(InputError, match="cannot be decrypted with this key file"):
+        export([src], tmp_path / "exp2", "TEST", table, other, progress=False)
+    assert table.read_bytes() == before
+    assert not (tmp_path / "exp2").exists() and not other.exists()
+
+
+def test_staging_removed_on_interrupt(tmp_path, monkeypatch):
+    import shindan.deid.export as mod
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mod, "save_table", boom)
+    src = get_testdata_file("CT_small.dcm")
+    with pytest.raises(KeyboardInterrupt):
+        export([src], tmp_path / "exp", "TEST", tmp_path / "t", tmp_path / "k", progress=False)
+    assert list(tmp_path.iterdir()) == []
+    shutil.rmtree(tmp_path, ignore_errors=True)

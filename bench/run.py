@@ -31,7 +31,7 @@ WORK = Path(os.environ.get("SHINDAN_BENCH_DIR", "/tmp/shindan-bench"))
 
 def _phantom(side: int, seed: int = 1) -> Path:
     """A cached phantom slide of side x side pixels at 0.5 µm/px."""
-    from shindan.phantom import write_phantom
+    from shindan.slide_phantom import write_phantom
 
     path = WORK / f"phantom-{side}.tiff"
     if not path.exists():

@@ -126,7 +126,7 @@ def test_classify_predict_without_torch(tmp_path):
 
 @pytest.mark.slow
 def test_kidney_analyze_and_nuclei_segment_without_torch(tmp_path):
-    from shindan.phantom import make_scene, render_rgb
+    from shindan.slide_phantom import make_scene, render_rgb
 
     scene = make_scene(384, 384, mpp=0.5, seed=3)
     Image.fromarray(render_rgb(scene, (0, 0, 384, 384))).save(tmp_path / "k.png")

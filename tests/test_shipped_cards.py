@@ -31,7 +31,7 @@ def test_stated_stains_and_synthetic_data():
     assert cards["glomerulosclerosis"]["domain"]["stains"] == ["PAS"]
     assert cards["nuclei"]["domain"]["stains"] == ["H&E"]
     assert set(cards["kidney-compartments"]["domain"]["stains"]) == {"H&E", "PAS"}
-    # its training data holds shindan.phantom biopsies
+    # its training data holds shindan.slide_phantom biopsies
     assert cards["kidney-compartments"]["training"]["includes_synthetic"] is True
     hubmap = [
         s for s in cards["kidney-compartments"]["training"]["scales"] if "HuBMAP" in s["data"]

@@ -190,7 +190,7 @@ def test_demo_says_includes_synthetic_data_and_upper_bound():
     from shindan.kidney.pipeline import KidneyModels
 
     models = KidneyModels.load()
-    # the compartment model was trained with shindan.phantom biopsies: not "false" any more
+    # the compartment model was trained with shindan.slide_phantom biopsies: not "false" any more
     assert models.versions()["kidney-compartments"]["synthetic_training_data"] is True
     (note,) = demo_notes(models)
     assert "includes synthetic data" in note and "upper bound" in note

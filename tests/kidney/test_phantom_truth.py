@@ -3,7 +3,7 @@
 import pytest
 
 from shindan.kidney import kidney_scores
-from shindan.phantom import make_scene, truth, truth_maps
+from shindan.slide_phantom import make_scene, truth, truth_maps
 
 
 @pytest.mark.parametrize("mpp", [0.5, 1.0, 2.0])

@@ -38,7 +38,7 @@ def demo_notes(models: KidneyModels) -> list[str]:
         return []
     return [
         f"demo: the training data of {', '.join(trained_on)} includes synthetic data, "
-        "shindan.phantom biopsies of this very family: the scores on this phantom are an "
+        "shindan.slide_phantom biopsies of this very family: the scores on this phantom are an "
         "upper bound of what the models do on real slides"
     ]
 
@@ -56,7 +56,7 @@ def run_demo(
     The truth is computed on the same grid as ``compartments.png`` so the two compare pixel
     for pixel.
     """
-    from shindan.phantom import truth, write_phantom
+    from shindan.slide_phantom import truth, write_phantom
 
     if size < MIN_SIZE:
         raise InputError(f"--size must be at least {MIN_SIZE} px (a biopsy-sized phantom)")

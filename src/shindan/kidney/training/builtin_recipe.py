@@ -83,7 +83,7 @@ def builtin_domain(aidpath: bool, phantoms: int) -> tuple[dict[str, Any], list[d
     if phantoms:
         scales.append(
             {
-                "data": "shindan.phantom synthetic biopsies",
+                "data": "shindan.slide_phantom synthetic biopsies",
                 "mpp": 0.5,
                 "source": "generated at this scale",
             }

@@ -13,7 +13,7 @@ Sources (``root`` is the shared ``data/kidney`` folder):
 * ``glomerulosclerosis-aidpath/``: PAS glomerulus crops with masks from three labs
   (:data:`AIDPATH_LABS`); a recipe may train on some labs' crops and test on the others' (their
   licence is non-commercial, and a model trained on them inherits it);
-* synthetic biopsies of :mod:`shindan.phantom` with exact labels (:func:`load_phantoms`).
+* synthetic biopsies of :mod:`shindan.slide_phantom` with exact labels (:func:`load_phantoms`).
 """
 
 from __future__ import annotations
@@ -226,9 +226,9 @@ def load_aidpath(
 def load_phantoms(
     n: int, target_mpp: float, side_um: float = 1024.0, seed: int = 0
 ) -> list[LabelledImage]:
-    """``n`` synthetic biopsies (:mod:`shindan.phantom`, alternating PAS / H&E, varied
+    """``n`` synthetic biopsies (:mod:`shindan.slide_phantom`, alternating PAS / H&E, varied
     fibrosis and inflammation) rendered at ``target_mpp`` with exact labels."""
-    from shindan.phantom import make_scene, render_labels, render_rgb
+    from shindan.slide_phantom import make_scene, render_labels, render_rgb
 
     rng = np.random.default_rng(seed)
     out = []

@@ -186,7 +186,7 @@ def train_compartments(
                 if train_data.crops
                 else ""
             )
-            + (f" + {phantoms} synthetic shindan.phantom biopsies" if phantoms else "")
+            + (f" + {phantoms} synthetic shindan.slide_phantom biopsies" if phantoms else "")
         )
         licence = (
             "MIT (AAPI, HuBMAP) + CC BY-NC-SA 4.0 (AIDPATH): non-commercial use only, "

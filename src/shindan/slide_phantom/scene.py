@@ -13,16 +13,16 @@ from typing import Any
 import numpy as np
 
 from shindan.errors import InputError
-from shindan.phantom.calibrate import (
+from shindan.slide_phantom.calibrate import (
     PointProbe,
     calibrate,
     place_inter_nuclei,
     sample_tissue,
 )
-from shindan.phantom.index import GridIndex
-from shindan.phantom.layout import layout_cores, place_artifacts, place_circles, place_tubules
-from shindan.phantom.palette import make_palette
-from shindan.phantom.params import MAX_SCALE, SLOTS
+from shindan.slide_phantom.index import GridIndex
+from shindan.slide_phantom.layout import layout_cores, place_artifacts, place_circles, place_tubules
+from shindan.slide_phantom.palette import make_palette
+from shindan.slide_phantom.params import MAX_SCALE, SLOTS
 
 
 @dataclass
@@ -36,7 +36,7 @@ class PhantomScene:
     mpp : float
         Micrometres per level-0 pixel.
     fibrosis, inflammation, sclerosed_fraction : float
-        Requested parameters (the realised values are in :func:`shindan.phantom.truth`).
+        Requested parameters (the realised values are in :func:`shindan.slide_phantom.truth`).
     stain : str
         ``"pas"`` or ``"he"``.
     artifacts : bool

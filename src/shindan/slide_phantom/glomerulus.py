@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from shindan.phantom.noise import hash_uniform, worley_grid, worley_points
-from shindan.phantom.scene import PhantomScene
+from shindan.slide_phantom.noise import hash_uniform, worley_grid, worley_points
+from shindan.slide_phantom.scene import PhantomScene
 
 F32 = np.float32
 CAPILLARY_UM = 12.0  # spacing of capillary loops

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from shindan.phantom.noise import grid_noise, point_noise
+from shindan.slide_phantom.noise import grid_noise, point_noise
 
 F32 = np.float32
 FAR = F32(1e9)  # padding half-plane offset: never the nearest edge

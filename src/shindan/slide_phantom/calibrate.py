@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import cKDTree
 
-from shindan.phantom import shapes
-from shindan.phantom.params import FIBROBLAST_AXES_UM, KEY_EDGE, LYMPHOCYTE_RADIUS_UM
-from shindan.phantom.tubule import (
+from shindan.slide_phantom import shapes
+from shindan.slide_phantom.params import FIBROBLAST_AXES_UM, KEY_EDGE, LYMPHOCYTE_RADIUS_UM
+from shindan.slide_phantom.tubule import (
     tubule_frame,
     tubule_geometry,
     tubule_sdf,

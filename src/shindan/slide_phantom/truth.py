@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from shindan.phantom import nuclei as nz
-from shindan.phantom.api import LABELS
-from shindan.phantom.render import render
-from shindan.phantom.scene import PhantomScene
+from shindan.slide_phantom import nuclei as nz
+from shindan.slide_phantom.api import LABELS
+from shindan.slide_phantom.render import render
+from shindan.slide_phantom.scene import PhantomScene
 
 TILE = 2048
 

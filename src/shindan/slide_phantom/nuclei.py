@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from shindan.phantom import shapes
-from shindan.phantom.noise import hash_uniform
-from shindan.phantom.params import SLOTS
-from shindan.phantom.scene import PhantomScene
-from shindan.phantom.tubule import tubule_sdf, wobble_points
+from shindan.slide_phantom import shapes
+from shindan.slide_phantom.noise import hash_uniform
+from shindan.slide_phantom.params import SLOTS
+from shindan.slide_phantom.scene import PhantomScene
+from shindan.slide_phantom.tubule import tubule_sdf, wobble_points
 
 F32 = np.float32
 FIELDS = ("x", "y", "a", "b", "ca", "sa", "dens", "style", "owner", "id")
@@ -120,7 +120,7 @@ def tubule_nuclei(scene: PhantomScene, idx: np.ndarray, geo: dict) -> dict[str, 
 
 def glomerulus_nuclei(scene: PhantomScene, idx: np.ndarray) -> dict[str, np.ndarray]:
     """Tuft nuclei (in walls and mesangium, not in open lumens) and parietal nuclei."""
-    from shindan.phantom import glomerulus as gm
+    from shindan.slide_phantom import glomerulus as gm
 
     if len(idx) == 0:
         return _empty()

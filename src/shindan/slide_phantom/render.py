@@ -13,9 +13,9 @@ import math
 
 import numpy as np
 
-from shindan.phantom.canvas import CHROM, COLL, CYTO, MATRIX, RBC, Canvas, Grid, cov
-from shindan.phantom.noise import grid_noise, hash_uniform
-from shindan.phantom.scene import PhantomScene
+from shindan.slide_phantom.canvas import CHROM, COLL, CYTO, MATRIX, RBC, Canvas, Grid, cov
+from shindan.slide_phantom.noise import grid_noise, hash_uniform
+from shindan.slide_phantom.scene import PhantomScene
 
 F32 = np.float32
 GRAIN_PERIOD = 509  # prime: the grain pattern does not line up with tiles
@@ -87,7 +87,7 @@ def render(
     nuclei: bool = False,
     owners: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Render what is asked of one box (see the public wrappers in ``shindan.phantom``)."""
+    """Render what is asked of one box (see the public wrappers in ``shindan.slide_phantom``)."""
     ds = float(downsample)
     if not (ds > 0 and math.isfinite(ds)):
         raise ValueError(f"downsample must be positive, got {downsample}")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from shindan.errors import InputError
-from shindan.phantom import (
+from shindan.slide_phantom import (
     make_scene,
     render_labels,
     render_nuclei,
@@ -152,7 +152,7 @@ def test_write_phantom_opens_with_levels_and_mpp(tmp_path):
 
 
 def test_write_phantom_leaves_nothing_on_failure(tmp_path, monkeypatch):
-    import shindan.phantom.writer as writer
+    import shindan.slide_phantom.writer as writer
 
     calls = {"n": 0}
     real = writer.render

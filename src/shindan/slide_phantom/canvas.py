@@ -10,13 +10,13 @@ import math
 
 import numpy as np
 
-from shindan.phantom import glomerulus as gm
-from shindan.phantom import nuclei as nz
-from shindan.phantom import shapes
-from shindan.phantom.noise import grid_noise, hash_uniform
-from shindan.phantom.params import KEY_EDGE, KEY_WOBBLE, WOBBLE_UM
-from shindan.phantom.scene import PhantomScene
-from shindan.phantom.tubule import tubule_geometry, tubule_sdf
+from shindan.slide_phantom import glomerulus as gm
+from shindan.slide_phantom import nuclei as nz
+from shindan.slide_phantom import shapes
+from shindan.slide_phantom.noise import grid_noise, hash_uniform
+from shindan.slide_phantom.params import KEY_EDGE, KEY_WOBBLE, WOBBLE_UM
+from shindan.slide_phantom.scene import PhantomScene
+from shindan.slide_phantom.tubule import tubule_geometry, tubule_sdf
 
 F32 = np.float32
 CYTO, MATRIX, CHROM, COLL, RBC = range(5)

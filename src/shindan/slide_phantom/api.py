@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from shindan.phantom.render import render
-from shindan.phantom.scene import PhantomScene
+from shindan.slide_phantom.render import render
+from shindan.slide_phantom.scene import PhantomScene
 
 Box = tuple[int, int, int, int]
 

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 
 from shindan.errors import InputError
-from shindan.phantom.render import render
-from shindan.phantom.scene import PhantomScene, make_scene
+from shindan.slide_phantom.render import render
+from shindan.slide_phantom.scene import PhantomScene, make_scene
 
 
 def pyramid_levels(width: int, height: int, smallest: int = 1024) -> list[tuple[int, int]]:
@@ -64,12 +64,12 @@ def write_phantom(
     progress : bool
         Show a progress bar on stderr.
     **scene_kwargs
-        Passed to :func:`shindan.phantom.make_scene` (fibrosis, inflammation, stain, seed...).
+        Passed to :func:`shindan.slide_phantom.make_scene` (fibrosis, inflammation, stain, seed...).
 
     Returns
     -------
     PhantomScene
-        The scene that was rendered (use it with :func:`shindan.phantom.truth`).
+        The scene that was rendered (use it with :func:`shindan.slide_phantom.truth`).
     """
     import tifffile
     from rich.console import Console

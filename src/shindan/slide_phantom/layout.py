@@ -11,9 +11,9 @@ import numpy as np
 from scipy.spatial import Delaunay, cKDTree
 
 from shindan.errors import InputError
-from shindan.phantom import shapes
-from shindan.phantom.noise import point_noise
-from shindan.phantom.params import (
+from shindan.slide_phantom import shapes
+from shindan.slide_phantom.noise import point_noise
+from shindan.slide_phantom.params import (
     ARTERIOLE_PER_MM2,
     ARTERIOLE_RADIUS_UM,
     ARTERY_PER_MM2,

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from shindan.phantom import shapes
-from shindan.phantom.noise import point_noise
-from shindan.phantom.params import GAP_MIN_UM, KEY_WOBBLE, MAX_SCALE, ROUND_UM, WOBBLE_UM
+from shindan.slide_phantom import shapes
+from shindan.slide_phantom.noise import point_noise
+from shindan.slide_phantom.params import GAP_MIN_UM, KEY_WOBBLE, MAX_SCALE, ROUND_UM, WOBBLE_UM
 
 F32 = np.float32
 

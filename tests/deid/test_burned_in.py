@@ -240,3 +240,17 @@ def test_missing_tesseract_is_a_clear_error(monkeypatch):
         assert "\n" not in str(err.value)
     finally:
         burned_in._installed_languages.cache_clear()
+
+
+def test_speckle_without_text_is_barely_touched(ocr):
+    """OCR 'reads' words in speckle; only a small part of the image may be painted for it."""
+    from scipy import ndimage as ndi
+
+    img = _ultrasound(seed=3).astype(np.float64)
+    cone = ndi.gaussian_filter((img > 0).astype(float), 3) > 0.5
+    speckle = np.clip(np.where(cone, ndi.gaussian_filter(img, 1.5) * 1.8, 0), 0, 255)
+    speckle = speckle.astype(np.uint8)
+    result = mask_burned_in(speckle)
+    assert result.confident, result.reason
+    painted = (result.pixels != speckle).mean()
+    assert painted < 0.03, f"{painted:.1%} of a text-free image painted"

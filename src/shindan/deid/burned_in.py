@@ -45,6 +45,7 @@ MASK_CONFIDENCE = 40
 CLEAN_CONFIDENCE = 60
 SINGLE_CONFIDENCE = 85  # a lone character: speckle often reads as one at 60-70
 ROUNDS = 3  # read-and-paint rounds per frame before the last check
+BUSY_FRACTION = 0.1  # strokes above/below a word beyond this: it sits in image content
 # Stroke contrast (grey levels of the frame stretched to 0-255) below which nothing is read,
 # and at which a stroke shows full black to OCR.
 MIN_CONTRAST = 20
@@ -92,15 +93,26 @@ class Word:
     confidence: float
     box: Box
     frame: int = 0
+    isolated: bool = True  # quiet above and below, as a line of text is (see _isolated)
+
+    @property
+    def chars(self) -> int:
+        return len(_CJK.findall(self.text)) + len(_ALNUM.findall(self.text))
 
     @property
     def is_text(self) -> bool:
         """Read as text, not OCR noise: two letters/digits/CJK characters at
-        :data:`CLEAN_CONFIDENCE`, or a single one at :data:`SINGLE_CONFIDENCE`."""
-        chars = len(_CJK.findall(self.text)) + len(_ALNUM.findall(self.text))
-        if chars >= 2:
+        :data:`CLEAN_CONFIDENCE`, or a single one at :data:`SINGLE_CONFIDENCE` standing
+        on its own (speckle often reads as a single kana or digit with high confidence)."""
+        if self.chars >= 2:
             return self.confidence >= CLEAN_CONFIDENCE
-        return chars == 1 and self.confidence >= SINGLE_CONFIDENCE
+        return self.chars == 1 and self.isolated and self.confidence >= SINGLE_CONFIDENCE
+
+    @property
+    def maskable(self) -> bool:
+        """Worth painting over: text, or any reading with some confidence on its own (in
+        busy image content, weak readings are noise, and painting them would spoil it)."""
+        return self.is_text or (self.isolated and self.confidence >= MASK_CONFIDENCE)
 
 
 @dataclass(frozen=True)
@@ -246,7 +258,8 @@ def read_words(
     img = np.rot90(grey, k=rotation // 90) if rotation else grey
     scale = _upscale(img.shape)
     words = []
-    for strokes in _stroke_images(img):
+    stroke_images = _stroke_images(img)
+    for strokes in stroke_images:
         image = Image.fromarray(strokes)
         if scale > 1:
             size = (image.width * scale, image.height * scale)
@@ -264,8 +277,33 @@ def read_words(
             if not text.strip() or conf < 0:
                 continue
             x, y, w, h = (int(data[k][i]) // scale for k in ("left", "top", "width", "height"))
-            words.append(Word(text.strip(), conf, (x, y, max(w, 1), max(h, 1)), frame))
+            box = (x, y, max(w, 1), max(h, 1))
+            alone = _isolated(stroke_images, box)
+            words.append(Word(text.strip(), conf, box, frame, alone))
     return words
+
+
+def _isolated(stroke_images: list[np.ndarray], box: Box) -> bool:
+    """Whether the bands just above and below a word are nearly free of strokes.
+
+    Burned-in text sits on a plain background, so a line of it has quiet bands above and
+    below; OCR noise in speckle or tissue is surrounded by more of the same.
+    """
+    x, y, w, h = box
+    pad = max(3, h // 4)
+    rows, cols = stroke_images[0].shape
+    x0, x1 = max(0, x), min(cols, x + w)
+    bands = [
+        (max(0, y - 1 - pad), max(0, y - 1)),
+        (min(rows, y + h + 1), min(rows, y + h + 1 + pad)),
+    ]
+    total = busy = 0
+    for top, bottom in bands:
+        for strokes in stroke_images:
+            part = strokes[top:bottom, x0:x1]
+            total += part.size
+            busy += int(np.count_nonzero(part < 250))  # any stroke above MIN_CONTRAST
+    return total == 0 or busy / total < BUSY_FRACTION
 
 
 @contextlib.contextmanager
@@ -437,7 +475,7 @@ def _clean_frame(
             return boxes, []
         # First reading: everything read with some confidence. Later ones: only what still
         # reads as text (low-confidence readings then are mostly the edges of the paint).
-        hits = [w for w in words if (w.is_text if r else w.confidence >= MASK_CONFIDENCE)]
+        hits = [w for w in words if (w.is_text if r else w.maskable)]
         if not hits:  # nothing read at all: clean as read
             return boxes, []
         for w in hits:

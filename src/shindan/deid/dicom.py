@@ -480,6 +480,12 @@ def _apply(ds: Dataset, elem: DataElement, action: str, ctx: _Context) -> None:
     elif action == "D":
         if vr in ("DA", "DT") and ctx.profile.retain_dates:
             _shift_elem(ds, elem, ctx)
+        elif vr == "PN":
+            # a person who must stay distinguishable (an SR's verifying observer): a keyed
+            # pseudonym, the same in every file
+            names = [_text(v) for v in _values(elem)]
+            pseudonyms = [ctx.pseudo.patient(f"person:{n}") for n in names if n] or [_DUMMY_TEXT]
+            elem.value = pseudonyms[0] if len(pseudonyms) == 1 else pseudonyms
         else:
             elem.value = _dummy(elem)
     elif action == "S":

@@ -200,3 +200,16 @@ def test_masking_an_image_without_text_keeps_the_lossless_copy(tmp_path, ocr):
     result = deidentify_image(src, dst, None, "C", Identifiers("p"), mask=True)
     assert isinstance(result, Exported) and result.masked_regions == 0
     assert dst.read_bytes() == src.read_bytes()  # nothing to strip, nothing painted
+
+
+def test_jpeg_with_restart_markers_keeps_its_scan(tmp_path):
+    src = tmp_path / "rst.jpg"
+    _image().save(src, quality=90, restart_marker_rows=1, exif=_exif())
+    data = src.read_bytes()
+    assert b"\xff\xdd" in data and b"\xff\xd0" in data  # a restart interval and markers
+    dst = tmp_path / "out.jpg"
+    result = deidentify_image(src, dst, None, "C", Identifiers("p"), mask=False)
+    assert isinstance(result, Exported)
+    out = dst.read_bytes()
+    assert out[out.index(b"\xff\xda") :] == data[data.index(b"\xff\xda") :]
+    assert b"Hanako" not in out

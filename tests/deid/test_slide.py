@@ -312,3 +312,21 @@ def test_scrub_aperio_keeps_only_technical_fields():
     )
     assert text == "Aperio Image Library v1\r\n10x10|AppMag = 20|MPP = 0.5"
     assert found == {"Filename": "X1", "Barcode": "B9"}
+
+
+def test_ome_with_planes_or_metadata_elsewhere_is_held_back(tmp_path):
+    planes = np.zeros((2, 48, 64), np.uint8)
+    other = OME.format(name="x").replace(
+        '<UUID FileName="S-12345678.ome.tiff">urn:uuid:1111-2222</UUID>',
+        '<UUID FileName="part2.ome.tiff">urn:uuid:3333-4444</UUID>',
+    )
+    companion = (
+        '<?xml version="1.0"?><OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06">'
+        '<BinaryOnly MetadataFile="study.companion.ome" UUID="urn:uuid:5"/></OME>'
+    )
+    for i, xml in enumerate((other, companion)):
+        src = tmp_path / f"in{i}.ome.tiff"
+        tifffile.imwrite(src, planes, description=xml, metadata=None)
+        result = deidentify_slide(src, tmp_path / f"o{i}.ome.tiff", None, "C", Identifiers("p"))
+        assert isinstance(result, HeldBack), i
+        assert "file" in result.reason

@@ -187,8 +187,12 @@ def scrub_ome(xml: str) -> tuple[str, dict[str, str]]:
         raise _HoldBack(f"OME-XML does not parse ({exc})") from exc
     found: dict[str, str] = {}
     files = {u.get("FileName") for u in root.iter() if _local(u.tag) == "UUID"} - {None}
-    if len(files) > 1:
+    uuids = {(u.text or "").strip() for u in root.iter() if _local(u.tag) == "UUID"}
+    own = root.get("UUID")
+    if len(files) > 1 or (own and uuids - {own, ""}):
         raise _HoldBack("a multi-file OME-TIFF (planes in other files) is not supported")
+    if any(_local(e.tag) == "BinaryOnly" for e in root.iter()):
+        raise _HoldBack("OME-TIFF whose metadata lives in a companion file is not supported")
     for image in (e for e in root.iter() if _local(e.tag) == "Image"):
         if _ASSOCIATED.search(image.get("Name", "")):
             raise _HoldBack(f"OME-TIFF holds a {image.get('Name')!r} image (label/macro)")

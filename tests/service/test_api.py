@@ -7,62 +7,13 @@ from __future__ import annotations
 import csv
 import io
 import re
-from dataclasses import dataclass
 
-import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from shindan.service import accounts
-from shindan.service.app import create_app
-from shindan.service.db import open_service
 from shindan.service.models import ApiToken, Case
 
 OPEN = {"/api/health"}
-USERS = {  # name: (site, role)
-    "ana": ("kyoto", "uploader"),
-    "adm": ("kyoto", "admin"),
-    "ben": ("osaka", "uploader"),
-    "pat": ("osaka", "pathologist"),
-    "rui": ("osaka", "researcher"),
-    "oad": ("osaka", "admin"),
-}
-
-
-@dataclass
-class Api:
-    client: TestClient
-    tokens: dict[str, str]
-    database: object
-
-    def call(self, method: str, path: str, user: str | None = None, **kwargs):
-        headers = {"Authorization": f"Bearer {self.tokens[user]}"} if user else {}
-        return self.client.request(method, path, headers=headers, **kwargs)
-
-    def cases(self, user: str) -> list[str]:
-        answer = self.call("GET", "/api/cases", user)
-        assert answer.status_code == 200, answer.text
-        return sorted(c["pseudonym"] for c in answer.json())
-
-    def add_case(self, user: str, pseudonym: str) -> str:
-        answer = self.call("POST", "/api/cases", user, json={"pseudonym": pseudonym})
-        assert answer.status_code == 201, answer.text
-        return answer.json()["id"]
-
-
-@pytest.fixture
-def api(service_dir):
-    database = open_service(service_dir)
-    tokens = {}
-    with database.session() as session:
-        for site in ("kyoto", "osaka"):
-            accounts.add_site(session, site)
-        for name, (site, role) in USERS.items():
-            accounts.add_user(session, name, site, role)
-            tokens[name] = accounts.issue_token(session, name)[1]
-    with TestClient(create_app(database)) as client:
-        yield Api(client, tokens, database)
-    database.close()
 
 
 def _operations(spec: dict):

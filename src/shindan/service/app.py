@@ -10,9 +10,9 @@ from datetime import timedelta
 from importlib.resources import files
 from typing import Annotated, Literal
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from sqlalchemy import select
@@ -24,7 +24,29 @@ from shindan.service import audit
 from shindan.service.access import WRITERS, NotVisible, manages, visible_case, visible_cases
 from shindan.service.cases import CaseExists, add_case
 from shindan.service.db import Database
-from shindan.service.models import ApiToken, Case, Share, Site, User, iso, utcnow
+from shindan.service.intake import (
+    IntakeError,
+    Limits,
+    NotReady,
+    TooLarge,
+    WrongOffset,
+    complete_upload,
+    open_upload,
+    store_path,
+    write_chunk,
+)
+from shindan.service.models import (
+    ApiToken,
+    Case,
+    CaseFile,
+    Share,
+    Site,
+    Upload,
+    UploadFile,
+    User,
+    iso,
+    utcnow,
+)
 from shindan.service.security import token_digest
 
 # paths under /api/ that answer without credentials
@@ -80,6 +102,89 @@ class AuditOut(BaseModel):
     client: str | None
 
 
+class UploadFileOut(BaseModel):
+    index: int
+    path: str
+    case: str = Field(description="Pseudonym(s) of the file's case(s), comma-separated.")
+    bytes: int
+    sha256: str
+    received: int
+    status: Literal["needed", "partial", "received", "duplicate"] = Field(
+        description="duplicate: the site stores this content already; do not send it."
+    )
+
+
+class UploadOut(BaseModel):
+    id: str
+    state: Literal["open", "stored", "refused"]
+    site: str
+    reason: str | None = Field(description="Why the upload was refused.")
+    bytes: int
+    created_at: str
+    files: list[UploadFileOut]
+
+
+class CaseFileOut(BaseModel):
+    id: int
+    path: str
+    bytes: int
+    sha256: str
+    modality: str | None
+    created_at: str
+
+
+MANIFEST_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "The export's manifest.json, as written by `shindan deid`.",
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
+}
+CHUNK_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "The file's bytes from `offset` on (one chunk).",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
+
+async def _raw_body(request: Request) -> bytes:
+    return await request.body()
+
+
+def _file_status(entry: UploadFile) -> str:
+    if entry.duplicate:
+        return "duplicate"
+    if entry.received == entry.size:
+        return "received"
+    return "partial" if entry.received else "needed"
+
+
+def _upload_file_out(entry: UploadFile) -> UploadFileOut:
+    return UploadFileOut(
+        index=entry.index,
+        path=entry.path,
+        case=entry.cases,
+        bytes=entry.size,
+        sha256=entry.sha256,
+        received=entry.received,
+        status=_file_status(entry),
+    )
+
+
+def _upload_out(upload: Upload) -> UploadOut:
+    return UploadOut(
+        id=upload.public_id,
+        state=upload.state,
+        site=upload.site.name,
+        reason=upload.reason,
+        bytes=upload.total_bytes,
+        created_at=iso(upload.created_at),
+        files=[_upload_file_out(f) for f in upload.files],
+    )
+
+
 def _authenticate(database: Database, header: str | None) -> int | None:
     """The id of the live user holding the token in ``header``, or None."""
     scheme, _, token = (header or "").partition(" ")
@@ -108,13 +213,15 @@ def _authenticate(database: Database, header: str | None) -> int | None:
         return record.user_id
 
 
-def create_app(database: Database) -> FastAPI:
+def create_app(database: Database, limits: Limits = Limits()) -> FastAPI:
     """The FastAPI application over ``database``.
 
     Parameters
     ----------
     database : Database
         The opened (migrated) service database.
+    limits : Limits
+        Size limits of uploads.
 
     Returns
     -------
@@ -135,6 +242,7 @@ def create_app(database: Database) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         openapi_url="/openapi.json",
+        max_body_size=limits.manifest_bytes,
         description="Sites send de-identified cases; their users read them and run AI tasks.",
     )
     app.state.database = database
@@ -341,5 +449,145 @@ def create_app(database: Database) -> FastAPI:
         if format == "csv":
             return PlainTextResponse(audit.to_csv(rows), media_type="text/csv")
         return [AuditOut(**audit.as_row(e)) for e in rows]
+
+    RawBody = Annotated[bytes, Depends(_raw_body)]
+    settings = database.settings
+
+    def upload_or_404(session: Session, user: User, upload_id: str) -> Upload:
+        if user.role not in WRITERS:
+            raise HTTPException(403, f"a {user.role} does not upload")
+        upload = session.scalar(
+            select(Upload).where(Upload.public_id == upload_id, Upload.site_id == user.site_id)
+        )
+        if upload is None:
+            raise HTTPException(404, f"no upload {upload_id}")
+        return upload
+
+    def intake_error(exc: IntakeError) -> HTTPException:
+        if isinstance(exc, TooLarge):
+            return HTTPException(413, str(exc))
+        if isinstance(exc, WrongOffset):
+            return HTTPException(409, str(exc), {"Upload-Offset": str(exc.expected)})
+        if isinstance(exc, NotReady):
+            return HTTPException(409, str(exc))
+        return HTTPException(422, str(exc))
+
+    @app.post("/api/uploads", status_code=201, tags=["intake"], openapi_extra=MANIFEST_BODY)
+    def post_upload(
+        request: Request, response: Response, body: RawBody, user: UserDep, session: SessionDep
+    ) -> UploadOut:
+        """Start sending a `shindan deid` export: its manifest.json (uploaders and admins).
+
+        Answers 200 with the earlier upload when the same manifest was sent before (resume
+        it, or it is stored already). Files the site stores already are duplicates: not sent.
+        """
+        if user.role not in WRITERS:
+            raise HTTPException(403, f"a {user.role} does not upload")
+        try:
+            upload, new = open_upload(session, user, body, limits, client(request))
+        except IntakeError as exc:
+            raise intake_error(exc) from None
+        session.commit()
+        if not new:
+            response.status_code = 200
+        return _upload_out(upload)
+
+    @app.get("/api/uploads", tags=["intake"])
+    def list_uploads(user: UserDep, session: SessionDep) -> list[UploadOut]:
+        """The site's uploads, newest first (uploaders and admins)."""
+        if user.role not in WRITERS:
+            raise HTTPException(403, f"a {user.role} does not upload")
+        query = select(Upload).where(Upload.site_id == user.site_id).order_by(Upload.id.desc())
+        return [_upload_out(u) for u in session.scalars(query.limit(200))]
+
+    @app.get("/api/uploads/{upload_id}", tags=["intake"])
+    def read_upload(upload_id: str, user: UserDep, session: SessionDep) -> UploadOut:
+        """An upload's state and how far each file has arrived (to resume)."""
+        return _upload_out(upload_or_404(session, user, upload_id))
+
+    @app.put(
+        "/api/uploads/{upload_id}/files/{index}",
+        tags=["intake"],
+        openapi_extra=CHUNK_BODY,
+        max_body_size=limits.chunk_bytes,
+    )
+    def put_chunk(
+        upload_id: str,
+        index: int,
+        body: RawBody,
+        user: UserDep,
+        session: SessionDep,
+        offset: Annotated[int, Query(ge=0, description="Where this chunk starts.")] = 0,
+    ) -> UploadFileOut:
+        """Send a chunk of file `index` starting at `offset` (409 and `Upload-Offset` when
+        the file has reached another offset). A complete file must match its SHA-256."""
+        upload = upload_or_404(session, user, upload_id)
+        try:
+            entry = write_chunk(session, settings, upload, index, offset, body, limits)
+        except IntakeError as exc:
+            raise intake_error(exc) from None
+        session.commit()
+        return _upload_file_out(entry)
+
+    @app.post("/api/uploads/{upload_id}/complete", tags=["intake"])
+    def post_complete(
+        request: Request, upload_id: str, user: UserDep, session: SessionDep
+    ) -> UploadOut:
+        """Check the complete export (`shindan deid check`) and store it under its cases, or
+        refuse it: state `refused`, the reason, nothing kept."""
+        upload = upload_or_404(session, user, upload_id)
+        try:
+            upload = complete_upload(session, settings, upload, user, client(request))
+        except IntakeError as exc:
+            raise intake_error(exc) from None
+        session.commit()
+        return _upload_out(upload)
+
+    @app.get("/api/cases/{case_id}/files", tags=["cases"])
+    def list_case_files(
+        request: Request, case_id: str, user: UserDep, session: SessionDep
+    ) -> list[CaseFileOut]:
+        """The stored files of a case."""
+        case = case_or_404(session, user, case_id)
+        rows = session.scalars(
+            select(CaseFile).where(CaseFile.case_id == case.id).order_by(CaseFile.id)
+        )
+        return [
+            CaseFileOut(
+                id=f.id,
+                path=f.path,
+                bytes=f.size,
+                sha256=f.sha256,
+                modality=f.modality,
+                created_at=iso(f.created_at),
+            )
+            for f in rows
+        ]
+
+    @app.get(
+        "/api/cases/{case_id}/files/{file_id}",
+        tags=["cases"],
+        response_class=FileResponse,
+        responses={200: {"content": {"application/octet-stream": {}}}},
+    )
+    def read_case_file(
+        request: Request, case_id: str, file_id: int, user: UserDep, session: SessionDep
+    ) -> FileResponse:
+        """A stored file's bytes (audited)."""
+        case = case_or_404(session, user, case_id)
+        entry = session.scalar(
+            select(CaseFile).where(CaseFile.id == file_id, CaseFile.case_id == case.id)
+        )
+        if entry is None:
+            raise HTTPException(404, f"no file {file_id} in case {case_id}")
+        audit.record(
+            session, user, "file.read", f"case:{case_id}", {"file": entry.path}, client(request)
+        )
+        session.commit()
+        return FileResponse(
+            store_path(settings, entry.sha256),
+            media_type="application/octet-stream",
+            filename=entry.path.rsplit("/", 1)[-1],
+        )
 
     return app

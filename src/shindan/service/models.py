@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
     DateTime,
@@ -17,6 +18,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Text,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -156,3 +158,69 @@ class AuditEntry(Base):
     target: Mapped[str | None] = mapped_column(String(200))
     detail: Mapped[dict | None] = mapped_column(JSON)
     client: Mapped[str | None] = mapped_column(String(64))
+
+
+UPLOAD_STATES = ("open", "stored", "refused")
+
+
+class Upload(Base):
+    """One ``shindan deid`` export being sent by a site: its manifest, then its files in
+    chunks; on completion checked and stored, or refused with the reason (nothing kept)."""
+
+    __tablename__ = "uploads"
+    __table_args__ = (CheckConstraint(f"state IN {UPLOAD_STATES!r}", name="state"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    public_id: Mapped[str] = mapped_column(String(32), unique=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    # the same manifest sent again resumes (or finds) this upload
+    manifest_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    manifest: Mapped[dict] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16), default="open")
+    reason: Mapped[str | None] = mapped_column(Text)
+    total_bytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    site: Mapped[Site] = relationship(lazy="joined")
+    files: Mapped[list[UploadFile]] = relationship(
+        order_by="UploadFile.index", cascade="all, delete-orphan", lazy="selectin"
+    )
+
+
+class UploadFile(Base):
+    """A file listed by an upload's manifest, and how many of its bytes have arrived."""
+
+    __tablename__ = "upload_files"
+    __table_args__ = (UniqueConstraint("upload_id", "index", name="uq_upload_files_upload_index"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    upload_id: Mapped[int] = mapped_column(ForeignKey("uploads.id", ondelete="CASCADE"), index=True)
+    index: Mapped[int] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(String(512))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    # comma-separated pseudonyms, as in the manifest
+    cases: Mapped[str] = mapped_column(String(1024))
+    modality: Mapped[str | None] = mapped_column(String(32))
+    received: Mapped[int] = mapped_column(BigInteger, default=0)
+    # the site stores this content already: not sent, not stored again
+    duplicate: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class CaseFile(Base):
+    """A stored file of a case; the content lives once per SHA-256 under the files folder."""
+
+    __tablename__ = "case_files"
+    __table_args__ = (UniqueConstraint("case_id", "sha256", name="uq_case_files_case_sha256"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    # the file's path inside its export (shown to users; never used to address storage)
+    path: Mapped[str] = mapped_column(String(512))
+    modality: Mapped[str | None] = mapped_column(String(32))
+    upload_id: Mapped[int | None] = mapped_column(ForeignKey("uploads.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

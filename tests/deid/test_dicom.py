@@ -399,6 +399,21 @@ def test_with_the_burned_in_modules_region_masker(tmp_path):
     assert np.array_equal(new[:, 40:, 60:], orig[:, 40:, 60:])
 
 
+def test_slide_label_and_overview_held_back(tmp_path):
+    for image_type, held in (("LABEL", True), ("OVERVIEW", True), ("VOLUME", False)):
+        ds = _synthetic("P1", "20200101", "1.2.826.0.1.3680043.2.9", Modality="SM")
+        ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.77.1.6"  # VL Whole Slide Microscopy
+        ds.ImageType = ["ORIGINAL", "PRIMARY", image_type, "NONE"]
+        src = _save(ds, tmp_path / f"{image_type}.dcm")
+        result = deidentify_dicom(src, tmp_path / f"out-{image_type}.dcm", PSEUDO, Profile())
+        assert isinstance(result, HeldBack) is held, image_type
+        if held:
+            assert image_type.lower() in result.reason
+    ds = _synthetic("P1", "20200101", "1.2.826.0.1.3680043.2.9", SpecimenLabelInImage="YES")
+    result = deidentify_dicom(_save(ds, tmp_path / "l.dcm"), tmp_path / "o.dcm", PSEUDO, Profile())
+    assert isinstance(result, HeldBack) and "label" in result.reason
+
+
 # --------------------------------------------------------------------------- hostile input
 
 

@@ -123,6 +123,7 @@ _DATE_LIKE = re.compile(r"\d{8}|\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2
 _CLEAN_PIXEL_MODALITIES = frozenset({"US", "SC", "OT", "XC"})
 _SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 _ENCAPSULATED_DOCUMENT = "1.2.840.10008.5.1.4.1.1.104"
+_WHOLE_SLIDE = "1.2.840.10008.5.1.4.1.1.77.1.6"
 
 
 @dataclass(frozen=True)
@@ -645,7 +646,21 @@ def needs_masking(ds: Dataset) -> bool:
         return True
     if _text(ds.get("Modality", "") or "").upper() in _CLEAN_PIXEL_MODALITIES:
         return True
-    return _text(ds.get("SOPClassUID", "") or "").startswith(_SECONDARY_CAPTURE)
+    sop_class = _text(ds.get("SOPClassUID", "") or "")
+    # 1.2.840.10008.5.1.4.1.1.7 and .7.x; not 1.2.840.10008.5.1.4.1.1.77.x (VL, slides)
+    return sop_class == _SECONDARY_CAPTURE or sop_class.startswith(_SECONDARY_CAPTURE + ".")
+
+
+def _label_image(ds: Dataset) -> str:
+    """Why an image is a slide's label or overview (which shows the label), or ""."""
+    image_type = [_text(v).upper() for v in _values(ds["ImageType"])] if "ImageType" in ds else []
+    if _text(ds.get("SOPClassUID", "") or "").startswith(_WHOLE_SLIDE):
+        for kind in ("LABEL", "OVERVIEW"):
+            if kind in image_type[2:3]:
+                return f"slide {kind.lower()} image: removed like every slide's label and macro"
+    if _text(ds.get("SpecimenLabelInImage", "") or "").upper() == "YES":
+        return "the specimen label is in the image: removed like every slide's label"
+    return ""
 
 
 def _read(src: Path) -> Dataset:
@@ -861,6 +876,9 @@ def deidentify_dicom(
         return HeldBack(
             src, "encapsulated document (PDF/CDA/...): its content cannot be de-identified"
         )
+    label = _label_image(ds)
+    if label:
+        return HeldBack(src, label)
     masked_pixels, regions, pixels_cleaned = None, 0, False
     if needs_masking(ds):
         if masker is None:

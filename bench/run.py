@@ -4,7 +4,8 @@ Every ratio compares two things measured in this one run on this machine (never 
 - backends: tiles/s of the shipped compartment network on ONNX Runtime, torch fp32, torch bf16;
 - pipeline efficiency: end-to-end tiles/s on a phantom slide ÷ the bare model's tiles/s on the
   same tiles, same backend and batch size;
-- peak memory of whole-slide segmentation on 20k² and 100k² phantoms (fresh processes);
+- peak memory of whole-slide segmentation on phantoms (20k² by default, ``--sizes 20000,100000``
+  adds the 100k² slide, which takes ~30 minutes to write once), each in a fresh process;
 - classification throughput (images/s at the shipped classifiers' input size);
 - TIAToolbox's SemanticSegmentor on the same slide and network (when its bench venv exists);
 - whole ``kidney analyze`` per mm² of tissue, per stage, against the issue's target (20 s/mm²
@@ -26,20 +27,56 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-WORK = Path(os.environ.get("SHINDAN_BENCH_DIR", "/tmp/shindan-bench"))
+# Phantom slides and test images are cached outside the repository, kept between runs.
+WORK = Path(
+    os.environ.get("SHINDAN_BENCH_DIR")
+    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "shindan-bench"
+)
 
 
-def _phantom(side: int, seed: int = 1) -> Path:
-    """A cached phantom slide of side x side pixels at 0.5 µm/px."""
+def phantom_key(side: int, seed: int, mpp: float) -> str:
+    """Cache key of a phantom slide: its parameters and the phantom renderer's source code,
+    so a changed renderer writes a new slide instead of reusing a stale one."""
+    import hashlib
+    import importlib.util
+
+    h = hashlib.sha256(f"{side} {seed} {mpp}".encode())
+    spec = importlib.util.find_spec("shindan.slide_phantom")
+    for f in sorted(Path(spec.origin).parent.glob("*.py")):
+        h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def _phantom(side: int, seed: int = 1, mpp: float = 0.5) -> Path:
+    """A cached phantom slide of side x side pixels at ``mpp`` µm/px (written once per key)."""
     from shindan.slide_phantom import write_phantom
 
-    path = WORK / f"phantom-{side}.tiff"
+    path = WORK / f"phantom-{side}-{phantom_key(side, seed, mpp)}.tiff"
     if not path.exists():
         WORK.mkdir(parents=True, exist_ok=True)
+        for old in WORK.glob(f"phantom-{side}-*.tiff"):  # the same slide by an older renderer
+            old.unlink()
         t = time.perf_counter()
-        write_phantom(path, side, side, mpp=0.5, seed=seed, progress=False)
+        write_phantom(path, side, side, mpp=mpp, seed=seed, progress=False)
         print(f"  phantom {side}² written in {time.perf_counter() - t:.0f} s", file=sys.stderr)
     return path
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB.
+
+    Linux's ``VmHWM`` belongs to the process's own address space. ``ru_maxrss`` does not
+    serve a child started by ``subprocess``: it starts from the parent's peak (the kernel
+    carries the address space's high-water mark over the ``exec``), which made a child
+    report the bench parent's 2.4 GB instead of its own 1.1 GB.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _tiles(slide_path: Path, card, n: int) -> np.ndarray:
@@ -155,7 +192,7 @@ def _peak_memory_child(slide_path: str, model: str) -> None:
         t = time.perf_counter()
         seg = segment_slide(s, p, Path(tmp) / "l.zarr", tissue=detect_tissue(s), progress=False)
         secs = time.perf_counter() - t
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mb()
     print(
         json.dumps(
             {
@@ -280,6 +317,11 @@ def bench_kidney_analyze(inputs: list[tuple[str, Path, float | None]], batch: in
     return rows
 
 
+def _load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.1f} / {five:.1f} / {fifteen:.1f}"
+
+
 def _md_table(rows: list[dict]) -> str:
     keys = list(rows[0])
     fmt = [f"{v:.3g}" if isinstance(v, float) else str(v) for r in rows for v in r.values()]
@@ -289,22 +331,33 @@ def _md_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     ap.add_argument("--model", default="kidney-compartments")
-    ap.add_argument("--sizes", default="20000,100000", help="memory benchmark phantom sides")
+    ap.add_argument(
+        "--sizes",
+        default="20000",
+        help="memory benchmark phantom sides, comma-separated (20000,100000 adds a 100k² "
+        "slide: ~30 minutes to write the first time, cached)",
+    )
     ap.add_argument("--pipeline-side", type=int, default=12000)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--analyze-side", type=int, default=3000, help="kidney analyze phantom side")
     ap.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     if args.memory_child:
         _peak_memory_child(*args.memory_child)
         return
     from shindan import __version__
     from shindan.engine import load_predictor
     from shindan.models import list_models
+
+    load_start, t_start = _load(), time.time()
 
     sections = []
     print("backends…", file=sys.stderr)
@@ -335,7 +388,11 @@ def main() -> None:
     sections.append(
         (
             "Peak memory of whole-slide segmentation (fresh process; target < 2 GB, about equal)",
-            _md_table(mem),
+            _md_table(mem)
+            + f"\n\nPhantom sides run: {args.sizes} (level 0 at 0.5 µm/px, segmented at the "
+            "model's 1 µm/px); `--sizes 20000,100000` adds the 100000² slide. Peak resident "
+            "memory of the child process itself (Linux VmHWM: `ru_maxrss` of a child carries "
+            "its parent's peak over).",
         )
     )
     cls = [bench_classify(c.name) for c in list_models() if c.task == "classification"]
@@ -376,7 +433,10 @@ def main() -> None:
         f"shindan {__version__}, {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores, Python {platform.python_version()}. Fastest backend here: "
         f"**{best['backend']}**. Ratios compare runs made in this one session; absolute "
-        "rates vary with machine load.\n"
+        "rates vary with machine load.\n\n"
+        f"Command: `bench/run.py {' '.join(sys.argv[1:])}` ({(time.time() - t_start) / 60:.0f} "
+        f"min). Machine load average (1/5/15 min): {load_start} at the start, {_load()} at the "
+        f"end, on {os.cpu_count()} cores shared with other jobs.\n"
     )
     text = head + "".join(f"\n## {t}\n\n{b}\n" for t, b in sections)
     args.out.write_text(text)

@@ -1,0 +1,58 @@
+"""bench/run.py's measurements: a child's own peak memory, the phantom cache key."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def bench_module():
+    spec = importlib.util.spec_from_file_location("bench_run", ROOT / "bench" / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# A parent touches 600 MB, frees it, then starts a child that reports both memory measures.
+PARENT = f"""
+import json, resource, subprocess, sys
+a = np.ones(600 * 2**20, np.uint8); del a
+child = '''
+import importlib.util, json, resource
+spec = importlib.util.spec_from_file_location("b", {str(ROOT / "bench" / "run.py")!r})
+b = importlib.util.module_from_spec(spec); spec.loader.exec_module(b)
+print(json.dumps([b.peak_rss_mb(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]))
+'''
+print(subprocess.run([sys.executable, "-c", child], capture_output=True, text=True).stdout)
+"""
+
+
+def test_peak_memory_is_the_childs_own():
+    """ru_maxrss of a subprocess starts from its parent's peak; the bench reads the child's
+    own high-water mark, as its memory table needs."""
+    out = subprocess.run([sys.executable, "-c", PARENT], capture_output=True, text=True)
+    own, inherited = json.loads(out.stdout.strip().splitlines()[-1])
+    assert own < 400, own  # the child imports numpy and shindan: far less than 600 MB
+    assert inherited > 600  # the measure the bench used to read carries the parent's peak
+
+
+def test_phantom_key_follows_the_parameters():
+    b = bench_module()
+    key = b.phantom_key(20000, 1, 0.5)
+    assert key == b.phantom_key(20000, 1, 0.5)
+    assert len({key, b.phantom_key(20001, 1, 0.5), b.phantom_key(20000, 2, 0.5)}) == 3
+    assert key != b.phantom_key(20000, 1, 0.25)
+
+
+def test_default_memory_sizes_skip_the_slow_slide():
+    """`make bench` runs the 20000² slide by default; 100000² (30 minutes to write) is an
+    option; phantoms are cached outside the repository."""
+    b = bench_module()
+    assert b.build_parser().parse_args([]).sizes == "20000"
+    assert b.build_parser().parse_args(["--sizes", "20000,100000"]).sizes == "20000,100000"
+    assert ROOT not in b.WORK.parents and b.WORK != ROOT

@@ -252,6 +252,9 @@ def _synthetic(patient_id: str, study_date: str, study_uid: str, **extra) -> Dat
     ds.ImageComments = "called Mr Yamada"
     ds.Modality = "CT"
     ds.DateOfLastCalibration = "20190101"  # not in Table E.1-1: still shifted
+    ds.add_new(0x00090010, "LO", "no creator")  # private but not in a block
+    ds.add_new(0x00431234, "UN", b"Yamada")  # odd group: private
+    ds.add_new(0x00081234, "LO", "Yamada Taro")  # a public tag no dictionary knows
     block = ds.private_block(0x0019, "ACME 1.0", create=True)
     block.add_new(0x10, "LO", "Yamada secret")
     block.add_new(0x11, "DS", "1.5")
@@ -298,6 +301,7 @@ def test_profile_options_and_private_tags(tmp_path):
     assert "StudyDescription" not in full  # names the patient: cleaned away
     assert "ImageComments" not in full
     assert not private_tags(full)
+    assert 0x00081234 not in full  # unknown public tag removed
     data = (tmp_path / "full.dcm").read_bytes()
     for value in (b"Yamada", b"Taro", b"Suzuki", b"Kyoto Central", b"19600412", b"ACC998877"):
         assert value not in data
@@ -603,4 +607,8 @@ def test_gsps_liver_study(tmp_path):
         assert ps.PatientID == next(iter(images.values())).PatientID
         assert ps.StudyInstanceUID == next(iter(images.values())).StudyInstanceUID
     assert resolved >= 1
+    # one patient, one date shift: every output has the study date moved by the same days
+    days = PSEUDO.shift_days(results[next(iter(file_map))].identifiers.patient_id)
+    moved = (dt.date(2011, 1, 1) - dt.timedelta(days=days)).strftime("%Y%m%d")
+    assert {pydicom.dcmread(d).StudyDate for d in file_map.values()} == {moved}
     assert _check_dicomdir(dd.path, file_map) == 11  # records of absent images dropped

@@ -436,6 +436,10 @@ def _clean(ds: Dataset, ctx: _Context) -> None:
         if tag.element == 0x0000:  # group lengths are recomputed or obsolete
             del ds[tag]
             continue
+        if not elem.keyword:
+            # a public tag no dictionary knows: nothing says what it holds
+            del ds[tag]
+            continue
         _apply(ds, elem, annex_e_action(int(tag), elem.VR, ctx.profile), ctx)
     for creator in creators:
         block = creator.tag.element

@@ -428,6 +428,16 @@ def main() -> None:
             _md_table(bench_kidney_analyze(_analyze_inputs(args.analyze_side), args.batch)),
         )
     )
+    print("deid…", file=sys.stderr)  # issue 16: DICOM files/s, seconds per slide
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "deid.py")], capture_output=True, text=True
+    )
+    sections.append(
+        (
+            "`shindan deid` export end to end (de-identify, manifest, self-check, linkage table)",
+            res.stdout.strip() if res.returncode == 0 else f"not run: {res.stderr.strip()[-300:]}",
+        )
+    )
     head = (
         f"# Benchmarks\n\nMeasured by `make bench` on {time.strftime('%Y-%m-%d')}, "
         f"shindan {__version__}, {platform.processor() or platform.machine()}, "

@@ -207,10 +207,23 @@ class _Text:
     keyword: str = ""
 
 
+def _pseudonym_pattern(site: str | None) -> tuple[re.Pattern, re.Pattern]:
+    """Pseudonyms (text and bytes), blanked before identifiers are searched: a site code may
+    equal a name ("KYOTO", "Bench") without the pseudonym leaking anything."""
+    head = re.escape(site) if site else r"[A-Za-z0-9_]{1,32}"
+    text = rf"(?<![A-Za-z0-9_-]){head}(?:-[A-Z2-7]{{10}})?(?![A-Za-z0-9])"
+    if not site:
+        text = rf"(?<![A-Za-z0-9_-]){head}-[A-Z2-7]{{10}}(?![A-Za-z0-9])"
+    return re.compile(text), re.compile(text.encode())
+
+
 class _Scan:
-    def __init__(self, rel: str, needles: list[_Needle]) -> None:
+    def __init__(
+        self, rel: str, needles: list[_Needle], pseudonyms: tuple[re.Pattern, re.Pattern]
+    ) -> None:
         self.rel = rel
         self.needles = needles
+        self.pseudonyms = pseudonyms
         self.findings: list[Finding] = []
         self.found_values: set[str] = set()
 
@@ -232,8 +245,9 @@ class _Scan:
     def text(self, t: _Text) -> None:
         if not t.text:
             return
+        bare = self.pseudonyms[0].sub(" ", t.text)
         for n in self.needles:
-            if n.text.search(t.text):
+            if n.text.search(bare):
                 self.add(t.where, f"{n.known.label} {n.form!r}")
                 self.found_values.add(n.form)
         if not t.free:
@@ -259,10 +273,15 @@ class _Scan:
         with open(path, "rb") as fh:
             while chunk := fh.read(_CHUNK):
                 window = tail + chunk
+                bare = None
                 for i, (_, b, check) in enumerate(pending):
                     if i in hit or b not in window:
                         continue
-                    if check is None or check.search(window):
+                    if bare is None:  # only when a value is there at all
+                        bare = self.pseudonyms[1].sub(b" ", window)
+                    if b not in bare:
+                        continue
+                    if check is None or check.search(bare):
                         hit.add(i)
                 tail = window[-longest:]
         done = set()
@@ -499,16 +518,19 @@ def _decode(data: bytes) -> str:
 _SCANNERS = {"dicom": _dicom, "tiff": _tiff, "png": _png, "jpeg": _jpeg, "json": _json}
 
 
-def _cases_by_file(folder: Path) -> dict[str, set[str]]:
-    """File (relative path) → pseudonyms, from the export's manifest (empty without one)."""
+def _cases_by_file(folder: Path) -> tuple[dict[str, set[str]], str | None]:
+    """File (relative path) → pseudonyms, and the site code, from the export's manifest
+    (empty and None without one)."""
     try:
         manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-        return {
+        cases = {
             f["path"]: {c for c in str(f.get("case", "")).split(",") if c}
             for f in manifest.get("files", [])
         }
+        site = manifest.get("site")
+        return cases, site if isinstance(site, str) and site else None
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
-        return {}
+        return {}, None
 
 
 def check_export(
@@ -544,7 +566,8 @@ def check_export(
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder}: no such folder")
-    cases = _cases_by_file(folder)
+    cases, site = _cases_by_file(folder)
+    pseudonyms = _pseudonym_pattern(site)
     general = _needles(k for k in known if not (k.is_date and k.case))
     dated: dict[str, list[_Needle]] = {}
     for k in known:
@@ -556,7 +579,7 @@ def check_export(
     paths = sorted(folder.rglob("*"))
     for i, path in enumerate(paths):
         rel = path.relative_to(folder).as_posix()
-        name_scan = _Scan(rel, general)
+        name_scan = _Scan(rel, general, pseudonyms)
         if not EXPORT_NAME.match(path.name):
             name_scan.add("name", "not a name shindan deid writes (an input's name?)")
         name_scan.text(_Text("name", path.name, False))
@@ -571,7 +594,7 @@ def check_export(
             file_dates = [n for c in cases[rel] for n in dated.get(c, [])]
         else:
             file_dates = every_date
-        scan = _Scan(rel, general + file_dates)
+        scan = _Scan(rel, general + file_dates, pseudonyms)
         kind = _kind(path)
         if kind in _SCANNERS:
             _SCANNERS[kind](path, scan)

@@ -21,6 +21,7 @@ def bench_module():
 # A parent touches 600 MB, frees it, then starts a child that reports both memory measures.
 PARENT = f"""
 import json, resource, subprocess, sys
+import numpy as np
 a = np.ones(600 * 2**20, np.uint8); del a
 child = '''
 import importlib.util, json, resource

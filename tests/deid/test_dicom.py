@@ -169,6 +169,7 @@ def test_annex_e_table_has_the_standard_rows():
 # --------------------------------------------------------------------------- test files
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom on its deliberately odd files
 def test_every_pydicom_test_file_leaks_nothing(tmp_path):
     files = readable_testdata()
     assert len(files) > 100
@@ -509,6 +510,7 @@ def _check_dicomdir(path: Path, file_map: dict) -> int:
     for instance in fs:
         ds = instance.load()
         assert ds.SOPInstanceUID == instance.ReferencedSOPInstanceUIDInFile
+        assert ds.file_meta.TransferSyntaxUID == instance.ReferencedTransferSyntaxUIDInFile
         assert Path(instance.path).resolve() in {p.resolve() for p in file_map.values()}
         n += 1
     assert n == len([p for p in file_map]) or n <= len(file_map)

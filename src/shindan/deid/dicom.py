@@ -1088,10 +1088,18 @@ def deidentify_dicomdir(
                         f"{target}: not a DICOM file ID (≤ 8 parts of A-Z 0-9 _, ≤ 8 each)"
                     )
                 record.ReferencedFileID = new_parts if len(new_parts) > 1 else new_parts[0]
+                written = pydicom.filereader.read_file_meta_info(target)
+            else:
+                written = None
             children = rewrite(node.children, pid)
             if node.children and not children:
                 continue  # every file below it was dropped
             clean, ids = deidentify_dataset(record, pseudo, profile, patient_id=pid)
+            if written is not None:
+                # what the exported file really is (masking may have changed its encoding)
+                clean.ReferencedSOPClassUIDInFile = written.MediaStorageSOPClassUID
+                clean.ReferencedSOPInstanceUIDInFile = written.MediaStorageSOPInstanceUID
+                clean.ReferencedTransferSyntaxUIDInFile = written.TransferSyntaxUID
             for key, value in ids.values.items():
                 if value not in values.values():
                     name, n = key, 2

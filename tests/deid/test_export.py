@@ -322,3 +322,105 @@ def test_staging_removed_on_interrupt(tmp_path, monkeypatch):
         export([src], tmp_path / "exp", "TEST", tmp_path / "t", tmp_path / "k", progress=False)
     assert list(tmp_path.iterdir()) == []
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_broken_and_hostile_files_are_held_back_with_one_line(tmp_path):
+    data = Path(get_testdata_file("CT_small.dcm")).read_bytes()
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "truncated.dcm").write_bytes(data[: len(data) // 2])
+    huge = bytearray(data)
+    at = huge.find(b"\x10\x00\x10\x00PN")  # Patient's Name: claim a 4 GB value
+    huge[at + 6 : at + 8] = b"\xff\xff"
+    (inputs / "huge.dcm").write_bytes(bytes(huge))
+    (inputs / "empty.dcm").write_bytes(b"")
+    (inputs / "notes.svs").write_text("not a slide")
+    ok = inputs / "ok.dcm"
+    ok.write_bytes(data)
+    result = _run(tmp_path, [inputs])
+    assert result.files == 1
+    held = {src.name: reason for _, src, reason in result.held_back}
+    assert set(held) == {"truncated.dcm", "huge.dcm", "empty.dcm", "notes.svs"}
+    assert all("\n" not in r and r for r in held.values())
+    manifest = json.loads((tmp_path / "exp" / "manifest.json").read_text())
+    assert [h["path"] for h in manifest["held_back"]] == [f"held-back-{i:04d}" for i in range(1, 5)]
+    assert not any(name in json.dumps(manifest) for name in held)
+
+
+def _text_image(lines, size=(640, 480)) -> np.ndarray | None:
+    import shutil as sh
+    import subprocess
+
+    from PIL import ImageDraw, ImageFont
+
+    try:
+        latin = ImageFont.truetype("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", 22)
+    except OSError:
+        return None
+    out = (
+        subprocess.run(
+            ["fc-list", ":lang=ja", "-f", "%{file}\n"], capture_output=True, text=True
+        ).stdout.split()
+        if sh.which("fc-list")
+        else []
+    )
+    if not out:
+        return None
+    ja = ImageFont.truetype(next((f for f in sorted(out) if "gothic" in f.lower()), out[0]), 26)
+    img = Image.new("L", size, 0)
+    d = ImageDraw.Draw(img)
+    d.ellipse((120, 120, 520, 460), fill=90)  # something that is not text
+    for xy, text, font in lines(latin, ja):
+        d.text(xy, text, fill=255, font=font)
+    return np.asarray(img)
+
+
+@pytest.mark.slow  # Tesseract on two images, twice each
+def test_burned_in_text_english_and_japanese(tmp_path):
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    from shindan.deid.burned_in import OcrUnavailable, check_ocr, read_words
+
+    try:
+        check_ocr(("eng", "jpn"))
+    except OcrUnavailable as exc:
+        pytest.skip(str(exc))
+    pixels = _text_image(
+        lambda latin, ja: [
+            ((10, 10), "YAMADA TARO  ID 4455667", latin),
+            ((10, 50), "山田太郎 様", ja),
+        ]
+    )
+    if pixels is None:
+        pytest.skip("no DejaVu or Japanese font installed")
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.6.1"  # ultrasound image
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.Modality, ds.PatientName, ds.PatientID = "US", "Yamada^Taro", "4455667"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit, ds.PixelRepresentation = 7, 0
+    ds.PixelData = pixels.tobytes()
+    src = tmp_path / "us.dcm"
+    ds.save_as(src, enforce_file_format=True)
+    png = tmp_path / "screen.png"
+    Image.fromarray(pixels).save(png)
+    result = _run(tmp_path, [src, png], mask_images=True)
+    assert result.files == 2, result.held_back
+    out = tmp_path / "exp"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert all(f["masked_regions"] > 0 for f in manifest["files"])
+    exported = pydicom.dcmread(next(out.rglob("*.dcm"))).pixel_array
+    masked_png = np.asarray(Image.open(next(out.rglob("*.png"))))
+    for img in (exported, masked_png):
+        words = " ".join(w.text for w in read_words(img, ("eng", "jpn")))
+        assert "YAMADA" not in words.upper() and "4455667" not in words and "山田" not in words
+        assert np.array_equal(img[300:400, 250:400], pixels[300:400, 250:400])  # not text: kept
+    assert check_export(out) == []

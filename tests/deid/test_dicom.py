@@ -309,7 +309,8 @@ def test_profile_options_and_private_tags(tmp_path):
     codes = [item.CodeValue for item in full.DeidentificationMethodCodeSequence]
     assert codes == ["113100", "113107", "113108", "113109", "113105"]
 
-    bare = Profile(False, False, False, False, private_allow=("ACME 1.0/0019,xx11",))
+    allow = ("ACME 1.0/0019,xx11", "0019,xx10")  # 0019,xx10 holds a name: still removed
+    bare = Profile(False, False, False, False, private_allow=allow)
     deidentify_dicom(src, tmp_path / "bare.dcm", PSEUDO, bare)
     out = pydicom.dcmread(tmp_path / "bare.dcm")
     assert "PatientAge" not in out and not out.get("PatientSex")
@@ -320,6 +321,9 @@ def test_profile_options_and_private_tags(tmp_path):
     kept = private_tags(out)
     assert [(t.group, t.element & 0xFF) for t in kept if t.element >= 0x1000] == [(0x0019, 0x11)]
     assert out.private_block(0x0019, "ACME 1.0")[0x11].value == 1.5
+    deidentify_dicom(src, tmp_path / "by-tag.dcm", PSEUDO, Profile(private_allow=("0019,1011",)))
+    by_tag = pydicom.dcmread(tmp_path / "by-tag.dcm")
+    assert [t for t in private_tags(by_tag) if t.element >= 0x1000] == [0x00191011]
     codes = [item.CodeValue for item in out.DeidentificationMethodCodeSequence]
     assert codes == ["113100", "113111"]
 

@@ -304,8 +304,8 @@ class _Context:
         return not self.identifying(text) and not _DATE_LIKE.search(text)
 
 
-def _parse_allow(entries: tuple[str, ...]) -> list[tuple[str | None, int, int]]:
-    """``"CREATOR/gggg,xxee"`` or ``"gggg,eeee"`` → (creator, group, element-in-block)."""
+def _parse_allow(entries: tuple[str, ...]) -> list[tuple[str | None, int, int, bool]]:
+    """``"CREATOR/gggg,xxee"`` or ``"gggg,eeee"`` → (creator, group, element, in-block)."""
     allow = []
     for entry in entries:
         creator, _, tag = entry.rpartition("/")
@@ -315,42 +315,31 @@ def _parse_allow(entries: tuple[str, ...]) -> list[tuple[str | None, int, int]]:
                 f"private allow-list entry {entry!r}: use 'gggg,eeee' or 'CREATOR/gggg,xxee'"
             )
         group, element = m.group(1), m.group(2).lower()
-        allow.append(
-            (
-                creator.strip() or None,
-                int(group, 16),
-                int(element[2:], 16) if "x" in element else int(element, 16),
-            )
-        )
+        in_block = element.startswith("xx")
+        number = int(element[2:] if in_block else element.replace("x", "0"), 16)
+        allow.append((creator.strip() or None, int(group, 16), number, in_block))
     return allow
 
 
 def _private_allowed(
-    ds: Dataset, elem: DataElement, allow: list[tuple[str | None, int, int]]
+    ds: Dataset, elem: DataElement, allow: list[tuple[str | None, int, int, bool]]
 ) -> bool:
     if not allow:
         return False
     group, element = elem.tag.group, elem.tag.element
     if element < 0x1000:  # private creators stay when an element of their block does
         return False
-    block = element >> 8
-    creator_elem = ds.get((group, block))
+    creator_elem = ds.get((group, element >> 8))
     creator = _text(creator_elem.value) if creator_elem is not None else ""
-    for want_creator, want_group, want_element in allow:
-        if want_group != group:
+    for want_creator, want_group, want_element, in_block in allow:
+        if want_group != group or (want_creator is not None and want_creator != creator):
             continue
-        if want_creator is None and want_element == element:
-            return True
-        if (
-            want_creator is not None
-            and want_creator == creator
-            and want_element in (element, element & 0xFF)
-        ):
+        if (element & 0xFF if in_block else element) == want_element:
             return True
     return False
 
 
-def _shift(value: str, vr: str, ctx: _Context) -> str | None:
+def _shift(value: str, ctx: _Context) -> str | None:
     """A DA or DT value moved by the patient's offset; None if it is not a date."""
     value = _text(value)
     if not value:
@@ -425,6 +414,8 @@ def _clean(ds: Dataset, ctx: _Context) -> None:
                 if elem.VR == "SQ":
                     for item in elem.value or ():
                         _clean(item, ctx)
+                elif elem.VR in _TEXT_VRS and ctx.identifying(" ".join(map(str, _values(elem)))):
+                    del ds[tag]  # allow-listed, but this value names someone
             else:
                 del ds[tag]
             continue
@@ -516,7 +507,7 @@ def _apply(ds: Dataset, elem: DataElement, action: str, ctx: _Context) -> None:
 
 
 def _shift_elem(ds: Dataset, elem: DataElement, ctx: _Context) -> None:
-    shifted = [_shift(str(v), elem.VR, ctx) for v in _values(elem)]
+    shifted = [_shift(str(v), ctx) for v in _values(elem)]
     if any(v is None for v in shifted):
         _empty(elem)  # not a date we can move: it goes
     elif len(shifted) == 1:

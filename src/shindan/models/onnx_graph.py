@@ -16,6 +16,7 @@ Needs the ``onnx`` package (the train extra), as ONNX export does.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -107,13 +108,15 @@ def _is_zero(name: str, inits: dict, producers: dict) -> bool:
 def _drop_unused(graph) -> None:
     """Remove nodes and initialisers that no graph output depends on."""
     needed = {o.name for o in graph.output}
-    keep = set()
-    for node in reversed(list(graph.node)):
-        if any(o in needed for o in node.output):
-            keep.add(id(node))
+    keep = []  # by position: protobuf hands out a new wrapper object on each access
+    for node in reversed(graph.node):
+        used = any(o in needed for o in node.output)
+        keep.append(used)
+        if used:
             needed.update(i for i in node.input if i)
-    for node in [n for n in graph.node if id(n) not in keep]:
-        graph.node.remove(node)
+    nodes = [copy.deepcopy(n) for n, k in zip(graph.node, reversed(keep), strict=True) if k]
+    del graph.node[:]
+    graph.node.extend(nodes)
     for t in [t for t in graph.initializer if t.name not in needed]:
         graph.initializer.remove(t)
 

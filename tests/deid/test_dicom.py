@@ -471,6 +471,42 @@ def test_hostile_files_give_one_line_reasons(tmp_path):
     assert b"notadate" not in (tmp_path / "out-bad-date.dcm").read_bytes()
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_mutated_files_never_raise(tmp_path):
+    """Random byte flips, huge lengths and cuts in real files: a result for every one."""
+    rng = np.random.default_rng(7)
+    bases = [
+        Path(get_testdata_file(n)).read_bytes()
+        for n in ("CT_small.dcm", "test-SR.dcm", "rtplan.dcm", "MR_small_implicit.dcm")
+    ]
+    counts = {"held": 0, "exported": 0}
+    for i in range(150):
+        data = bytearray(bases[i % len(bases)])
+        for _ in range(int(rng.integers(1, 6))):
+            pos = int(rng.integers(128, min(len(data), 3000)))
+            choice = rng.random()
+            if choice < 0.5:
+                data[pos] = int(rng.integers(256))
+            elif choice < 0.8:
+                data[pos : pos + 4] = [
+                    b"\xff\xff\xff\xff",
+                    b"\xf0\xff\xff\x7f",
+                    b"\xfe\xff\x00\xe0",
+                ][int(rng.integers(3))]
+            else:
+                del data[pos : pos + int(rng.integers(1, 50))]
+        src = tmp_path / f"in{i}.dcm"
+        src.write_bytes(bytes(data))
+        result = deidentify_dicom(src, tmp_path / f"out{i}.dcm", PSEUDO, Profile())
+        if isinstance(result, HeldBack):
+            assert result.reason and "\n" not in result.reason
+            assert not (tmp_path / f"out{i}.dcm").exists()
+            counts["held"] += 1
+        else:
+            counts["exported"] += 1
+    assert counts["held"] > 20 and counts["exported"] > 10, counts
+
+
 def test_existing_output_is_never_overwritten(tmp_path):
     dst = tmp_path / "taken.dcm"
     dst.write_bytes(b"user file")

@@ -683,7 +683,12 @@ def _read(src: Path) -> Dataset:
         except Exception as exc:
             raise InputError(f"{src}: unreadable DICOM ({_one_line(exc)})") from None
         # decodes every value now, so broken elements surface here and not mid-way
-        _check_lengths(ds, src)
+        try:
+            _check_lengths(ds, src)
+        except InputError:
+            raise
+        except Exception as exc:
+            raise InputError(f"{src}: broken DICOM element ({_one_line(exc)})") from None
     return ds
 
 
@@ -856,9 +861,21 @@ def deidentify_dicom(
     if dst.exists():
         raise InputError(f"{dst}: exists already; an export never overwrites a file")
     try:
-        ds = _read(src)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return _deidentify_file(src, dst, pseudo, profile, masker)
     except InputError as exc:
         return HeldBack(src, str(exc).removeprefix(f"{src}: "))
+    except ShindanError:
+        raise  # not about this file (OCR not installed): the user must see it
+    except Exception as exc:  # a malformed value pydicom cannot decode or re-encode
+        return HeldBack(src, f"cannot be de-identified as DICOM ({_one_line(exc)})")
+
+
+def _deidentify_file(
+    src: Path, dst: Path, pseudo: Pseudonymiser, profile: Profile, masker: Masker | None
+) -> Exported | HeldBack:
+    ds = _read(src)
     if "DirectoryRecordSequence" in ds:
         return HeldBack(src, "a DICOMDIR: rewritten by deidentify_dicomdir once its files are out")
     sop_class = _text(ds.get("SOPClassUID", "") or "")
@@ -884,30 +901,23 @@ def deidentify_dicom(
         if regions < 0:
             return HeldBack(src, reason)
         pixels_cleaned = True
-    try:
-        transfer_syntax = _transfer_syntax(ds)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            study_uid = _text(ds.get("StudyInstanceUID", "") or "")
-            modality = _text(ds.get("Modality", "") or "")
-            # ds was read for this call only: cleaned in place, no copy
-            clean, identifiers = _deidentify_in_place(ds, pseudo, profile, None)
-            if masked_pixels is not None:
-                clean.file_meta = _file_meta(clean, transfer_syntax)
-                _set_pixels(clean, masked_pixels)
-                transfer_syntax = UID(clean.file_meta.TransferSyntaxUID)
-            if pixels_cleaned:
-                clean.BurnedInAnnotation = "NO"
-            _method_elements(clean, profile, pixels_cleaned)
-            if "SOPClassUID" not in clean or "SOPInstanceUID" not in clean:
-                return HeldBack(src, "no SOP Class / SOP Instance UID: not a storable DICOM object")
-            clean.file_meta = _file_meta(clean, transfer_syntax)
-            clean.preamble = b"\x00" * 128
-            _write(clean, dst)
-    except InputError as exc:
-        return HeldBack(src, str(exc))
-    except Exception as exc:  # a malformed value pydicom cannot re-encode
-        return HeldBack(src, f"cannot be written as de-identified DICOM ({_one_line(exc)})")
+    transfer_syntax = _transfer_syntax(ds)
+    study_uid = _text(ds.get("StudyInstanceUID", "") or "")
+    modality = _text(ds.get("Modality", "") or "")
+    # ds was read for this call only: cleaned in place, no copy
+    clean, identifiers = _deidentify_in_place(ds, pseudo, profile, None)
+    if masked_pixels is not None:
+        clean.file_meta = _file_meta(clean, transfer_syntax)
+        _set_pixels(clean, masked_pixels)
+        transfer_syntax = UID(clean.file_meta.TransferSyntaxUID)
+    if pixels_cleaned:
+        clean.BurnedInAnnotation = "NO"
+    _method_elements(clean, profile, pixels_cleaned)
+    if "SOPClassUID" not in clean or "SOPInstanceUID" not in clean:
+        return HeldBack(src, "no SOP Class / SOP Instance UID: not a storable DICOM object")
+    clean.file_meta = _file_meta(clean, transfer_syntax)
+    clean.preamble = b"\x00" * 128
+    _write(clean, dst)
     pid = identifiers.patient_id
     return Exported(
         path=dst,
@@ -1049,6 +1059,8 @@ def deidentify_dicomdir(
         tree = _record_tree(ds)
     except InputError as exc:
         return HeldBack(src, str(exc).removeprefix(f"{src}: "))
+    except Exception as exc:
+        return HeldBack(src, f"broken DICOMDIR ({_one_line(exc)})")
     resolved = {Path(k).resolve(): Path(v).resolve() for k, v in file_map.items()}
     out_root = dst.parent.resolve()
     cases: list[str] = []

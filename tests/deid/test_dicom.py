@@ -513,6 +513,10 @@ def test_existing_output_is_never_overwritten(tmp_path):
     with pytest.raises(InputError, match="exists already"):
         deidentify_dicom(Path(get_testdata_file("CT_small.dcm")), dst, PSEUDO, Profile())
     assert dst.read_bytes() == b"user file"
+    with pytest.raises(InputError, match="no such folder"):
+        deidentify_dicom(
+            Path(get_testdata_file("CT_small.dcm")), tmp_path / "no" / "x.dcm", PSEUDO, Profile()
+        )
 
 
 def test_dicomdir_input_is_left_to_deidentify_dicomdir(tmp_path):

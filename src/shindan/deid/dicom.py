@@ -860,6 +860,8 @@ def deidentify_dicom(
     src, dst = Path(src), Path(dst)
     if dst.exists():
         raise InputError(f"{dst}: exists already; an export never overwrites a file")
+    if not dst.parent.is_dir():
+        raise InputError(f"{dst.parent}: no such folder for the output")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -1052,6 +1054,8 @@ def deidentify_dicomdir(
     src, dst = Path(src), Path(dst)
     if dst.exists():
         raise InputError(f"{dst}: exists already; an export never overwrites a file")
+    if not dst.parent.is_dir():
+        raise InputError(f"{dst.parent}: no such folder for the output")
     try:
         ds = _read(src)
         if "DirectoryRecordSequence" not in ds:

@@ -69,7 +69,7 @@ def _register_tasks() -> None:
     from shindan.kidney.cli import register_demo
     from shindan.nuclei.cli import app as nuclei_app
     from shindan.service.cli import app as admin_app
-    from shindan.service.cli import register_serve
+    from shindan.service.cli import register_serve, register_upload
     from shindan.stats.cli import app as stats_app
 
     app.add_typer(kidney_app, name="kidney")
@@ -82,6 +82,7 @@ def _register_tasks() -> None:
     register_explain(app)
     register_demo(app)
     register_serve(app)
+    register_upload(app)
     app.add_typer(admin_app, name="admin")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -17,6 +18,7 @@ from shindan.service.cases import add_case
 from shindan.service.db import open_service
 
 from .conftest import free_port
+from .test_intake import _hand_export, make_export
 
 SHINDAN = str(Path(sys.executable).with_name("shindan"))
 
@@ -32,6 +34,13 @@ def get(url: str, token: str | None = None) -> tuple[int, object]:
         return error.code, json.loads(error.read())
 
 
+def request(method: str, url: str, token: str, body: bytes) -> dict:
+    req = urllib.request.Request(url, data=body, method=method)
+    req.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(req, timeout=30) as answer:
+        return json.loads(answer.read())
+
+
 def wait_up(process: subprocess.Popen, base: str, seconds: float = 60) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -44,7 +53,7 @@ def wait_up(process: subprocess.Popen, base: str, seconds: float = 60) -> None:
     raise AssertionError("shindan serve did not answer in time")
 
 
-def test_serve_answers_health_and_cases(service_dir, service_db):
+def test_serve_answers_health_and_cases(service_dir, service_db, tmp_path):
     database = open_service(service_dir)
     with database.session() as session:
         accounts.add_site(session, "kyoto")
@@ -71,7 +80,37 @@ def test_serve_answers_health_and_cases(service_dir, service_db):
         status, spec = get(f"{base}/openapi.json")
         assert status == 200 and "/api/cases" in spec["paths"]
 
+        # shindan upload sends a real deid export, resuming an upload a client left half done
+        export = make_export(tmp_path, "export", [1, 2])
+        manifest = json.loads((export / "manifest.json").read_text())
+        started = request(
+            "POST", f"{base}/api/uploads", token, (export / "manifest.json").read_bytes()
+        )
+        first = (export / manifest["files"][0]["path"]).read_bytes()
+        url0 = f"{base}/api/uploads/{started['id']}/files/0?offset=0"
+        assert request("PUT", url0, token, first[:1000])["received"] == 1000
+        env = {**os.environ, "SHINDAN_TOKEN": token}
+        sent = subprocess.run(
+            [SHINDAN, "upload", str(export), "--url", base], capture_output=True, text=True,
+            env=env, timeout=120,
+        )  # fmt: skip
+        assert sent.returncode == 0, sent.stderr
+        done = json.loads(sent.stdout)
+        assert done["id"] == started["id"] and done["state"] == "stored"
+        status, cases = get(f"{base}/api/cases", token)
+        assert {c["pseudonym"] for c in cases} == {"c-0001", manifest["cases"][0]}
+
         if service_db is None:  # (does not depend on the database)
+            # an export the service's check refuses: exit 1, the reason on stderr
+            bad = _hand_export(tmp_path / "bad", ["tel 03-1234-5678"])
+            refused = subprocess.run(
+                [SHINDAN, "upload", str(bad), "--url", base], capture_output=True, text=True,
+                env=env, timeout=120,
+            )  # fmt: skip
+            assert refused.returncode == 1 and refused.stdout == "", refused.stderr
+            last = refused.stderr.strip().splitlines()[-1]
+            assert last.startswith("refused: deid check found 2 problem(s)"), last
+            assert "phone number '03-1234-5678'" in last
             # a second server on the same port is refused with one line
             busy = subprocess.run(
                 [SHINDAN, "serve", "--data", str(service_dir), "--port", str(port)],
@@ -118,3 +157,21 @@ def test_unreachable_database_is_one_line(tmp_path):
     assert "nobody@127.0.0.1" in p.stderr
     # the folder made for it is removed again (it would hold the unusable URL)
     assert not (tmp_path / "svc").exists()
+
+
+def test_upload_errors_are_one_line(tmp_path):
+    export = _hand_export(tmp_path / "e", [None])
+    env = {k: v for k, v in os.environ.items() if k != "SHINDAN_TOKEN"}
+    down = f"http://127.0.0.1:{free_port()}"
+    for args, extra, message in (
+        ([str(export), "--url", down], {}, "error: give the API token"),
+        ([str(export), "--url", down], {"SHINDAN_TOKEN": "shd_x"}, "error: cannot reach"),
+        ([str(tmp_path), "--url", down], {"SHINDAN_TOKEN": "shd_x"}, "error: "),
+    ):
+        p = subprocess.run(
+            [SHINDAN, "upload", *args], capture_output=True, text=True, env={**env, **extra},
+            timeout=60,
+        )  # fmt: skip
+        assert p.returncode == 2 and p.stdout == "", p.stderr
+        lines = p.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(message), p.stderr

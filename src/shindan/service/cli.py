@@ -297,3 +297,46 @@ def register_serve(root: typer.Typer) -> None:
         finally:
             database.close()
         _say("shindan serve: stopped")
+
+
+def register_upload(root: typer.Typer) -> None:
+    """Add ``shindan upload`` to the root command."""
+
+    @root.command()
+    def upload(
+        export: Annotated[Path, typer.Argument(help="A `shindan deid --out` folder.")],
+        url: Annotated[str, typer.Option("--url", help="The service, e.g. http://127.0.0.1:8000.")],
+        token_file: Annotated[
+            Path | None,
+            typer.Option("--token-file", help="File holding the API token (else $SHINDAN_TOKEN)."),
+        ] = None,
+        chunk_mib: Annotated[
+            int, typer.Option("--chunk-mib", help="MiB per request.", min=1, max=64)
+        ] = 8,
+    ) -> None:
+        """Send a de-identified export to a shindan service (resumes an interrupted upload).
+
+        Prints the stored upload as JSON on stdout. Exit 1 when the service's check refuses
+        the export (the reason on stderr; nothing is stored).
+        """
+        import json
+        import os
+
+        from shindan.errors import InputError
+        from shindan.service.client import Refused, upload_export
+
+        if token_file is not None:
+            try:
+                token = token_file.read_text().strip()
+            except OSError as exc:
+                raise InputError(f"--token-file {token_file}: {exc.strerror}") from None
+        else:
+            token = os.environ.get("SHINDAN_TOKEN", "").strip()
+        if not token:
+            raise InputError("give the API token with --token-file FILE or $SHINDAN_TOKEN")
+        try:
+            done = upload_export(export, url, token, chunk=chunk_mib * 2**20)
+        except Refused as exc:
+            _say(f"refused: {exc}")
+            raise typer.Exit(1) from None
+        typer.echo(json.dumps(done, indent=2))

@@ -276,11 +276,12 @@ class _Context:
         self.values: dict[str, str] = {}
         self._seen: set[str] = set()
         self._needles: list[str] = []
+        self.public: set[str] = set()
         self.allow = _parse_allow(profile.private_allow)
 
     def record(self, key: str, value: str) -> None:
         value = _text(value)
-        if value.casefold() in _PLACEHOLDERS or value in self._seen:
+        if value.casefold() in _PLACEHOLDERS | self.public or value in self._seen:
             return
         self._seen.add(value)
         name, n = key, 2
@@ -376,8 +377,17 @@ def _empty(elem: DataElement) -> None:
 # ----------------------------------------------------------------------------- core
 
 
+# Kept in the clear by Annex E (not in Table E.1-1): a value equal to one of them (an
+# institution name that is the manufacturer's) is not a secret of this patient.
+_PUBLIC_KEYWORDS = ("Manufacturer", "ManufacturerModelName")
+
+
 def _collect(ds: Dataset, ctx: _Context) -> None:
     """Record the identifying values of ``ds`` (before anything is changed)."""
+    for keyword in _PUBLIC_KEYWORDS:
+        value = _text(ds.get(keyword, "") or "")
+        if value:
+            ctx.public.add(value.casefold())
     for _parent, elem in _walk(ds):
         if elem.tag.is_private or elem.VR == "SQ":
             continue

@@ -446,7 +446,9 @@ def analyze_case(
             labels = resample_labels(seg.labels(), seg.mpp, o_mpp, o_w, o_h)
             labels = remove_small_regions(labels, o_mpp, min_region_areas(models.compartments.card))
             labels = clear_black(labels, slide, o_mpp)  # blacked-out areas are not tissue
-            Image.fromarray(labels).save(tmp / "compartments.png", optimize=False)
+            # zlib level 1: a third of level 6's time (overlay.png 2.8 s -> 1.0 s under load),
+            # files 7% (overlay) to 75% (label map, still ~1/100 of raw) larger
+            Image.fromarray(labels).save(tmp / "compartments.png", compress_level=1)
             acc = ScoreAccumulator()
             acc.add_labels(labels, o_mpp)
         nuclei_stats: dict[str, int] | None = None
@@ -514,7 +516,7 @@ def analyze_case(
             overlay = overlay_image(
                 thumb, labels, tmp / "nuclei.geojson", scale=thumb.shape[1] / slide.dimensions[0]
             )
-            Image.fromarray(overlay).save(tmp / "overlay.png")
+            Image.fromarray(overlay).save(tmp / "overlay.png", compress_level=1)
         scores.update(run_timings(timer, time.time() - t0, acc.areas_um2))
         (tmp / "scores.json").write_text(json.dumps(scores, indent=2) + "\n")
         write_kidney_report(tmp / "report.html", case, scores, overlay, thumb)

@@ -19,6 +19,7 @@ of its own patient (another patient's shifted dates may coincide with it by chan
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import struct
@@ -31,14 +32,15 @@ from pathlib import Path
 __all__ = ["Finding", "Known", "check_export", "known_from_table"]
 
 MIN_LEN = 4  # shorter values match unrelated text and compressed bytes by chance
+SMALL = 4 << 20  # files up to this size are searched for every patient's values
 MIN_DIGITS = 6  # a number-only value shorter than this is not searched (codes, counters)
 _CHUNK = 1 << 23
 
 # Names an export writes (see shindan.deid.export): nothing else is expected in it.
 EXPORT_NAME = re.compile(
-    r"^(manifest\.json|DICOMDIR|no-study|fileset-\d{2,}|[PS]\d{4}|I\d{6}"
+    r"^(manifest\.json|DICOMDIR|no-study|fileset-\d{2,}|[PS]\d{4,7}|I\d{6,7}"
     r"|[A-Za-z0-9][A-Za-z0-9_-]{0,31}-[A-Z2-7]{10}|S[A-Z2-7]{8}"
-    r"|[A-Z0-9]{1,16}-\d{5}\.dcm"
+    r"|[A-Z0-9]{1,16}-\d{5,}\.dcm"
     r"|slide-\d{4,}\.(svs|ndpi|tiff?|ome\.tiff?)|image-\d{4,}\.(jpe?g|png|tiff?|bmp))$"
 )
 PSEUDONYM = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}-[A-Z2-7]{10}$")
@@ -159,14 +161,24 @@ def _edge(text: str, first: bool) -> str:
 class _Needle:
     known: Known
     form: str
-    text: re.Pattern  # case-insensitive, on decoded text
-    raw: list[tuple[bytes, re.Pattern | None]]  # byte forms, with an edge check when ASCII
+    text_pattern: str  # case-insensitive, on decoded text
+    raw: list[tuple[bytes, bytes | None]]  # byte forms, with an edge check when ASCII
+
+    @property
+    def text(self) -> re.Pattern:
+        return _compile(self.text_pattern, re.I)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _compile(pattern: str | bytes, flags: int = 0) -> re.Pattern:
+    # compiled on first use only: most byte forms are never met, and re's own cache is small
+    return re.compile(pattern, flags)
 
 
 def _needle(known: Known, form: str) -> _Needle:
     body = re.escape(form)
-    text = re.compile(_edge(form, True) + body + _edge(form, False), re.I)
-    raw: list[tuple[bytes, re.Pattern | None]] = []
+    text = _edge(form, True) + body + _edge(form, False)
+    raw: list[tuple[bytes, bytes | None]] = []
     byte_forms = {form.encode("utf-8"), form.upper().encode("utf-8")}
     for codec in ("utf-16-le", "utf-16-be"):
         byte_forms.add(form.encode(codec))
@@ -181,7 +193,7 @@ def _needle(known: Known, form: str) -> _Needle:
         if b[:1].isalnum() or b[-1:].isalnum():
             lead = rb"(?<![A-Za-z0-9])" if b[:1].isalnum() else b""
             tail = rb"(?![A-Za-z0-9])" if b[-1:].isalnum() else b""
-            check = re.compile(lead + re.escape(b) + tail)
+            check = lead + re.escape(b) + tail
         raw.append((b, check))
     return _Needle(known, form, text, raw)
 
@@ -205,6 +217,7 @@ class _Text:
     text: str
     free: bool  # free text: dates and identifier patterns are findings here
     keyword: str = ""
+    needles: bool = True  # False: the byte search alone looks for known values here
 
 
 def _pseudonym_pattern(site: str | None) -> tuple[re.Pattern, re.Pattern]:
@@ -219,10 +232,15 @@ def _pseudonym_pattern(site: str | None) -> tuple[re.Pattern, re.Pattern]:
 
 class _Scan:
     def __init__(
-        self, rel: str, needles: list[_Needle], pseudonyms: tuple[re.Pattern, re.Pattern]
+        self,
+        rel: str,
+        needles: list[_Needle],
+        pseudonyms: tuple[re.Pattern, re.Pattern],
+        raw_extra: list[_Needle] = (),
     ) -> None:
         self.rel = rel
         self.needles = needles
+        self.raw_extra = list(raw_extra)
         self.pseudonyms = pseudonyms
         self.findings: list[Finding] = []
         self.found_values: set[str] = set()
@@ -246,7 +264,7 @@ class _Scan:
         if not t.text:
             return
         bare = self.pseudonyms[0].sub(" ", t.text)
-        for n in self.needles:
+        for n in self.needles if t.needles else ():
             if n.text.search(bare):
                 self.add(t.where, f"{n.known.label} {n.form!r}")
                 self.found_values.add(n.form)
@@ -262,10 +280,14 @@ class _Scan:
                 self.add(t.where, f"date in text {m.group(0)!r}")
 
     def raw(self, path: Path) -> None:
-        pending = [
-            (n, b, c) for n in self.needles for b, c in n.raw if n.form not in self.found_values
-        ]
-        if not pending:
+        own = [(n, b, c) for n in self.needles for b, c in n.raw]
+        if self.raw_extra:
+            shared = _shared(self.raw_extra)
+            pending, heads = own + shared[0], _heads(own + shared[0], shared)
+        else:
+            pending, heads = own, _heads(own)
+        pending = [p if p[0].form not in self.found_values else (p[0], b"", None) for p in pending]
+        if not any(b for _, b, _ in pending):
             return
         longest = max(len(b) for _, b, _ in pending) + 1
         hit: set[int] = set()
@@ -274,14 +296,15 @@ class _Scan:
             while chunk := fh.read(_CHUNK):
                 window = tail + chunk
                 bare = None
-                for i, (_, b, check) in enumerate(pending):
-                    if i in hit or b not in window:
+                for i in _candidates(heads, len(pending), window):
+                    _, b, check = pending[i]
+                    if i in hit or not b or b not in window:
                         continue
                     if bare is None:  # only when a value is there at all
                         bare = self.pseudonyms[1].sub(b" ", window)
                     if b not in bare:
                         continue
-                    if check is None or check.search(bare):
+                    if check is None or _compile(check).search(bare):
                         hit.add(i)
                 tail = window[-longest:]
         done = set()
@@ -290,6 +313,57 @@ class _Scan:
             if n.form not in done:
                 done.add(n.form)
                 self.add("bytes", f"{n.known.label} {n.form!r}")
+
+
+_SHARED: dict[int, tuple[list, tuple]] = {}
+
+
+def _shared(needles: list[_Needle]) -> tuple[list, tuple]:
+    """The byte forms of a needle list searched in many files, and their heads, made once."""
+    key = id(needles)
+    if key not in _SHARED or _SHARED[key][2] is not needles:
+        flat = [(n, b, c) for n in needles for b, c in n.raw]
+        _SHARED.clear()  # one shared list per check
+        _SHARED[key] = (flat, _head_arrays(flat), needles)
+    flat, heads, _ = _SHARED[key]
+    return flat, heads
+
+
+def _head_arrays(pending: list) -> tuple:
+    import numpy as np
+
+    return np.array(
+        [int.from_bytes(b[:4].ljust(4, b"\0"), "little") for _, b, _ in pending], np.uint32
+    ), np.array([len(b) < 4 for _, b, _ in pending])
+
+
+def _heads(pending: list, shared=None):
+    """The first 4 bytes of each byte needle as little-endian uint32 (for :func:`_candidates`);
+    ``shared``: the heads of the tail of ``pending``, computed once."""
+    import numpy as np
+
+    if len(pending) <= 256:
+        return None
+    if shared is None:
+        return _head_arrays(pending)
+    n = len(pending) - len(shared[0])
+    head = _head_arrays(pending[:n])
+    return np.concatenate([head[0], shared[1][0]]), np.concatenate([head[1], shared[1][1]])
+
+
+def _candidates(heads, count: int, window: bytes) -> Iterable[int]:
+    """Indices of the byte needles that may be in ``window``: all of them when few, else
+    those whose first 4 bytes occur in it (every 4-byte run of the window, by numpy), so
+    thousands of values cost one pass over the bytes rather than one search each."""
+    if heads is None or len(window) < 4:
+        return range(count)
+    import numpy as np
+
+    a = np.frombuffer(window, np.uint8).astype(np.uint32)
+    grams = np.sort(a[:-3] | (a[1:-2] << 8) | (a[2:-1] << 16) | (a[3:] << 24))
+    values, short = heads
+    at = np.minimum(np.searchsorted(grams, values), len(grams) - 1)
+    return np.flatnonzero((grams[at] == values) | short).tolist()
 
 
 def _kind(path: Path) -> str:
@@ -500,7 +574,9 @@ def _json(path: Path, scan: _Scan) -> None:
             for i, x in enumerate(v):
                 walk(x, f"{where}[{i}]")
         elif isinstance(v, str):
-            scan.text(_Text(where, v, True, where.rsplit(".", 1)[-1]))
+            # patterns per string; known values by the byte search (a manifest has a few
+            # strings per file, times every patient's values would be quadratic)
+            scan.text(_Text(where, v, True, where.rsplit(".", 1)[-1], needles=False))
 
     walk(data, "")
 
@@ -568,22 +644,26 @@ def check_export(
         raise InputError(f"{folder}: no such folder")
     cases, site = _cases_by_file(folder)
     pseudonyms = _pseudonym_pattern(site)
-    general = _needles(k for k in known if not (k.is_date and k.case))
-    dated: dict[str, list[_Needle]] = {}
+    # Each file is searched for its own patients' values (from the manifest) in every
+    # element and in its bytes; files up to SMALL bytes also for everyone's names and IDs
+    # (cheap there, and quadratic in patients on large slides); files the manifest does not
+    # list (and exports without one) for everything.
+    by_case: dict[str | None, list[Known]] = {}
     for k in known:
-        if k.is_date and k.case:
-            dated.setdefault(k.case, []).append(k)
-    dated = {c: _needles(ks) for c, ks in dated.items()}
-    every_date = [n for ns in dated.values() for n in ns]
+        by_case.setdefault(k.case, []).append(k)
+    needles = {c: _needles(ks) for c, ks in by_case.items()}
+    common = needles.get(None, [])
+    everyone = _needles(known)
+    everyone_undated = [n for n in everyone if not n.known.is_date]
     findings: list[Finding] = []
     paths = sorted(folder.rglob("*"))
     for i, path in enumerate(paths):
         rel = path.relative_to(folder).as_posix()
-        name_scan = _Scan(rel, general, pseudonyms)
         if not EXPORT_NAME.match(path.name):
+            name_scan = _Scan(rel, everyone_undated, pseudonyms)
             name_scan.add("name", "not a name shindan deid writes (an input's name?)")
-        name_scan.text(_Text("name", path.name, False))
-        findings.extend(name_scan.findings)
+            name_scan.text(_Text("name", path.name, False))
+            findings.extend(name_scan.findings)
         if not path.is_file():
             continue
         if progress:
@@ -591,10 +671,11 @@ def check_export(
 
             print(f"check {i + 1}/{len(paths)} {rel}", file=sys.stderr)
         if rel in cases:
-            file_dates = [n for c in cases[rel] for n in dated.get(c, [])]
+            own = common + [n for c in sorted(cases[rel]) for n in needles.get(c, [])]
+            extra = everyone_undated if path.stat().st_size <= SMALL else []
         else:
-            file_dates = every_date
-        scan = _Scan(rel, general + file_dates, pseudonyms)
+            own, extra = everyone, []
+        scan = _Scan(rel, own, pseudonyms, raw_extra=extra)
         kind = _kind(path)
         if kind in _SCANNERS:
             _SCANNERS[kind](path, scan)

@@ -241,6 +241,7 @@ class _Scan:
         self.rel = rel
         self.needles = needles
         self.raw_extra = list(raw_extra)
+        self.exempt: set[str] = set()
         self.pseudonyms = pseudonyms
         self.findings: list[Finding] = []
         self.found_values: set[str] = set()
@@ -250,12 +251,12 @@ class _Scan:
         Identity is not reported when another file recorded it as a scanner or institution
         identifier ("Philips" as InstitutionName, an SVS "ScanScope ID"): not searched here."""
         kept = " | ".join(t.lower() for t in texts if t and t.strip())
-        if kept:
-            self.needles = [
-                n
-                for n in self.needles
-                if not (_DEVICE_LABEL.search(n.known.label) and n.form.lower() in kept)
-            ]
+        if not kept:
+            return
+        for n in self.needles + self.raw_extra:
+            if _DEVICE_LABEL.search(n.known.label) and n.form.lower() in kept:
+                self.exempt.add(n.form)
+        self.needles = [n for n in self.needles if n.form not in self.exempt]
 
     def add(self, where: str, what: str) -> None:
         self.findings.append(Finding(self.rel, where, what))
@@ -286,7 +287,8 @@ class _Scan:
             pending, heads = own + shared[0], _heads(own + shared[0], shared)
         else:
             pending, heads = own, _heads(own)
-        pending = [p if p[0].form not in self.found_values else (p[0], b"", None) for p in pending]
+        skip = self.found_values | self.exempt
+        pending = [p if p[0].form not in skip else (p[0], b"", None) for p in pending]
         if not any(b for _, b, _ in pending):
             return
         longest = max(len(b) for _, b, _ in pending) + 1

@@ -257,6 +257,11 @@ def _text(value: Any) -> str:
     return str(value).strip().rstrip("\x00").strip()
 
 
+def _alnum(value: str) -> str:
+    """Letters and digits only, case-folded: "G.E. Medical Systems" == "GE MEDICAL SYSTEMS"."""
+    return "".join(c for c in value.casefold() if c.isalnum())
+
+
 def _walk(ds: Dataset) -> Iterator[tuple[Dataset, DataElement]]:
     """Every element of ``ds`` and of its sequence items, depth first."""
     for elem in list(ds):
@@ -281,7 +286,9 @@ class _Context:
 
     def record(self, key: str, value: str) -> None:
         value = _text(value)
-        if value.casefold() in _PLACEHOLDERS | self.public or value in self._seen:
+        if value.casefold() in _PLACEHOLDERS or _alnum(value) in self.public:
+            return
+        if value in self._seen:
             return
         self._seen.add(value)
         name, n = key, 2
@@ -387,7 +394,7 @@ def _collect(ds: Dataset, ctx: _Context) -> None:
     for keyword in _PUBLIC_KEYWORDS:
         value = _text(ds.get(keyword, "") or "")
         if value:
-            ctx.public.add(value.casefold())
+            ctx.public.add(_alnum(value))
     for _parent, elem in _walk(ds):
         if elem.tag.is_private or elem.VR == "SQ":
             continue

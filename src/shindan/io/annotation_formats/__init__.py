@@ -93,6 +93,9 @@ class AnnotationFormat:
     reader: Reader
     writer: Writer
     sniff: Callable[[Path], bool] = lambda path: False
+    # what writing needs besides the annotations: "image_size" (masks paint level 0),
+    # "source" (DICOM objects reference a DICOM image, given with --image)
+    requires: frozenset[str] = frozenset()
 
     def read(self, path: str | Path, options: FormatOptions | None = None) -> Annotations:
         """Annotations of a file in this format."""

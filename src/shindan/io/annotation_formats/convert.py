@@ -155,6 +155,10 @@ def convert(
         raise InputError(f"--mpp must be positive, got {mpp}")
     image_path = Path(image) if image is not None else None
     image_size, image_mpp = image_info(image_path) if image_path is not None else (None, None)
+    if "source" in out_fmt.requires:
+        from shindan.io.annotation_formats.dicom_common import load_source
+
+        load_source(image_path, dst)  # checked before any work
     options = FormatOptions(vocabulary=vocab, label=label, image=image_path)
 
     anns = in_fmt.read(src, options)
@@ -171,7 +175,15 @@ def convert(
         where = "the file" if anns.mpp else "--image"
         notes.append(f"{where} records {scale:g} µm/px; --mpp {mpp:g} is not used")
     anns = Annotations(objects, known_size, scale)
+    if "image_size" in out_fmt.requires and known_size is None:
+        raise AnnotationError(
+            f"{dst}: {out_fmt.name} needs the image size; give --image (the annotated image) "
+            "or --size WxH"
+        )
     notes += losses(anns, out_fmt)
     with atomic_path(dst) as tmp:
-        out_fmt.write(anns, tmp, options)
+        try:
+            out_fmt.write(anns, tmp, options)
+        except AnnotationError as exc:  # name the output, not its temporary file
+            raise AnnotationError(str(exc).replace(str(tmp), str(dst))) from None
     return ConvertResult(anns, in_fmt.name, out_fmt.name, notes)

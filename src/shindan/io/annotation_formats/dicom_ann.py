@@ -130,5 +130,6 @@ FORMAT = register_format(
         read,
         write,
         lambda path: sop_class(path) == SOP_CLASS,
+        frozenset({"source"}),
     )
 )

@@ -27,8 +27,8 @@ def load_source(image: Path | None, out: Path) -> Any:
         ds = pydicom.dcmread(image, stop_before_pixels=True)
     except FileNotFoundError:
         raise AnnotationError(f"{image}: no such file") from None
-    except (InvalidDicomError, OSError, ValueError) as exc:
-        raise AnnotationError(f"{image}: not a DICOM image ({exc}); {NEEDS_SOURCE}") from None
+    except (InvalidDicomError, OSError, ValueError):
+        raise AnnotationError(f"{image}: not a DICOM image; {NEEDS_SOURCE}") from None
     if "Rows" not in ds or "StudyInstanceUID" not in ds:
         raise AnnotationError(f"{image}: a DICOM file without an image; {NEEDS_SOURCE}")
     return ds

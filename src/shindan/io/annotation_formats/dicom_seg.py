@@ -135,5 +135,6 @@ FORMAT = register_format(
         read,
         write,
         lambda path: sop_class(path) == SOP_CLASS,
+        frozenset({"source"}),
     )
 )

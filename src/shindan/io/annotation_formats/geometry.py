@@ -38,10 +38,16 @@ def assign_holes(
 ) -> list[list[np.ndarray]]:
     """For each exterior ring, the holes it contains (each hole goes to the smallest
     exterior that holds its vertices; a hole no exterior holds is dropped)."""
+    if len(exteriors) == 1:  # one region (a traced component): every hole is its own
+        return [list(holes)]
     areas = [abs(signed_area(e)) for e in exteriors]
+    lo = [e.min(0) for e in exteriors]
+    hi = [e.max(0) for e in exteriors]
     out: list[list[np.ndarray]] = [[] for _ in exteriors]
     for h in holes:
-        inside = [i for i, e in enumerate(exteriors) if contains(e, h).mean() > 0.5]
+        hlo, hhi = h.min(0), h.max(0)
+        boxed = [i for i in range(len(exteriors)) if (lo[i] <= hlo).all() and (hhi <= hi[i]).all()]
+        inside = [i for i in boxed if contains(exteriors[i], h).mean() > 0.5]
         if inside:
             out[min(inside, key=lambda i: areas[i])].append(h)
     return out
@@ -120,6 +126,54 @@ def label_map_to_objects(
     return out
 
 
+def fill(
+    rings: Sequence[np.ndarray], shape: tuple[int, int]
+) -> tuple[tuple[slice, slice], np.ndarray] | None:
+    """Pixels inside ``rings`` (an exterior and its holes, even-odd rule), by scanline.
+
+    A pixel (r, c) is inside when its centre (c + 0.5, r + 0.5) is; edges are half-open, so a
+    pixel is never counted twice. Cost grows with the outline, not with the polygon's area
+    times its vertices (a whole-slide region with thousands of holes paints in milliseconds).
+
+    Returns
+    -------
+    (rows slice, cols slice), boolean mask of that box; None when nothing is inside.
+    """
+    x0 = np.concatenate([r[:, 0] for r in rings])
+    y0 = np.concatenate([r[:, 1] for r in rings])
+    x1 = np.concatenate([np.roll(r[:, 0], -1) for r in rings])
+    y1 = np.concatenate([np.roll(r[:, 1], -1) for r in rings])
+    keep = y0 != y1
+    x0, y0, x1, y1 = x0[keep], y0[keep], x1[keep], y1[keep]
+    h, w = shape
+    # rows whose centre y = r + 0.5 lies in [min y, max y) of each edge
+    r0 = np.clip(np.ceil(np.minimum(y0, y1) - 0.5), 0, h).astype(np.int64)
+    r1 = np.clip(np.ceil(np.maximum(y0, y1) - 0.5), 0, h).astype(np.int64)
+    n = r1 - r0
+    if n.sum() == 0:
+        return None
+    edge = np.repeat(np.arange(len(n)), n)
+    rows = r0[edge] + (np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n))
+    xs = x0[edge] + (rows + 0.5 - y0[edge]) * (x1[edge] - x0[edge]) / (y1[edge] - y0[edge])
+    order = np.lexsort((xs, rows))
+    rows, xs = rows[order], xs[order]
+    # each row crosses the closed rings an even number of times: pair them up
+    row, xa, xb = rows[0::2], xs[0::2], xs[1::2]
+    c0 = np.clip(np.ceil(xa - 0.5), 0, w).astype(np.int64)
+    c1 = np.clip(np.ceil(xb - 0.5), 0, w).astype(np.int64)
+    ok = c1 > c0
+    row, c0, c1 = row[ok], c0[ok], c1[ok]
+    if not len(row):
+        return None
+    top, bottom = int(row.min()), int(row.max()) + 1
+    left, right = int(c0.min()), int(c1.max())
+    runs = np.zeros((bottom - top, right - left + 1), np.int32)
+    np.add.at(runs, (row - top, c0 - left), 1)
+    np.add.at(runs, (row - top, c1 - left), -1)
+    mask = np.cumsum(runs, axis=1)[:, :-1] > 0
+    return (slice(top, bottom), slice(left, right)), mask
+
+
 def paint(
     annotations: Annotations,
     shape: tuple[int, int],
@@ -128,14 +182,19 @@ def paint(
 ) -> np.ndarray:
     """A label map of ``shape`` (rows, cols): each object's pixels (centre inside its polygons,
     holes cut from the object itself) set to ``value_of(object, index)``; later objects paint
-    over earlier ones."""
-    from shindan.io.annotations import Annotation, _polygon_mask
+    over earlier ones.
 
+    Examples
+    --------
+    >>> sq = Polygon([[1, 1], [4, 1], [4, 4], [1, 4]], holes=([[2, 2], [3, 2], [3, 3], [2, 3]],))
+    >>> paint(Annotations([AnnotatedObject(sq, "a")]), (5, 5), lambda o, i: 7)[2]
+    array([0, 7, 0, 7, 0], dtype=uint8)
+    """
     out = np.zeros(shape, dtype)
     for i, o in enumerate(annotations.objects):
         v = value_of(o, i)
         for p in polygons_of(o.geometry):
-            painted = _polygon_mask(Annotation(p.exterior, o.label, list(p.holes)), shape)
+            painted = fill([p.exterior, *p.holes], shape)
             if painted is not None:
                 out[painted[0]][painted[1]] = v
     return out

@@ -127,6 +127,7 @@ register_format(
         lambda p, o: _read(p, o, False),
         write_class_mask,
         lambda path: True,
+        frozenset({"image_size"}),
     )
 )
 register_format(
@@ -137,5 +138,7 @@ register_format(
         frozenset({"holes", "multipolygons", "instance_ids", "mpp", "image_size"}),
         lambda p, o: _read(p, o, True),
         write_instance_mask,
+        lambda path: False,  # never guessed: named with --from
+        frozenset({"image_size"}),
     )
 )

@@ -44,6 +44,7 @@ FOLDER_COMMANDS = {
 FILE_COMMANDS = {
     "classify predict": "classify predict wbc {root}/img.png --out {out}",
     "ct predict": "ct predict {root}/no-model {root}/cases.csv --out {out}",
+    "annotations convert": "annotations convert {root}/img.png {out} --to geojson",
 }
 # Bad --out forms: (path relative to the scratch folder, words the error must hold)
 FOLDER_FORMS = {

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from shindan.service import accounts
 from shindan.service.models import ApiToken, Case
 
-OPEN = {"/api/health"}
+OPEN = {"/api/health", "/auth/login"}  # login checks a password instead
 
 
 def _operations(spec: dict):
@@ -62,21 +62,26 @@ def test_every_route_needs_a_valid_token(api):
         "basic": {"Authorization": "Basic YW5hOmFuYQ=="},
         "revoked": {"Authorization": f"Bearer {api.tokens['ben']}"},
         "disabled": {"Authorization": f"Bearer {api.tokens['rui']}"},
+        "cookie": {"Cookie": "shindan_session=not-a-session"},
     }
     checked = 0
     for path, method, op in operations:
         if path in OPEN:
             assert "security" not in op
             continue
-        assert op.get("security") == [{"HTTPBearer": []}], path
+        token_or_cookie = [{"HTTPBearer": []}, {"APIKeyCookie": []}]
+        assert op.get("security") == (
+            token_or_cookie if path.startswith("/api/") else token_or_cookie[1:]
+        ), path
         for why, headers in bad.items():
+            api.client.cookies.clear()
             answer = api.client.request(
                 method, _fill(path, case_id), headers=headers, **_body(op, spec)
             )
             assert answer.status_code == 401, (method, path, why, answer.text)
             assert answer.headers["www-authenticate"] == "Bearer"
             checked += 1
-    assert checked == 5 * (len(operations) - len(OPEN))
+    assert checked == len(bad) * (len(operations) - len(OPEN))
     # unknown paths under /api/ too: nothing about the API is told without a token
     assert api.client.get("/api/no-such-route").status_code == 401
     assert api.client.get("/api/health").status_code == 200
@@ -155,7 +160,7 @@ def test_roles_and_case_input(api):
     assert api.call("POST", "/api/cases", "ben", content=b"{not json").status_code == 422
     assert api.call("GET", "/api/cases?limit=0", "ben").status_code == 422
     me = api.call("GET", "/api/me", "pat").json()
-    assert me == {"name": "pat", "site": "osaka", "role": "pathologist"}
+    assert me == {"name": "pat", "site": "osaka", "role": "pathologist", "csrf_token": None}
     with api.database.session() as session:
         assert session.scalar(select(Case).where(Case.pseudonym == "")) is None
 

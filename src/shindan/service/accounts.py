@@ -163,6 +163,22 @@ def set_active(session: Session, user: str, active: bool, actor: User | str = CL
     return owner
 
 
+def set_password(session: Session, user: str, password: str, actor: User | str = CLI_ACTOR) -> User:
+    """Set (or replace) a user's password; their browser sessions end."""
+    from shindan.service.models import BrowserSession
+
+    owner = get_user(session, user)
+    owner.password_hash = hash_password(password)
+    for record in session.scalars(
+        select(BrowserSession).where(
+            BrowserSession.user_id == owner.id, BrowserSession.ended_at.is_(None)
+        )
+    ):
+        record.ended_at = utcnow()
+    audit.record(session, actor, "user.password", f"user:{user}")
+    return owner
+
+
 def grant_site(
     session: Session,
     site: str,

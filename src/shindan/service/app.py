@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -48,6 +48,18 @@ from shindan.service.models import (
     utcnow,
 )
 from shindan.service.security import token_digest
+from shindan.service.sessions import (
+    COOKIE,
+    CSRF_HEADER,
+    LIFETIME,
+    SAFE_METHODS,
+    LoginFailed,
+    csrf_ok,
+    csrf_token,
+    live_session,
+    login,
+    logout,
+)
 
 # paths under /api/ that answer without credentials
 OPEN_PATHS = frozenset({"/api/health"})
@@ -55,6 +67,11 @@ OPEN_PATHS = frozenset({"/api/health"})
 TOUCH_EVERY = timedelta(minutes=1)
 
 _bearer = HTTPBearer(auto_error=False, description="An API token from `shindan admin`.")
+_cookie = APIKeyCookie(
+    name=COOKIE,
+    auto_error=False,
+    description="A browser session from POST /auth/login; changes need the X-CSRF-Token header.",
+)
 
 
 class Health(BaseModel):
@@ -67,6 +84,14 @@ class Me(BaseModel):
     name: str
     site: str
     role: str
+    csrf_token: str | None = Field(
+        None, description="With a browser session: send it as X-CSRF-Token with every change."
+    )
+
+
+class LoginIn(BaseModel):
+    name: str = Field(max_length=64)
+    password: str = Field(max_length=1024)
 
 
 class CaseOut(BaseModel):
@@ -213,6 +238,16 @@ def _authenticate(database: Database, header: str | None) -> int | None:
         return record.user_id
 
 
+def _session_user(database: Database, secret: str) -> int | None:
+    with database.session() as session:
+        record = live_session(session, secret)
+        return record.user_id if record is not None else None
+
+
+def _unauthorized(detail: str) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+
+
 def create_app(database: Database, limits: Limits = Limits()) -> FastAPI:
     """The FastAPI application over ``database``.
 
@@ -252,14 +287,25 @@ def create_app(database: Database, limits: Limits = Limits()) -> FastAPI:
         path = request.url.path
         if (path == "/api" or path.startswith("/api/")) and path not in OPEN_PATHS:
             header = request.headers.get("authorization")
-            user_id = await run_in_threadpool(_authenticate, database, header)
-            if user_id is None:
-                detail = "missing credentials" if not header else "invalid or revoked token"
-                return JSONResponse(
-                    {"detail": f"{detail}: send Authorization: Bearer TOKEN"},
-                    status_code=401,
-                    headers={"WWW-Authenticate": "Bearer"},
-                )
+            secret = request.cookies.get(COOKIE)
+            if header:  # a script's token
+                user_id = await run_in_threadpool(_authenticate, database, header)
+                if user_id is None:
+                    return _unauthorized("invalid or revoked token")
+            elif secret:  # a browser's session
+                user_id = await run_in_threadpool(_session_user, database, secret)
+                if user_id is None:
+                    return _unauthorized("the session has ended: log in again")
+                if request.method not in SAFE_METHODS and not csrf_ok(
+                    secret, request.headers.get(CSRF_HEADER)
+                ):
+                    return JSONResponse(
+                        {"detail": f"CSRF token missing or wrong (send {CSRF_HEADER})"},
+                        status_code=403,
+                    )
+                request.state.session_secret = secret
+            else:
+                return _unauthorized("missing credentials: send Authorization: Bearer TOKEN")
             request.state.user_id = user_id
         return await call_next(request)
 
@@ -271,6 +317,7 @@ def create_app(database: Database, limits: Limits = Limits()) -> FastAPI:
         request: Request,
         session: Annotated[Session, Depends(get_session)],
         _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+        _cookie_value: Annotated[str | None, Depends(_cookie)],
     ) -> User:
         # the middleware checked the token; this declares it in the OpenAPI spec
         user = session.get(User, getattr(request.state, "user_id", None) or 0)
@@ -308,9 +355,54 @@ def create_app(database: Database, limits: Limits = Limits()) -> FastAPI:
         return Health(status="ok", version=__version__, database=database.settings.dialect)
 
     @app.get("/api/me", tags=["service"])
-    def me(user: UserDep) -> Me:
-        """The caller: name, site, role."""
-        return Me(name=user.name, site=user.site.name, role=user.role)
+    def me(request: Request, user: UserDep) -> Me:
+        """The caller: name, site, role (and the CSRF token of a browser session)."""
+        secret = getattr(request.state, "session_secret", None)
+        return Me(
+            name=user.name,
+            site=user.site.name,
+            role=user.role,
+            csrf_token=csrf_token(secret) if secret else None,
+        )
+
+    @app.post("/auth/login", tags=["service"])
+    def post_login(request: Request, response: Response, body: LoginIn, session: SessionDep) -> Me:
+        """Open a browser session with a name and password: sets an HttpOnly, SameSite=Strict
+        cookie and returns the CSRF token to send as X-CSRF-Token with every change."""
+        try:
+            record, secret, csrf = login(session, body.name, body.password, client(request))
+        except LoginFailed as exc:
+            raise HTTPException(401, str(exc)) from None
+        session.commit()
+        response.set_cookie(
+            COOKIE,
+            secret,
+            max_age=int(LIFETIME.total_seconds()),
+            path="/",
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
+        user = session.get(User, record.user_id)
+        return Me(name=user.name, site=user.site.name, role=user.role, csrf_token=csrf)
+
+    @app.post("/auth/logout", status_code=204, tags=["service"])
+    def post_logout(
+        request: Request,
+        response: Response,
+        session: SessionDep,
+        _cookie_value: Annotated[str | None, Depends(_cookie)],
+    ) -> None:
+        """End the browser session (needs its X-CSRF-Token)."""
+        secret = request.cookies.get(COOKIE)
+        record = live_session(session, secret) if secret else None
+        if record is None:
+            raise HTTPException(401, "no session", {"WWW-Authenticate": "Bearer"})
+        if not csrf_ok(secret, request.headers.get(CSRF_HEADER)):
+            raise HTTPException(403, f"CSRF token missing or wrong (send {CSRF_HEADER})")
+        logout(session, record, client(request))
+        session.commit()
+        response.delete_cookie(COOKIE, path="/")
 
     @app.get("/api/cases", tags=["cases"])
     def list_cases(

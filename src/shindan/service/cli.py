@@ -151,6 +151,17 @@ def user_list(
         typer.echo(f"{user.name}\t{user.site.name}\t{user.role}\t{state}\t{tokens} tokens")
 
 
+@user_app.command("password")
+def user_password(name: Annotated[str, typer.Argument()], data: Data, db: Db = None) -> None:
+    """Set a user's password from the first stdin line (for browser logins); ends their sessions."""
+    from shindan.service.accounts import set_password
+
+    password = _read_password()
+    with _session(data, db) as session:
+        set_password(session, name, password)
+    _say(f"user {name}: password set")
+
+
 @user_app.command("disable")
 def user_disable(name: Annotated[str, typer.Argument()], data: Data, db: Db = None) -> None:
     """Disable a user: their tokens stop working at once."""

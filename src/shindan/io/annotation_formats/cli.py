@@ -21,8 +21,10 @@ app = typer.Typer(
 
 @app.command()
 def convert(
-    source: Annotated[Path, typer.Argument(help="Annotation file to read.")],
-    target: Annotated[Path, typer.Argument(help="File to write (never replaced without --force).")],
+    source: Annotated[Path, typer.Argument(metavar="IN", help="Annotation file to read.")],
+    target: Annotated[
+        Path, typer.Argument(metavar="OUT", help="File to write (never replaced without --force).")
+    ],
     from_format: Annotated[
         str | None,
         typer.Option("--from", help="Input format (default: from the file; see 'formats')."),

@@ -192,3 +192,7 @@ def test_health_and_page(api):
     page = api.client.get("/")
     assert page.status_code == 200 and "<title>shindan service</title>" in page.text
     assert api.client.get("/docs").status_code == 404  # no CDN-loaded pages
+    for answer in (page, api.call("GET", "/api/cases", "ana")):
+        assert answer.headers["x-content-type-options"] == "nosniff"
+        assert answer.headers["x-frame-options"] == "DENY"
+    assert api.call("GET", "/api/cases", "ana").headers["cache-control"] == "no-store"

@@ -284,3 +284,26 @@ def test_other_sites_uploads_are_404_on_every_upload_route(api, tmp_path):
         assert api.call(method, url, "pat", content=b"x").status_code == 403
     assert api.call("GET", "/api/uploads", "ben").json() == []
     assert [u["id"] for u in api.call("GET", "/api/uploads", "adm").json()] == [upload_id]
+
+
+def test_abandoned_uploads_pruned(api, tmp_path):
+    from typer.testing import CliRunner
+
+    from shindan.service.cli import app as admin_app
+
+    export = _hand_export(tmp_path / "e", [None])
+    upload = api.call(
+        "POST", "/api/uploads", "ana", content=(export / "manifest.json").read_bytes()
+    )
+    upload_id = upload.json()["id"]
+    url = f"/api/uploads/{upload_id}/files/0?offset=0"
+    assert api.call("PUT", url, "ana", content=b"\x89PNG").status_code == 200
+    assert staging_left(api) != []
+    data = ["--data", str(api.database.settings.data)]
+    recent = CliRunner().invoke(admin_app, ["uploads", "prune", *data])
+    assert recent.exit_code == 0 and "0 open upload(s) ended" in recent.output
+    done = CliRunner().invoke(admin_app, ["uploads", "prune", "--older-than-hours", "0", *data])
+    assert done.exit_code == 0 and "1 open upload(s) ended" in done.output
+    state = api.call("GET", f"/api/uploads/{upload_id}", "ana").json()
+    assert state["state"] == "refused" and state["reason"].startswith("abandoned")
+    assert staging_left(api) == []

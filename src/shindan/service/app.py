@@ -63,6 +63,12 @@ from shindan.service.sessions import (
 
 # paths under /api/ that answer without credentials
 OPEN_PATHS = frozenset({"/api/health"})
+# on every answer: no MIME sniffing of downloads, no framing, no referrer leaving the service
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
 # last_used_at is refreshed at most this often, so reads do not all write the token row
 TOUCH_EVERY = timedelta(minutes=1)
 
@@ -307,7 +313,11 @@ def create_app(database: Database, limits: Limits = Limits()) -> FastAPI:
             else:
                 return _unauthorized("missing credentials: send Authorization: Bearer TOKEN")
             request.state.user_id = user_id
-        return await call_next(request)
+        response = await call_next(request)
+        response.headers.update(SECURITY_HEADERS)
+        if path.startswith("/api/"):
+            response.headers["Cache-Control"] = "no-store"  # case data stays out of caches
+        return response
 
     def get_session() -> Iterator[Session]:
         with database.sessions() as session:

@@ -21,10 +21,12 @@ site_app = typer.Typer(help="Sites (hospitals, labs).", no_args_is_help=True)
 user_app = typer.Typer(help="Users: one role at one site.", no_args_is_help=True)
 token_app = typer.Typer(help="API tokens (shown once; stored as digests).", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit log.", no_args_is_help=True)
+uploads_app = typer.Typer(help="Uploads of de-identified exports.", no_args_is_help=True)
 app.add_typer(site_app, name="site")
 app.add_typer(user_app, name="user")
 app.add_typer(token_app, name="token")
 app.add_typer(audit_app, name="audit")
+app.add_typer(uploads_app, name="uploads")
 
 Data = Annotated[Path, typer.Option("--data", help="The service folder.", show_default=False)]
 Db = Annotated[
@@ -229,6 +231,29 @@ def token_revoke(
         record = revoke_token(session, prefix.rstrip("…"))
         owner = record.user.name
     _say(f"token {record.prefix}… of {owner} revoked")
+
+
+@uploads_app.command("prune")
+def uploads_prune(
+    data: Data,
+    older_than_hours: Annotated[
+        float, typer.Option("--older-than-hours", help="Uploads started before this.", min=0)
+    ] = 72,
+    db: Db = None,
+) -> None:
+    """End uploads left open (never completed): their received bytes are deleted."""
+    from datetime import timedelta
+
+    from shindan.service.db import open_service
+    from shindan.service.intake import prune_uploads
+
+    database = open_service(data, db, create=False)
+    try:
+        with database.session() as session:
+            ended = prune_uploads(session, database.settings, timedelta(hours=older_than_hours))
+    finally:
+        database.close()
+    _say(f"{ended} open upload(s) ended")
 
 
 @audit_app.command("export")

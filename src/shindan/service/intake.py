@@ -27,6 +27,7 @@ import re
 import shutil
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, timedelta
 from pathlib import Path, PurePosixPath
 
 from sqlalchemy import select
@@ -387,3 +388,23 @@ def complete_upload(
         {"case_files": stored}, client,
     )  # fmt: skip
     return upload
+
+
+def prune_uploads(
+    session: Session, settings: Settings, older_than: timedelta, actor: User | str = "admin-cli"
+) -> int:
+    """End open uploads started more than ``older_than`` ago: refused as abandoned, their
+    received bytes deleted. The number ended."""
+    cutoff = utcnow() - older_than
+    stale = [
+        u
+        for u in session.scalars(select(Upload).where(Upload.state == "open"))
+        if (u.created_at if u.created_at.tzinfo else u.created_at.replace(tzinfo=UTC)) < cutoff
+    ]
+    for upload in stale:
+        upload.state = "refused"
+        upload.reason = f"abandoned: not completed within {older_than}"
+        upload.finished_at = utcnow()
+        shutil.rmtree(_staging(settings, upload), ignore_errors=True)
+        audit.record(session, actor, "upload.prune", f"upload:{upload.public_id}")
+    return len(stale)

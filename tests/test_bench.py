@@ -57,3 +57,30 @@ def test_default_memory_sizes_skip_the_slow_slide():
     assert b.build_parser().parse_args([]).sizes == "20000"
     assert b.build_parser().parse_args(["--sizes", "20000,100000"]).sizes == "20000,100000"
     assert ROOT not in b.WORK.parents and b.WORK != ROOT
+
+
+def test_plain_export_is_the_unfolded_net(tmp_path, monkeypatch):
+    """The kidney analyze yardstick: the same weights exported without pad folding (the
+    graph session 8 measured), cached per weights file, giving the same logits."""
+    import numpy as np
+    import onnx
+    import torch
+
+    from shindan.engine import load_predictor
+    from shindan.models import build_network, save_model
+    from tests.helpers import seg_card_dict
+
+    b = bench_module()
+    monkeypatch.setattr(b, "WORK", tmp_path / "cache")
+    torch.manual_seed(0)
+    data = seg_card_dict(size=64, overlap=16, classes=3)
+    data["architecture"]["kwargs"]["encoder_name"] = "tu-tf_efficientnet_lite0"
+    card = save_model(build_network(data), data, tmp_path / "m")
+    folder = b.plain_export(str(card.directory))
+    ops = [n.op_type for n in onnx.load(str(folder / "model.onnx")).graph.node]
+    assert "Pad" in ops
+    assert "Pad" not in [n.op_type for n in onnx.load(str(card.onnx_path)).graph.node]
+    assert b.plain_export(str(card.directory)) == folder  # cached
+    x = np.random.default_rng(0).integers(0, 255, (2, 64, 64, 3), np.uint8)
+    a, c = (load_predictor(str(f), "onnx").logits(x) for f in (folder, card.directory))
+    np.testing.assert_allclose(a, c, atol=1e-4)

@@ -58,9 +58,12 @@ def load_network(card: ModelCard) -> nn.Module:
     return net.eval()
 
 
-def export_onnx(net: nn.Module, card_data: dict[str, Any], path: Path) -> None:
+def export_onnx(
+    net: nn.Module, card_data: dict[str, Any], path: Path, fold_pads: bool = True
+) -> None:
     """Export to ONNX with dynamic batch (and, for segmentation, dynamic height/width); "same"
-    pads folded into their convolutions when that keeps the logits (:mod:`.onnx_graph`)."""
+    pads folded into their convolutions when that keeps the logits (:mod:`.onnx_graph`),
+    unless ``fold_pads`` is False (the plain export, as before the rewrite)."""
     size = int(card_data["input"]["size"])
     ch = int(card_data["input"].get("channels", 3))
     dummy = torch.zeros(1, ch, size, size)
@@ -83,9 +86,10 @@ def export_onnx(net: nn.Module, card_data: dict[str, Any], path: Path) -> None:
         )
     # Run-time "same" pads of TF-ported encoders become the convolutions' own padding: the
     # same logits (checked on several input shapes), 1.16x faster on ONNX Runtime.
-    from shindan.models.onnx_graph import check_shapes, fold_same_padding_file
+    if fold_pads:
+        from shindan.models.onnx_graph import check_shapes, fold_same_padding_file
 
-    fold_same_padding_file(path, check_shapes(card_data))
+        fold_same_padding_file(path, check_shapes(card_data))
 
 
 def save_model(

@@ -91,12 +91,25 @@ def test_concurrent_uploads(service_dir, tmp_path):
         assert states == ["stored"] * CLIENTS
         status, cases = request("GET", f"{base}/api/cases?limit=1000", token)
         assert status == 200 and len(cases) == CLIENTS
+        # one upload completed by several requests at once: stored once, all answer alike
+        extra = export_of(tmp_path / "extra", CLIENTS)
+        status, up = request(
+            "POST", f"{base}/api/uploads", token, (extra / "manifest.json").read_bytes()
+        )
+        for f in up["files"]:
+            if f["status"] != "duplicate":
+                url = f"{base}/api/uploads/{up['id']}/files/{f['index']}?offset=0"
+                assert request("PUT", url, token, (extra / f["path"]).read_bytes())[0] == 200
+        complete = f"{base}/api/uploads/{up['id']}/complete"
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            answers = list(pool.map(lambda _: request("POST", complete, token), range(6)))
+        assert {(s, a["state"]) for s, a in answers} == {(200, "stored")}
     finally:
         process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=60)
     assert "Traceback" not in err, err
     # every content stored once, under its own hash
     blobs = [p for p in (service_dir / "files").rglob("*") if p.is_file()]
-    assert len(blobs) == CLIENTS + 1
+    assert len(blobs) == CLIENTS + 2
     for blob in blobs:
         assert hashlib.sha256(blob.read_bytes()).hexdigest() == blob.name

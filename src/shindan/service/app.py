@@ -5,6 +5,7 @@ unauthenticated request gets 401 on every ``/api/`` path, known or not. Routes t
 caller from :func:`current_user` and reach cases only through :mod:`shindan.service.access`.
 """
 
+import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from importlib.resources import files
@@ -16,6 +17,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTex
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from shindan import __version__
@@ -555,12 +557,22 @@ def create_app(database: Database, limits: Limits = Limits()) -> FastAPI:
     RawBody = Annotated[bytes, Depends(_raw_body)]
     settings = database.settings
 
-    def upload_or_404(session: Session, user: User, upload_id: str) -> Upload:
+    # one request at a time changes an upload: a lock per upload in this process (the
+    # embedded SQLite service is one process), and a row lock across PostgreSQL servers
+    locks: dict[str, threading.Lock] = {}
+    locks_guard = threading.Lock()
+
+    def upload_lock(upload_id: str) -> threading.Lock:
+        with locks_guard:
+            return locks.setdefault(upload_id, threading.Lock())
+
+    def upload_or_404(session: Session, user: User, upload_id: str, lock: bool = False) -> Upload:
         if user.role not in WRITERS:
             raise HTTPException(403, f"a {user.role} does not upload")
-        upload = session.scalar(
-            select(Upload).where(Upload.public_id == upload_id, Upload.site_id == user.site_id)
-        )
+        query = select(Upload).where(Upload.public_id == upload_id, Upload.site_id == user.site_id)
+        if lock:  # PostgreSQL: one request at a time changes an upload (SQLite ignores it)
+            query = query.with_for_update(of=Upload)
+        upload = session.scalar(query)
         if upload is None:
             raise HTTPException(404, f"no upload {upload_id}")
         return upload
@@ -623,13 +635,14 @@ def create_app(database: Database, limits: Limits = Limits()) -> FastAPI:
     ) -> UploadFileOut:
         """Send a chunk of file `index` starting at `offset` (409 and `Upload-Offset` when
         the file has reached another offset). A complete file must match its SHA-256."""
-        upload = upload_or_404(session, user, upload_id)
-        try:
-            entry = write_chunk(session, settings, upload, index, offset, body, limits)
-        except IntakeError as exc:
-            raise intake_error(exc) from None
-        session.commit()
-        return _upload_file_out(entry)
+        with upload_lock(upload_id):
+            upload = upload_or_404(session, user, upload_id, lock=True)
+            try:
+                entry = write_chunk(session, settings, upload, index, offset, body, limits)
+            except IntakeError as exc:
+                raise intake_error(exc) from None
+            session.commit()
+            return _upload_file_out(entry)
 
     @app.post("/api/uploads/{upload_id}/complete", tags=["intake"])
     def post_complete(
@@ -637,13 +650,17 @@ def create_app(database: Database, limits: Limits = Limits()) -> FastAPI:
     ) -> UploadOut:
         """Check the complete export (`shindan deid check`) and store it under its cases, or
         refuse it: state `refused`, the reason, nothing kept."""
-        upload = upload_or_404(session, user, upload_id)
-        try:
-            upload = complete_upload(session, settings, upload, user, client(request))
-        except IntakeError as exc:
-            raise intake_error(exc) from None
-        session.commit()
-        return _upload_out(upload)
+        with upload_lock(upload_id):
+            upload = upload_or_404(session, user, upload_id, lock=True)
+            try:
+                upload = complete_upload(session, settings, upload, user, client(request))
+                session.commit()
+            except IntakeError as exc:
+                raise intake_error(exc) from None
+            except IntegrityError:  # completed by another server process: answer its result
+                session.rollback()
+                upload = upload_or_404(session, user, upload_id)
+            return _upload_out(upload)
 
     @app.get("/api/cases/{case_id}/files", tags=["cases"])
     def list_case_files(

@@ -166,3 +166,17 @@ def test_not_a_folder(tmp_path):
 
     with pytest.raises(InputError, match="no such folder"):
         check_export(tmp_path / "missing")
+
+
+def test_many_patients_values_in_small_files(tmp_path):
+    """Hundreds of patients' values: the prefiltered byte search still finds the one leak."""
+    folder = _export_dir(tmp_path)
+    path = next(folder.rglob("*.dcm"))
+    rel = path.relative_to(folder).as_posix()
+    (folder / "manifest.json").write_text(json.dumps({"files": [{"path": rel, "case": CASE}]}))
+    others = [Known("PatientName", f"Person^Number{i:04d}", f"TEST-{i:010d}") for i in range(300)]
+    assert check_export(folder, others) == []
+    path.write_bytes(path.read_bytes() + b"Person^Number0123")  # another patient's name
+    found = [str(f) for f in check_export(folder, others)]
+    assert f"{rel}: bytes: PatientName 'Person^Number0123'" in found, found
+    assert not any("Number0122" in f or "Number0124" in f for f in found)

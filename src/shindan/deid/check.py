@@ -336,7 +336,7 @@ def _head_arrays(pending: list) -> tuple:
 
     return np.array(
         [int.from_bytes(b[:4].ljust(4, b"\0"), "little") for _, b, _ in pending], np.uint32
-    ), np.array([len(b) < 4 for _, b, _ in pending])
+    ), np.array([len(b) < 4 for _, b, _ in pending], bool)
 
 
 def _heads(pending: list, shared=None):

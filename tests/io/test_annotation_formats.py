@@ -340,6 +340,35 @@ def test_real_imagescope_keeps_mpp_and_matches_the_legacy_reader(
     assert_same_vectors(r.annotations, read_annotations(tmp_path / "n.xml"))
 
 
+@pytest.mark.slow
+def test_every_real_polygon_file_reads_as_the_training_reader_does(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    """The 13 MoNuSeg polygon files: the same outlines as io.annotations (what training
+    reads), and (every fourth) through ImageScope and back to GeoJSON vertex for vertex."""
+    from shindan.io.annotations import read_annotations as read_legacy
+
+    files = sorted((shared_data / "nuclei/monuseg-train/annotations").iterdir())
+    assert len(files) == 13
+    for i, path in enumerate(files):
+        anns = read_annotations(path)
+        pieces = [p.exterior for o in anns.objects for p in polygons_of(o.geometry)]
+        legacy = read_legacy(path)
+        assert len(pieces) == len(legacy), path.name
+        for ours, theirs in zip(pieces, legacy, strict=True):
+            ring = theirs.polygon
+            while np.array_equal(ring[0], ring[-1]):  # closing vertex, repeated in some files
+                ring = ring[:-1]
+            np.testing.assert_array_equal(ours, ring)
+        if i % 4:  # the round trip on every fourth file is enough (CPU time in CI)
+            continue
+        xml = convert(path, tmp_path / f"{path.stem}.xml", target_format="imagescope", mpp=0.2527)
+        back = convert(tmp_path / f"{path.stem}.xml", tmp_path / f"{path.stem}.geojson")
+        assert_same_vectors(
+            reduce(xml.annotations, get_format("imagescope").carries), back.annotations
+        )
+
+
 def test_real_labelme_to_coco_and_back(shared_data: Path, tmp_path: Path) -> None:
     path = shared_data / "kidney/glomeruli-hubmap-pas/train/106.json"
     r = convert(path, tmp_path / "g.json", target_format="coco", mpp=0.95)

@@ -44,7 +44,9 @@ def as_ring(points: Any, source: str = "annotation", *, min_points: int = 3) -> 
     arr = arr[:, :2]
     if not np.isfinite(arr).all():
         raise AnnotationError(f"{source}: non-finite coordinates")
-    if len(arr) > 1 and np.array_equal(arr[0], arr[-1]):
+    # drop the closing vertex, and copies of it some tools repeat before it (so that the
+    # result is the same however many times a ring is normalised)
+    while len(arr) > 1 and np.array_equal(arr[0], arr[-1]):
         arr = arr[:-1]
     if len(arr) < min_points:
         raise AnnotationError(f"{source}: a ring needs {min_points} points, got {len(arr)}")

@@ -260,6 +260,7 @@ def _synthetic(patient_id: str, study_date: str, study_uid: str, **extra) -> Dat
     ds.ImageComments = "called Mr Yamada"
     ds.Modality = "CT"
     ds.DateOfLastCalibration = "20190101"  # not in Table E.1-1: still shifted
+    ds.PatientBirthDateInAlternativeCalendar = "S35.04.12"  # Showa 35: the same birth date
     ds.add_new(0x00090010, "LO", "no creator")  # private but not in a block
     ds.add_new(0x00431234, "UN", b"Yamada")  # odd group: private
     ds.add_new(0x00081234, "LO", "Yamada Taro")  # a public tag no dictionary knows
@@ -311,7 +312,15 @@ def test_profile_options_and_private_tags(tmp_path):
     assert not private_tags(full)
     assert 0x00081234 not in full  # unknown public tag removed
     data = (tmp_path / "full.dcm").read_bytes()
-    for value in (b"Yamada", b"Taro", b"Suzuki", b"Kyoto Central", b"19600412", b"ACC998877"):
+    for value in (
+        b"Yamada",
+        b"Taro",
+        b"Suzuki",
+        b"Kyoto Central",
+        b"19600412",
+        b"ACC998877",
+        b"S35.04.12",
+    ):
         assert value not in data
     codes = [item.CodeValue for item in full.DeidentificationMethodCodeSequence]
     assert codes == ["113100", "113107", "113108", "113109", "113105"]

@@ -70,9 +70,18 @@ _OPTION_FLAGS = {
 
 # Free text the table does not list but that may carry anything a person typed: SR TEXT
 # content items and presentation-state text annotations. Handled as descriptors.
+# Also: the patient's dates in another calendar (a Japanese era date is a birth date too) and
+# the groupings that name where a patient ID came from, which annex_e.csv's edition of the
+# table does not list.
 _EXTRA_RULES = {
     0x0040A160: ("Z", {"clean_descriptors": "C"}),  # Text Value
     0x00700006: ("Z", {"clean_descriptors": "C"}),  # Unformatted Text Value
+    0x00100033: ("X", {}),  # Patient's Birth Date in Alternative Calendar
+    0x00100034: ("X", {}),  # Patient's Death Date in Alternative Calendar
+    0x00100035: ("X", {}),  # Patient's Alternative Calendar
+    0x00100024: ("X", {}),  # Issuer of Patient ID Qualifiers Sequence
+    0x00100026: ("X", {}),  # Source Patient Group Identification Sequence
+    0x00100027: ("X", {}),  # Group of Patients Identification Sequence
 }
 
 # Identifying values recorded for the linkage table (beyond every person name and date).

@@ -396,7 +396,7 @@ class _Run:
         return r
 
     def fileset(self, dicomdir: Path, members: list[Path], index: int) -> None:
-        from shindan.deid.dicom import deidentify_dicomdir
+        from shindan.deid.dicom import deidentify_dicom, deidentify_dicomdir
 
         folder = self.stage / f"fileset-{index:02d}"
         patients: dict[str, int] = {}
@@ -405,8 +405,6 @@ class _Run:
         for i, src in enumerate(members, start=1):
             n = self._next()
             tmp = self.work / f"{n:06d}.dcm"
-            from shindan.deid.dicom import deidentify_dicom
-
             r = self._guarded(
                 src,
                 "dicom",

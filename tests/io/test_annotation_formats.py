@@ -399,6 +399,16 @@ def test_real_kidney_class_mask_round_trip(shared_data: Path, tmp_path: Path) ->
     assert np.array_equal(np.asarray(Image.open(tmp_path / "t.png")), truth)
 
 
+def test_training_reader_takes_asap_and_coco(tmp_path: Path) -> None:
+    from shindan.io.annotations import read_annotations as read_legacy
+
+    for fmt, name in (("asap", "a.xml"), ("coco", "a.json"), ("imagescope", "b.xml")):
+        get_format(fmt).write(sample(), tmp_path / name, FormatOptions())
+        got = read_legacy(tmp_path / name)  # what kidney/nuclei training read
+        assert [a.label for a in got] == ["glomerulus", "tubule", "tubule", "vessel"], fmt
+        assert len(got[0].holes) == (1 if fmt == "imagescope" else 0)
+
+
 # ------------------------------------------------------------------------------ vocabulary
 def test_default_vocabulary_maps_names_and_values() -> None:
     v = default_vocabulary()

@@ -10,6 +10,7 @@ the image they annotate. Formats:
   the region's ``Text``, else the annotation's ``Name``, else the layer's ``Attribute``;
   ``NegativeROA`` regions are holes of their layer, rectangles and ellipses become polygons);
 * labelme JSON (``.json`` with ``shapes``: ``label``, ``points``, polygon/rectangle/circle);
+* ASAP XML and COCO JSON through :mod:`shindan.io.annotation_formats` (polygons only);
 * label-mask images (``.png``/``.tif``: one integer class per pixel, see :func:`read_label_mask`).
 """
 
@@ -351,6 +352,13 @@ def read_annotations(path: str | Path) -> list[Annotation]:
     if not p.exists():
         raise AnnotationError(f"{p}: no such file")
     fmt = annotation_format(p)
+    if fmt in ("geojson", "imagescope"):
+        # .json and .xml may also be COCO or ASAP: read those with the format registry
+        from shindan.io.annotation_formats import get_format
+
+        for other in ("coco",) if fmt == "geojson" else ("asap",):
+            if get_format(other).sniff(p):
+                return get_format(other).read(p).to_polygon_annotations()
     if fmt == "geojson":
         return read_geojson(p)
     if fmt == "imagescope":

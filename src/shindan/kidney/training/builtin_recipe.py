@@ -201,3 +201,29 @@ def builtin_data(
         "test_tile": test_tile,
         "val_tile": val_tile,
     }
+
+
+def builtin_notes(
+    train_data: CompartmentData, aidpath_train_labs: Sequence[str] = (), phantoms: int = 0
+) -> tuple[str, str]:
+    """The card's training data note and licence for what the built-in recipe trained on."""
+    data_note = (
+        "AAPI H&E kidney transplant biopsies (2 rebuilt tiles with full labels, "
+        f"{len(train_data.cutouts)} structure cut-outs pasted onto interstitium "
+        f"backgrounds) + HuBMAP PAS ({len(train_data.pas)} images, glomerulus "
+        "polygons only; other tissue trained as 'not glomerulus')"
+        + (
+            f" + AIDPATH PAS glomerulus crops of lab(s) {', '.join(aidpath_train_labs)} "
+            f"({len(train_data.crops)}, glomerulus masks; other tissue 'not glomerulus')"
+            if train_data.crops
+            else ""
+        )
+        + (f" + {phantoms} synthetic shindan.slide_phantom biopsies" if phantoms else "")
+    )
+    licence = (
+        "MIT (AAPI, HuBMAP) + CC BY-NC-SA 4.0 (AIDPATH): non-commercial use only, "
+        "inherited by this model"
+        if train_data.crops
+        else "MIT (AAPI, HuBMAP)"
+    )
+    return data_note, licence

@@ -13,8 +13,6 @@ import numpy as np
 
 from shindan.engine.train_segmenter import TrainConfig, train_segmenter
 from shindan.errors import InputError
-from shindan.io.annotations import IGNORE
-from shindan.io.inputs import pair_annotations
 from shindan.kidney.glomeruli import MIN_GLOMERULUS_UM2
 from shindan.kidney.labels import (
     CLASSES,
@@ -22,7 +20,6 @@ from shindan.kidney.labels import (
     INTERSTITIUM,
     LABEL_SETS,
     TUBULE,
-    other_label_sets,
 )
 from shindan.kidney.training.builtin_recipe import (
     RECIPE_CLASS_WEIGHTS,
@@ -30,13 +27,14 @@ from shindan.kidney.training.builtin_recipe import (
     VALIDATED_ON,
     builtin_data,
     builtin_domain,
+    builtin_notes,
     heldout_notes,
 )
 from shindan.kidney.training.builtin_sets import aidpath_lab
-from shindan.kidney.training.labelled import LabelledImage, split_columns
+from shindan.kidney.training.labelled import LabelledImage
 from shindan.kidney.training.sampler import CompartmentData, make_compartment_sampler
 from shindan.kidney.training.scoring import glomerulus_dice, score_images
-from shindan.kidney.training.user_annotations import CLASS_NAMES, load_annotated
+from shindan.kidney.training.user_annotations import annotated_sets
 from shindan.models.card import DEFAULT_DECODER, DEFAULT_ENCODER, as_fine_tune, unet_card
 from shindan.models.domain import card_domain, scale_entry
 
@@ -175,52 +173,13 @@ def train_compartments(
             builtin, target_mpp, phantoms, test_tile, exclude_cutouts, aidpath_train_labs
         )
         train_data, val = sets["train"], sets["val"]
-        data_note = (
-            "AAPI H&E kidney transplant biopsies (2 rebuilt tiles with full labels, "
-            f"{len(train_data.cutouts)} structure cut-outs pasted onto interstitium "
-            f"backgrounds) + HuBMAP PAS ({len(train_data.pas)} images, glomerulus "
-            "polygons only; other tissue trained as 'not glomerulus')"
-            + (
-                f" + AIDPATH PAS glomerulus crops of lab(s) {', '.join(aidpath_train_labs)} "
-                f"({len(train_data.crops)}, glomerulus masks; other tissue 'not glomerulus')"
-                if train_data.crops
-                else ""
-            )
-            + (f" + {phantoms} synthetic shindan.slide_phantom biopsies" if phantoms else "")
-        )
-        licence = (
-            "MIT (AAPI, HuBMAP) + CC BY-NC-SA 4.0 (AIDPATH): non-commercial use only, "
-            "inherited by this model"
-            if train_data.crops
-            else "MIT (AAPI, HuBMAP)"
-        )
+        data_note, licence = builtin_notes(train_data, aidpath_train_labs, phantoms)
     else:
-        pairs = pair_annotations(inputs, annotations, log=say)
-        names = {**CLASS_NAMES, **{k.lower(): v for k, v in (classes or {}).items()}}
-        imgs = [
-            load_annotated(i, a, target_mpp, mpp, names, unannotated=unannotated) for i, a in pairs
-        ]
-        codes = np.unique(np.concatenate([np.unique(im.label) for im in imgs]))
-        known = [CLASSES[c] for c in codes if c < len(CLASSES)]
-        if len(known) == 1 and unannotated == "ignore":
-            raise InputError(
-                f"only {known[0]} is annotated, so the model would learn to call everything "
-                f"{known[0]}: outline other tissue too, or pass --unannotated other"
-            )
-        cfg.label_sets.update(other_label_sets(codes.tolist()))
-        if len(imgs) >= 2:
-            val_idx = set(range(4, len(imgs), 5)) or {len(imgs) - 1}
-            val = [im for k, im in enumerate(imgs) if k in val_idx]
-            train_imgs = [im for k, im in enumerate(imgs) if k not in val_idx]
-        else:
-            train_imgs, val = map(lambda x: [x], split_columns(imgs[0], 0.8))
-        if all((v.label == IGNORE).all() for v in val):
-            raise InputError(
-                f"nothing annotated in the validation part ({', '.join(v.name for v in val)}): "
-                "annotate more of it, or give more images (every fifth one validates)"
-            )
+        train_imgs, val, label_sets, data_note = annotated_sets(
+            inputs, annotations, target_mpp, mpp, classes, unannotated, log=say
+        )
+        cfg.label_sets.update(label_sets)
         train_data = CompartmentData(train_imgs, [], [], [])
-        data_note = f"{len(pairs)} annotated image(s): {', '.join(p[0].name for p in pairs[:8])}"
         licence = "as the training data"
         sets = {}
         if not init:  # the skeleton's summary and limits describe the built-in recipe

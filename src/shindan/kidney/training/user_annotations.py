@@ -4,6 +4,7 @@ images: class names mapped to the label codes, the annotated region read at the 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +19,9 @@ from shindan.io.annotations import (
     read_annotations,
     read_label_mask,
 )
-from shindan.kidney.labels import CLASSES, other_code
-from shindan.kidney.training.labelled import LabelledImage
+from shindan.io.inputs import pair_annotations
+from shindan.kidney.labels import CLASSES, other_code, other_label_sets
+from shindan.kidney.training.labelled import LabelledImage, split_columns
 
 # Class names users write in QuPath / ImageScope / labelme, mapped to the contract's codes;
 # IGNORE (255): regions the user excluded (QuPath's Ignore*), not trained on.
@@ -141,3 +143,51 @@ def load_annotated(
     # excluded regions win over every class painted under them, and over "other"
     label[excluded_px] = IGNORE
     return LabelledImage(image_path.stem, image, label, "unknown", target_mpp)
+
+
+def annotated_sets(
+    inputs: Sequence[Path],
+    annotations: Sequence[Path],
+    target_mpp: float,
+    mpp: float | None,
+    classes: dict[str, int] | None = None,
+    unannotated: str = "ignore",
+    log: Callable[[str], None] | None = None,
+) -> tuple[list[LabelledImage], list[LabelledImage], dict[int, list[int]], str]:
+    """A user's annotated images, paired and read at ``target_mpp`` (see
+    :func:`load_annotated`), split into training and validation: every fifth image validates
+    (or, with a single image, its right fifth).
+
+    Returns the training images, the validation images, the partial-label sets their
+    ``unannotated="other"`` codes need, and the card's note on the data.
+
+    Raises
+    ------
+    InputError
+        If only one class is annotated and ``unannotated`` is ``"ignore"`` (the model would
+        learn to call everything that class), or if the validation part holds no annotation.
+    """
+    pairs = pair_annotations(inputs, annotations, log=log)
+    names = {**CLASS_NAMES, **{k.lower(): v for k, v in (classes or {}).items()}}
+    imgs = [load_annotated(i, a, target_mpp, mpp, names, unannotated=unannotated) for i, a in pairs]
+    codes = np.unique(np.concatenate([np.unique(im.label) for im in imgs]))
+    known = [CLASSES[c] for c in codes if c < len(CLASSES)]
+    if len(known) == 1 and unannotated == "ignore":
+        raise InputError(
+            f"only {known[0]} is annotated, so the model would learn to call everything "
+            f"{known[0]}: outline other tissue too, or pass --unannotated other"
+        )
+    label_sets = other_label_sets(codes.tolist())
+    if len(imgs) >= 2:
+        val_idx = set(range(4, len(imgs), 5)) or {len(imgs) - 1}
+        val = [im for k, im in enumerate(imgs) if k in val_idx]
+        train_imgs = [im for k, im in enumerate(imgs) if k not in val_idx]
+    else:
+        train_imgs, val = map(lambda x: [x], split_columns(imgs[0], 0.8))
+    if all((v.label == IGNORE).all() for v in val):
+        raise InputError(
+            f"nothing annotated in the validation part ({', '.join(v.name for v in val)}): "
+            "annotate more of it, or give more images (every fifth one validates)"
+        )
+    data_note = f"{len(pairs)} annotated image(s): {', '.join(p[0].name for p in pairs[:8])}"
+    return train_imgs, val, label_sets, data_note

@@ -399,6 +399,16 @@ def test_real_kidney_class_mask_round_trip(shared_data: Path, tmp_path: Path) ->
     assert np.array_equal(np.asarray(Image.open(tmp_path / "t.png")), truth)
 
 
+def test_image_gives_size_and_mpp_of_a_slide(shared_data: Path, tmp_path: Path) -> None:
+    src = tmp_path / "a.geojson"
+    get_format("geojson").write(sample().replace(image_size=None, mpp=None), src, FormatOptions())
+    slide = shared_data / "slides/CMU-1-Small-Region.svs"
+    r = convert(src, tmp_path / "a.json", target_format="labelme", image=slide)
+    data = json.loads((tmp_path / "a.json").read_text())
+    assert (data["imageWidth"], data["imageHeight"], data["mpp"]) == (2220, 2967, 0.499)
+    assert data["imagePath"] == slide.name and r.annotations.mpp == 0.499
+
+
 def test_training_reader_takes_asap_and_coco(tmp_path: Path) -> None:
     from shindan.io.annotations import read_annotations as read_legacy
 

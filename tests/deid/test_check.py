@@ -180,3 +180,15 @@ def test_many_patients_values_in_small_files(tmp_path):
     found = [str(f) for f in check_export(folder, others)]
     assert f"{rel}: bytes: PatientName 'Person^Number0123'" in found, found
     assert not any("Number0122" in f or "Number0124" in f for f in found)
+
+
+def test_digests_and_uids_are_not_dates(tmp_path):
+    folder = tmp_path / "exp"
+    folder.mkdir()
+    manifest = {
+        "files": [{"sha256": "8f0e19320514ab77", "uid": "2.25.1932051412345"}],
+        "note": "scanned 20190304",
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    found = [str(f) for f in check_export(folder)]
+    assert found == ["manifest.json: note: date in text '20190304'"]

@@ -109,11 +109,19 @@ def _rate(predictor, tiles: np.ndarray, batch: int, repeats: int = 1) -> float:
     return repeats * len(tiles) / (time.perf_counter() - t)
 
 
+def _bf16() -> tuple[str, ...]:
+    """("torch-bf16",) on CPUs with native bf16 (avx512_bf16 or AMX), else (): without them
+    autocast emulates bf16 and only slows down."""
+    from shindan.engine.backends import bf16_supported
+
+    return ("torch-bf16",) if bf16_supported() else ()
+
+
 def bench_backends(model: str, tiles: np.ndarray, batch: int) -> list[dict]:
     from shindan.engine import load_predictor
 
     rows, ref = [], None
-    for backend in ("torch", "torch-bf16", "onnx"):
+    for backend in ("torch", *_bf16(), "onnx"):
         p = load_predictor(model, backend)
         labels = p.predict(tiles[:batch]).argmax(1)
         ref = labels if ref is None else ref
@@ -414,7 +422,7 @@ def main() -> None:
     print("pipeline…", file=sys.stderr)
     pipe = [
         bench_pipeline(args.model, _phantom(args.pipeline_side), b, args.batch)
-        for b in ("onnx", "torch-bf16")
+        for b in ("onnx", *_bf16())
     ]
     sections.append(
         (
@@ -445,8 +453,9 @@ def main() -> None:
         )
     tia = ROOT / "bench" / "tiatoolbox_compare.py"
     if tia.exists():
+        plain = ["--plain", str(plain_export(args.model))]
         res = subprocess.run(
-            [sys.executable, str(tia), str(_phantom(args.pipeline_side)), args.model],
+            [sys.executable, str(tia), str(_phantom(args.pipeline_side)), args.model, *plain],
             capture_output=True,
             text=True,
         )

@@ -244,6 +244,12 @@ def main() -> None:
         default=os.cpu_count() or 1,
         help="TIAToolbox DataLoader workers (its docs: cpu_count for full use)",
     )
+    ap.add_argument(
+        "--plain",
+        type=Path,
+        help="also time this model folder (bench/run.py passes the network exported without "
+        "pad folding, the graph session 8 measured)",
+    )
     args = ap.parse_args()
     if not (TIA_VENV / ".installed").exists():
         sys.exit(
@@ -263,6 +269,10 @@ def main() -> None:
         card = load_card(model)
         print("shindan (default backend)…", file=sys.stderr)
         fast = run_shindan(args.slide, model, "auto", tmp / "auto.zarr", args.batch)
+        plain = None
+        if args.plain is not None:
+            print("shindan (default backend, unfolded export)…", file=sys.stderr)
+            plain = run_shindan(args.slide, str(args.plain), "auto", tmp / "plain.zarr", args.batch)
         print("shindan (torch)…", file=sys.stderr)
         torch_run = run_shindan(args.slide, model, "torch", tmp / "torch.zarr", args.batch)
         print("TIAToolbox…", file=sys.stderr)
@@ -271,7 +281,12 @@ def main() -> None:
         print("grid-shift reference…", file=sys.stderr)
         ref_all, ref_fg = grid_shift_agreement(args.slide, model, fast["labels"], batch=args.batch)
     rows = [
-        (f"shindan segment_slide ({fast['backend']}, default)", fast),
+        (f"shindan segment_slide ({fast['backend']} fp32, default)", fast),
+        *(
+            [(f"shindan segment_slide ({plain['backend']} fp32, unfolded export)", plain)]
+            if plain
+            else []
+        ),
         (f"shindan segment_slide ({torch_run['backend']} fp32)", torch_run),
         (
             f"TIAToolbox SemanticSegmentor (torch fp32, {tia['reader']}, "
@@ -300,7 +315,10 @@ def main() -> None:
         f"shindan against itself with its grid moved by {card.overlap // 2} px, as "
         f"TIAToolbox's is, agrees on {ref_all:.1%} ({ref_fg:.1%} not `{fill}`) of a "
         f"2048² window; TIAToolbox also averages overlaps uniformly where shindan ramps, "
-        f"and masks with its own Otsu tissue mask. Timed after model loading and a "
+        f"and masks with its own Otsu tissue mask. shindan's ONNX graph is the export with "
+        f"its run-time 'same' pads folded into the convolutions (identical logits); "
+        f"'unfolded export' is the plain export of the same weights. Timed after model "
+        f"loading and a "
         f"one-batch warm-up, one run each; load average (1/5/15 min) {load_before} before, "
         f"{load_after} after, on {os.cpu_count()} cores shared with other jobs."
     )

@@ -84,3 +84,13 @@ def test_plain_export_is_the_unfolded_net(tmp_path, monkeypatch):
     x = np.random.default_rng(0).integers(0, 255, (2, 64, 64, 3), np.uint8)
     a, c = (load_predictor(str(f), "onnx").logits(x) for f in (folder, card.directory))
     np.testing.assert_allclose(a, c, atol=1e-4)
+
+
+def test_bf16_rows_only_on_cpus_with_native_bf16(monkeypatch):
+    import shindan.engine.backends as backends
+
+    b = bench_module()
+    monkeypatch.setattr(backends, "bf16_supported", lambda: False)
+    assert b._bf16() == ()
+    monkeypatch.setattr(backends, "bf16_supported", lambda: True)
+    assert b._bf16() == ("torch-bf16",)

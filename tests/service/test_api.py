@@ -196,3 +196,22 @@ def test_health_and_page(api):
         assert answer.headers["x-content-type-options"] == "nosniff"
         assert answer.headers["x-frame-options"] == "DENY"
     assert api.call("GET", "/api/cases", "ana").headers["cache-control"] == "no-store"
+
+
+def test_values_the_databases_cannot_hold_are_refused(api):
+    # found by the fuzz test: integers past 64 bits and NUL characters made 500s
+    huge = 2**63
+    for url in (f"/api/cases?offset={huge}", f"/api/audit?since={huge}"):
+        assert api.call("GET", url, "adm").status_code == 422, url
+    assert api.call("GET", "/api/cases/%00", "adm").status_code == 400
+    assert api.call("GET", "/api/cases?limit=1%00", "adm").status_code == 400
+    assert api.client.get("/api/cases/%00").status_code == 401  # credentials come first
+    answer = api.client.post("/auth/login", json={"name": "\x00", "password": "x"})
+    assert answer.status_code == 422
+    case = api.add_case("ana", "K1")
+    for body in ({"site": "os\x00aka"}, {"user": "\x00"}):
+        assert api.call("POST", f"/api/cases/{case}/shares", "ana", json=body).status_code == 422
+    assert api.call("POST", "/api/cases", "ana", json={"pseudonym": "a\x00"}).status_code == 422
+    manifest = b'{"format": "shindan-deid-export", "version": 1, "site": "k\\u0000", "files": []}'
+    answer = api.call("POST", "/api/uploads", "ana", content=manifest)
+    assert answer.status_code == 422 and "NUL" in answer.json()["detail"]

@@ -12,10 +12,11 @@ from importlib.resources import files
 from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi import Path as FastPath
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -74,6 +75,13 @@ SECURITY_HEADERS = {
 # last_used_at is refreshed at most this often, so reads do not all write the token row
 TOUCH_EVERY = timedelta(minutes=1)
 
+# numbers the databases can hold: ids are 32-bit integers, byte counts 64-bit
+MAX_ID = 2**31 - 1
+MAX_BYTES = 2**62
+RowId = Annotated[int, FastPath(ge=0, le=MAX_ID)]
+# strings that reach the database: no NUL characters (PostgreSQL text cannot hold them)
+Text = Annotated[str, StringConstraints(pattern=r"^[^\x00]*$")]
+
 _bearer = HTTPBearer(auto_error=False, description="An API token from `shindan admin`.")
 _cookie = APIKeyCookie(
     name=COOKIE,
@@ -98,8 +106,8 @@ class Me(BaseModel):
 
 
 class LoginIn(BaseModel):
-    name: str = Field(max_length=64)
-    password: str = Field(max_length=1024)
+    name: Text = Field(max_length=64)
+    password: Text = Field(max_length=1024)
 
 
 class CaseOut(BaseModel):
@@ -110,12 +118,14 @@ class CaseOut(BaseModel):
 
 
 class CaseIn(BaseModel):
-    pseudonym: str = Field(description="1-128 letters, digits, '.', '_' or '-'.")
+    pseudonym: Text = Field(description="1-128 letters, digits, '.', '_' or '-'.")
 
 
 class ShareIn(BaseModel):
-    site: str | None = Field(None, description="Share with every user of this site ...")
-    user: str | None = Field(None, description="... or with this one user.")
+    site: Text | None = Field(
+        None, max_length=64, description="Share with every user of this site ..."
+    )
+    user: Text | None = Field(None, max_length=64, description="... or with this one user.")
 
 
 class ShareOut(BaseModel):
@@ -315,6 +325,9 @@ def create_app(database: Database, limits: Limits = Limits()) -> FastAPI:
             else:
                 return _unauthorized("missing credentials: send Authorization: Bearer TOKEN")
             request.state.user_id = user_id
+        # (after the credentials: nothing is answered to a caller without them)
+        if "\x00" in path or "%00" in request.url.query or "\x00" in request.url.query:
+            return JSONResponse({"detail": "NUL characters in the address"}, status_code=400)
         response = await call_next(request)
         response.headers.update(SECURITY_HEADERS)
         if path.startswith("/api/"):
@@ -422,7 +435,7 @@ def create_app(database: Database, limits: Limits = Limits()) -> FastAPI:
         user: UserDep,
         session: SessionDep,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     ) -> list[CaseOut]:
         """The cases the caller may see (their site's and those shared with them), newest first."""
         cases = list(session.scalars(visible_cases(user).limit(limit).offset(offset)))
@@ -516,7 +529,7 @@ def create_app(database: Database, limits: Limits = Limits()) -> FastAPI:
 
     @app.delete("/api/cases/{case_id}/shares/{share_id}", status_code=204, tags=["cases"])
     def remove_share(
-        request: Request, case_id: str, share_id: int, user: UserDep, session: SessionDep
+        request: Request, case_id: str, share_id: RowId, user: UserDep, session: SessionDep
     ) -> None:
         """Stop sharing a case (the case's site uploaders and admins)."""
         case = managed_case(session, user, case_id)
@@ -538,7 +551,9 @@ def create_app(database: Database, limits: Limits = Limits()) -> FastAPI:
         request: Request,
         user: UserDep,
         session: SessionDep,
-        since: Annotated[int, Query(ge=0, description="Only entries after this id.")] = 0,
+        since: Annotated[
+            int, Query(ge=0, le=MAX_ID, description="Only entries after this id.")
+        ] = 0,
         limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
         format: Annotated[Literal["json", "csv"], Query()] = "json",
     ) -> list[AuditOut]:
@@ -627,11 +642,13 @@ def create_app(database: Database, limits: Limits = Limits()) -> FastAPI:
     )
     def put_chunk(
         upload_id: str,
-        index: int,
+        index: RowId,
         body: RawBody,
         user: UserDep,
         session: SessionDep,
-        offset: Annotated[int, Query(ge=0, description="Where this chunk starts.")] = 0,
+        offset: Annotated[
+            int, Query(ge=0, le=MAX_BYTES, description="Where this chunk starts.")
+        ] = 0,
     ) -> UploadFileOut:
         """Send a chunk of file `index` starting at `offset` (409 and `Upload-Offset` when
         the file has reached another offset). A complete file must match its SHA-256."""
@@ -690,7 +707,7 @@ def create_app(database: Database, limits: Limits = Limits()) -> FastAPI:
         responses={200: {"content": {"application/octet-stream": {}}}},
     )
     def read_case_file(
-        request: Request, case_id: str, file_id: int, user: UserDep, session: SessionDep
+        request: Request, case_id: str, file_id: RowId, user: UserDep, session: SessionDep
     ) -> FileResponse:
         """A stored file's bytes (audited)."""
         case = case_or_404(session, user, case_id)

@@ -42,6 +42,7 @@ from shindan.service.settings import Settings
 MANIFEST_FORMAT = "shindan-deid-export"
 SHA256 = re.compile(r"[0-9a-f]{64}")
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+MODALITY = re.compile(r"[A-Za-z0-9_-]{0,32}")
 
 
 @dataclass(frozen=True)
@@ -136,8 +137,8 @@ def _file_entry(i: int, item: object) -> dict:
     if size == 0 and sha != EMPTY_SHA256:
         raise IntakeError(f"{where}: an empty file's sha256 is {EMPTY_SHA256}")
     modality = item.get("modality")
-    if modality is not None and (not isinstance(modality, str) or len(modality) > 32):
-        raise IntakeError(f"{where}: modality must be a short string")
+    if modality is not None and (not isinstance(modality, str) or not MODALITY.fullmatch(modality)):
+        raise IntakeError(f"{where}: modality must be up to 32 letters, digits, '_' or '-'")
     return {"path": path, "sha256": sha, "size": size, "cases": cases, "modality": modality}
 
 
@@ -154,6 +155,8 @@ def parse_manifest(text: bytes, site: str, limits: Limits = Limits()) -> tuple[d
     """
     if len(text) > limits.manifest_bytes:
         raise TooLarge(f"manifest larger than {limits.manifest_bytes} bytes")
+    if b"\x00" in text or b"\\u0000" in text:
+        raise IntakeError("manifest contains NUL characters")
     try:
         manifest = json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

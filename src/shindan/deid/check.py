@@ -47,8 +47,8 @@ PSEUDONYM = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}-[A-Z2-7]{10}$")
 
 PATTERNS = {
     "phone number": re.compile(
-        r"(?<![\d.])(0\d{1,4}-\d{1,4}-\d{3,4}|0[5789]0-?\d{4}-?\d{4}"
-        r"|\+\d{1,3}[ -]\d{1,4}[ -]\d{2,4}[ -]\d{3,4}|\(\d{3}\) ?\d{3}-\d{4})(?![\d.])"
+        r"(?<![A-Za-z0-9.])(0\d{1,4}-\d{1,4}-\d{3,4}|0[5789]0-?\d{4}-?\d{4}"
+        r"|\+\d{1,3}[ -]\d{1,4}[ -]\d{2,4}[ -]\d{3,4}|\(\d{3}\) ?\d{3}-\d{4})(?![A-Za-z0-9.])"
     ),
     "e-mail address": re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+"),
     "identifier label": re.compile(
@@ -112,13 +112,36 @@ class Known:
         return bool(_DATE_VALUE.match(self.value.strip()))
 
 
-def known_from_table(table) -> list[Known]:
-    """The identifiers of every row of a :class:`~shindan.deid.linkage.LinkageTable`."""
+def known_from_table(table, secret: bytes | None = None, cases=None) -> list[Known]:
+    """The identifiers of the rows of a :class:`~shindan.deid.linkage.LinkageTable` (all, or
+    those of ``cases``).
+
+    With the site ``secret``, an original date that equals one of the same patient's dates
+    after the shift is left out: the export holds that value legitimately (a patient seen
+    on two days exactly one shift apart), so finding it proves nothing.
+    """
+    from shindan.deid.pseudonyms import Pseudonymiser
+
     out = []
     for row in table.rows.values():
+        if cases is not None and row.pseudonym not in cases:
+            continue
+        values = [(key, v) for key, vs in row.identifiers.items() for v in vs]
+        shifted: set[str] = set()
+        if secret is not None:
+            pseudo = Pseudonymiser(secret, row.site)
+            for _, v in values:
+                if re.fullmatch(r"\d{8}(\d{2,}.*)?", v.strip()):
+                    try:
+                        shifted.add(pseudo.shift_date(v.strip()[:8], row.patient_id))
+                    except ValueError:  # not a calendar date
+                        continue
         out.append(Known("PatientID", row.patient_id, row.pseudonym))
-        for key, values in row.identifiers.items():
-            out.extend(Known(key, v, row.pseudonym) for v in values)
+        out.extend(
+            Known(key, v, row.pseudonym)
+            for key, v in values
+            if not (v.strip()[:8] in shifted and Known(key, v).is_date)
+        )
     return out
 
 
@@ -576,7 +599,7 @@ def _json(path: Path, scan: _Scan) -> None:
         elif isinstance(v, list):
             for i, x in enumerate(v):
                 walk(x, f"{where}[{i}]")
-        elif isinstance(v, str):
+        elif isinstance(v, str) and not where.endswith("sha256"):
             # patterns per string; known values by the byte search (a manifest has a few
             # strings per file, times every patient's values would be quadratic)
             scan.text(_Text(where, v, True, where.rsplit(".", 1)[-1], needles=False))

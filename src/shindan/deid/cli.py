@@ -205,8 +205,8 @@ def check(
         raise InputError(f"{folder}: no such folder")
     known = []
     if link_table is not None and key_file is not None:
-        table = load_table(link_table, load_key(key_file), must_exist=True)
-        known = known_from_table(table)
+        secret = load_key(key_file)
+        known = known_from_table(load_table(link_table, secret, must_exist=True), secret)
     findings = check_export(folder, known)
     for f in findings:
         print(f)

@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shindan.deid.check import EXPORT_NAME, Known, check_export
+from shindan.deid.check import EXPORT_NAME, Known, check_export, known_from_table
 from shindan.deid.linkage import (
     LinkageTable,
     check_outside,
@@ -493,15 +493,10 @@ def _sanitise(reason: str, src: Path, inputs: Sequence[Path], stage: Path) -> st
     return " ".join(reason.split())
 
 
-def _known(table: LinkageTable, cases: set[str], extra: list[Exported]) -> list[Known]:
-    out = []
-    for case in cases:
-        row = table.rows.get(case)
-        if row is None:
-            continue
-        out.append(Known("PatientID", row.patient_id, case))
-        for key, values in row.identifiers.items():
-            out.extend(Known(key, v, case) for v in values)
+def _known(
+    table: LinkageTable, secret: bytes, cases: set[str], extra: list[Exported]
+) -> list[Known]:
+    out = known_from_table(table, secret, cases)
     for r in extra:  # multi-patient DICOMDIRs: their values, searched everywhere
         first = r.case.split(",")[0] or None
         out.extend(Known(k, v, first) for k, v in r.identifiers.values.items())
@@ -601,7 +596,7 @@ def export(
             multi = [r for r in run.exported if "," in r.case]
             if progress:
                 print(f"deid: checking {len(run.exported)} files for identifiers", file=sys.stderr)
-            findings = check_export(stage, _known(table, cases, multi))
+            findings = check_export(stage, _known(table, secret, cases, multi))
             if findings:
                 shown = "; ".join(str(f) for f in findings[:3])
                 more = f" (and {len(findings) - 3} more)" if len(findings) > 3 else ""

@@ -140,7 +140,7 @@ def test_every_pydicom_test_file(tmp_path):
     table = load_table(tmp_path / "link.table", SECRET)
     from shindan.deid.check import known_from_table
 
-    assert check_export(out, known_from_table(table)) == []
+    assert check_export(out, known_from_table(table, SECRET)) == []
     datasets = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

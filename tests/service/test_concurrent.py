@@ -1,4 +1,4 @@
-"""Many uploads at once against a real ``shindan serve`` (bounded, loopback): every upload is
+"""100 uploads, 16 at a time, against a real ``shindan serve`` (loopback): every upload is
 stored, every content once, checksums match; on SQLite and PostgreSQL."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from shindan.service.db import open_service
 from .conftest import free_port
 from .test_serve import SHINDAN, wait_up
 
-CLIENTS = 24
+CLIENTS = 100
 
 
 def request(method: str, url: str, token: str, body: bytes | None = None) -> tuple[int, dict]:
@@ -86,7 +86,7 @@ def test_concurrent_uploads(service_dir, tmp_path):
     )  # fmt: skip
     try:
         wait_up(process, base)
-        with ThreadPoolExecutor(max_workers=12) as pool:
+        with ThreadPoolExecutor(max_workers=16) as pool:
             states = list(pool.map(lambda e: upload(base, token, e), exports))
         assert states == ["stored"] * CLIENTS
         status, cases = request("GET", f"{base}/api/cases?limit=1000", token)

@@ -131,3 +131,17 @@ def test_argmax_first_axis_matches_numpy():
     x[1, :4] += 10
     x[3, :4] += 10
     np.testing.assert_array_equal(argmax_first_axis(x), x.argmax(0))
+
+
+def test_box_any_matches_a_brute_force_look():
+    """predict_array's tile filter: a True pixel in the (clipped) box, boxes may stick out."""
+    from shindan.engine.tiled import _box_any
+
+    rng = np.random.default_rng(5)
+    mask = rng.random((37, 53)) > 0.995
+    wanted = _box_any(mask)
+    for _ in range(300):
+        r0, c0 = rng.integers(-20, 60, 2)
+        r1, c1 = r0 + rng.integers(0, 30), c0 + rng.integers(0, 30)
+        ref = mask[max(r0, 0) : max(r1, 0), max(c0, 0) : max(c1, 0)].any()
+        assert wanted(r0, r1, c0, c1) == ref

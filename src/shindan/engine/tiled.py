@@ -424,11 +424,11 @@ def predict_array(
     if where is not None:
         if where.shape != (h, w):
             raise ValueError(f"where has shape {where.shape}, the image {(h, w)}")
-        count = _box_counter(where)
+        wanted = _box_any(where)
 
         def keep(r: int, c: int) -> bool:
             x, y = grid.origin(r, c)
-            return count(y - reach, y + card.size + reach, x - reach, x + card.size + reach) > 0
+            return wanted(y - reach, y + card.size + reach, x - reach, x + card.size + reach)
 
     run_tiles(
         reader,
@@ -443,19 +443,22 @@ def predict_array(
     return sink.probs
 
 
-def _box_counter(mask: np.ndarray) -> Callable[[int, int, int, int], int]:
-    """``count(r0, r1, c0, c1)``: True pixels of ``mask`` in rows [r0, r1), columns [c0, c1)
-    (clipped to the mask), in constant time from a summed-area table."""
-    h, w = mask.shape
-    table = np.zeros((h + 1, w + 1), np.int64)
-    np.cumsum(np.cumsum(mask, axis=0), axis=1, out=table[1:, 1:])
+def _box_any(mask: np.ndarray) -> Callable[[int, int, int, int], bool]:
+    """``wanted(r0, r1, c0, c1)``: whether ``mask`` holds a True pixel in rows [r0, r1),
+    columns [c0, c1) (clipped to the mask).
 
-    def count(r0: int, r1: int, c0: int, c1: int) -> int:
+    A direct look at the box: the tiles' boxes cover the image about once, so this costs
+    less than the summed-area table it replaces (two int64 cumulative sums of the whole
+    mask, 5% of a kidney analysis).
+    """
+    h, w = mask.shape
+
+    def wanted(r0: int, r1: int, c0: int, c1: int) -> bool:
         r0, r1 = min(max(r0, 0), h), min(max(r1, 0), h)
         c0, c1 = min(max(c0, 0), w), min(max(c1, 0), w)
-        return int(table[r1, c1] - table[r0, c1] - table[r1, c0] + table[r0, c0])
+        return bool(mask[r0:r1, c0:c1].any())
 
-    return count
+    return wanted
 
 
 @dataclass

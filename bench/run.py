@@ -333,6 +333,11 @@ def bench_kidney_analyze(inputs: list[tuple[str, Path, float | None]], batch: in
     from shindan.kidney.pipeline import KidneyModels, analyze_case
 
     models = KidneyModels.load()
+    versions = ", ".join(
+        f"{p.card.name} {p.card.version}"
+        for p in (models.compartments, models.nuclei, models.glomerulosclerosis)
+        if p is not None
+    )
     shipped = load_predictor("kidney-compartments", models.compartments.backend)
     yardstick = load_predictor(str(plain_export("kidney-compartments")), "onnx")
     tiles = _tiles(_phantom(12000), shipped.card, 16)
@@ -359,6 +364,7 @@ def bench_kidney_analyze(inputs: list[tuple[str, Path, float | None]], batch: in
                 * rate
                 / (TARGET_S_PER_MM2 * TARGET_BARE_TILES_PER_S),
                 "stages_s": " ".join(f"{k} {v:.1f}" for k, v in t.items()),
+                "models": versions,
             }
         )
     return rows

@@ -123,7 +123,9 @@ def test_nuclei_without_test_time_views_agree_on_a_real_image(shared_data):
     monuseg = shared_data / "nuclei" / "monuseg-train"
     image = read_rgb(monuseg / "images" / "TCGA-21-5786-01Z-00-DX1.jpg")[:512, :512]
     with_views = load_predictor("nuclei", "onnx")
-    assert with_views.tta  # the shipped card has views: else this test checks nothing
+    if not with_views.tta:  # nuclei 2.0.0: validated and tuned without views, run as such
+        assert KidneyModels.load(nuclei_views=True).nuclei.tta == ()
+        pytest.skip("the shipped nuclei card has no test-time views to drop")
     plain = load_predictor("nuclei", "onnx")
     plain.tta = ()
     a = segment_nuclei(image, 0.2527, predictor=with_views)

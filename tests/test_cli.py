@@ -41,6 +41,14 @@ def test_version_and_help():
         assert "Usage" in h.stdout
 
 
+def test_bare_group_prints_help_without_an_empty_error():
+    # `shindan stats` with no sub-command: the group's help, and no "error: " line with nothing after it
+    for group in ("kidney", "stats", "deid", "annotations", "admin"):
+        p = run(group)
+        assert "Usage" in p.stdout, (group, p.stdout)
+        assert not [ln for ln in p.stderr.splitlines() if ln.strip() == "error:"], (group, p.stderr)
+
+
 def test_info_json(shared_data):
     p = run("info", str(shared_data / "slides" / "CMU-1-Small-Region.svs"))
     assert p.returncode == 0, p.stderr

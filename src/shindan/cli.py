@@ -97,7 +97,7 @@ def _command_name() -> str:
     args = [a for a in sys.argv[1:] if not a.startswith("-")]
     depth = (
         2
-        if args and args[0] in ("kidney", "nuclei", "classify", "ct", "stats", "annotations")
+        if args and args[0] in ("kidney", "nuclei", "classify", "ct", "stats", "annotations", "deid", "admin")
         else 1
     )
     return " ".join(["shindan", *args[:depth]])
@@ -137,5 +137,6 @@ def main() -> None:
         sys.exit(130)
     except typer.exceptions.TyperException as exc:  # usage errors: bad option, missing argument
         message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
-        print(f"error: {' '.join(message.split())}", file=sys.stderr)
+        if message.strip():  # a group run bare has printed its help already: no empty error line
+            print(f"error: {' '.join(message.split())}", file=sys.stderr)
         sys.exit(2)

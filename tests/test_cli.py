@@ -42,7 +42,7 @@ def test_version_and_help():
 
 
 def test_bare_group_prints_help_without_an_empty_error():
-    # `shindan stats` with no sub-command: the group's help, and no "error: " line with nothing after it
+    # `shindan stats` without a sub-command: its help, and no "error: " line with nothing after it
     for group in ("kidney", "stats", "deid", "annotations", "admin"):
         p = run(group)
         assert "Usage" in p.stdout, (group, p.stdout)

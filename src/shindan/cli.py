@@ -95,11 +95,8 @@ def _terminated(signum: int, frame: object) -> None:
 def _command_name() -> str:
     # "shindan classify train" / "shindan explain" from argv, for messages about a command
     args = [a for a in sys.argv[1:] if not a.startswith("-")]
-    depth = (
-        2
-        if args and args[0] in ("kidney", "nuclei", "classify", "ct", "stats", "annotations", "deid", "admin")
-        else 1
-    )
+    groups = ("kidney", "nuclei", "classify", "ct", "stats", "annotations", "deid", "admin")
+    depth = 2 if args and args[0] in groups else 1
     return " ".join(["shindan", *args[:depth]])
 
 

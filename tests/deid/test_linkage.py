@@ -125,3 +125,26 @@ def test_exports_log_survives_merge(tmp_path: Path):
     u.exports.append({"time": "t2", "out": "/y", "files": 2})
     save_table(path, u, SECRET)
     assert [e["time"] for e in load_table(path, SECRET).exports] == ["t1", "t2"]
+
+
+def _save_one(path: str, index: int) -> None:
+    table = LinkageTable()
+    table.record(
+        f"SITE-{index:010d}", "SITE", Identifiers(f"PID-{index}", {}), "2026-01-01T00:00:00Z"
+    )
+    save_table(path, table, SECRET)
+
+
+def test_concurrent_exports_keep_every_row(tmp_path):
+    # eight processes write the same table at once: the folder lock serialises read-merge-write
+    import multiprocessing
+
+    path = tmp_path / "link.table"
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_save_one, args=(str(path), i)) for i in range(8)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    assert sorted(load_table(path, SECRET).rows) == [f"SITE-{i:010d}" for i in range(8)]

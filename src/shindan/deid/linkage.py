@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import fcntl
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -210,12 +214,26 @@ def save_table(path: str | Path, table: LinkageTable, secret: bytes) -> None:
     """Encrypt and write ``table`` to ``path`` atomically, merged with what the file holds
     now (another export may have added rows since it was read); mode 0600."""
     path = Path(path)
-    current = load_table(path, secret)
-    current.merge(table)
-    token = _fernet(secret).encrypt(json.dumps(current.to_json(), ensure_ascii=False).encode())
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(MAGIC + token + b"\n")
-        tmp.chmod(0o600)  # it re-identifies patients: owner only
+    with _locked_folder(path.parent):
+        current = load_table(path, secret)
+        current.merge(table)
+        token = _fernet(secret).encrypt(json.dumps(current.to_json(), ensure_ascii=False).encode())
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(MAGIC + token + b"\n")
+            tmp.chmod(0o600)  # it re-identifies patients: owner only
+
+
+@contextmanager
+def _locked_folder(folder: Path) -> Iterator[None]:
+    # Two exports finishing together must not each write the table they read (one's rows
+    # would be lost): read-merge-write holds an exclusive lock on the table's folder, which
+    # needs no extra file beside the table.
+    fd = os.open(folder if str(folder) else ".", os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def check_outside(path: str | Path, folder: str | Path, option: str) -> None:

@@ -370,6 +370,20 @@ def bench_kidney_analyze(inputs: list[tuple[str, Path, float | None]], batch: in
     return rows
 
 
+def other_sections(path: Path, titles: list[str]) -> str:
+    """The ``## `` sections of an existing BENCHMARKS.md that this script does not write
+    (other measurements, e.g. start-up and install), verbatim, to keep after its own."""
+    if not path.exists():
+        return ""
+    ours = {t.split("(")[0].split(":")[0].strip() for t in titles} | {"TIAToolbox comparison"}
+    kept = []
+    for part in path.read_text().split("\n## ")[1:]:
+        title = part.split("\n", 1)[0]
+        if title.split("(")[0].split(":")[0].strip() not in ours:
+            kept.append("\n## " + part.rstrip("\n") + "\n")
+    return "".join(kept)
+
+
 def _load() -> str:
     one, five, fifteen = os.getloadavg()
     return f"{one:.1f} / {five:.1f} / {fifteen:.1f}"
@@ -504,6 +518,7 @@ def main() -> None:
         f"end, on {os.cpu_count()} cores shared with other jobs.\n"
     )
     text = head + "".join(f"\n## {t}\n\n{b}\n" for t, b in sections)
+    text += other_sections(args.out, [t for t, _ in sections])
     args.out.write_text(text)
     print(text)
 

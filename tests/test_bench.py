@@ -94,3 +94,16 @@ def test_bf16_rows_only_on_cpus_with_native_bf16(monkeypatch):
     assert b._bf16() == ()
     monkeypatch.setattr(backends, "bf16_supported", lambda: True)
     assert b._bf16() == ("torch-bf16",)
+
+
+def test_other_sections_of_benchmarks_md_are_kept(tmp_path):
+    """A rewrite of BENCHMARKS.md keeps sections other measurements added, not its own."""
+    b = bench_module()
+    md = tmp_path / "BENCHMARKS.md"
+    md.write_text(
+        "# Benchmarks\n\nold head\n\n## Pipeline efficiency (old title; target ≥ 0.85)\n\n"
+        "| old |\n\n## Start-up and install (targets: x)\n\nkept text\n| a |\n"
+    )
+    kept = b.other_sections(md, ["Pipeline efficiency (end-to-end; target ≥ 0.85)"])
+    assert kept == "\n## Start-up and install (targets: x)\n\nkept text\n| a |\n"
+    assert b.other_sections(tmp_path / "missing.md", []) == ""

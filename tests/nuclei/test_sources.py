@@ -162,6 +162,7 @@ def test_sources_with_the_same_image_stem_are_refused(tmp_path: Path) -> None:
         ),
         ([], "give IMAGES with --annotations and --mpp, or --source"),
         (["--mpp", "0.25"], "--annotations and --mpp belong to IMAGES"),
+        (["--model-version", "2.0-beta"], "--model-version must be dot-separated numbers"),
     ],
 )
 def test_train_cli_refuses_bad_options(tmp_path: Path, extra: list[str], msg: str) -> None:
@@ -188,6 +189,7 @@ def test_train_cli_pretrained_encoder_recorded_in_the_card(tmp_path: Path) -> No
     args = ["train", "--source", f"{tmp_path}/img:{tmp_path}/inst:0.25"]
     args += ["--out", str(tmp_path / "m"), "--target-mpp", "0.25", "--val", "b", "-q"]
     args += ["--pretrained", "efficientnet-lite0", "--decoder-channels", "16,8,8,8,8"]
+    args += ["--model-version", "2.0.0"]
     args += ["--steps", "1", "--batch-size", "2", "--tile", "64", "--lr", "1e-9"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -200,6 +202,7 @@ def test_train_cli_pretrained_encoder_recorded_in_the_card(tmp_path: Path) -> No
     command = card.data["training"]["command"]
     assert "--pretrained efficientnet-lite0" in command and "--source" in command
     assert "--encoder" not in command
+    assert card.version == "2.0.0" and "--model-version 2.0.0" in command
     # the saved encoder is the ImageNet one (lr 1e-9: one step moves nothing visible)
     stem = load_network(card).encoder.model.conv_stem.weight
     ref = pretrained_state_dict("efficientnet-lite0")["conv_stem.weight"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import shlex
 import sys
 from pathlib import Path
@@ -11,7 +10,12 @@ from typing import Annotated
 import typer
 
 from shindan.errors import InputError
-from shindan.util.card_options import DomainStainOpt, TissueOpt
+from shindan.util.card_options import (
+    DomainStainOpt,
+    ModelVersionOpt,
+    TissueOpt,
+    check_model_version,
+)
 
 app = typer.Typer(
     help="Train, evaluate and run image classifiers.",
@@ -57,13 +61,7 @@ def train(
     ],
     out: Annotated[Path, typer.Option("--out", help="Model folder to write (card.json, weights).")],
     name: Annotated[str, typer.Option(help="Model name (lower-case, digits, '-').")] = "classifier",
-    model_version: Annotated[
-        str,
-        typer.Option(
-            "--model-version",
-            help="Version written to the model card, dot-separated numbers (e.g. 2.1).",
-        ),
-    ] = "1.0",
+    model_version: ModelVersionOpt = None,
     arch: Annotated[
         str | None,
         typer.Option(
@@ -194,10 +192,7 @@ def train(
     from shindan.engine.tta import check_views
 
     views = check_views([v.strip() for v in tta.split(",") if v.strip()] if tta else [])
-    if not re.fullmatch(r"\d+(\.\d+){0,3}", model_version):
-        raise InputError(
-            f"--model-version must be dot-separated numbers (e.g. 2.1), got {model_version!r}"
-        )
+    check_model_version(model_version)
     if size < 32:
         raise InputError(f"--size must be at least 32, got {size}")
     if not 0.0 <= fade < 1.0:
@@ -220,7 +215,7 @@ def train(
         raise InputError(f"--sensitivity must be in [0, 1], got {sensitivity}")
     opts = TrainOptions(
         name=name,
-        version=model_version,
+        version=model_version or "1.0",
         arch=arch,
         size=size,
         classes=_split_classes(classes),

@@ -11,7 +11,12 @@ import typer
 from shindan.errors import InputError
 from shindan.io.inputs import SLIDE_SUFFIXES, expand_inputs, unique_names
 from shindan.models.card import DEFAULT_ENCODER
-from shindan.util.card_options import DomainStainOpt, TissueOpt
+from shindan.util.card_options import (
+    DomainStainOpt,
+    ModelVersionOpt,
+    TissueOpt,
+    check_model_version,
+)
 from shindan.util.segmenter_options import (
     DEFAULT_DECODER_TEXT,
     BatchSizeOpt,
@@ -211,6 +216,7 @@ def train(
     licence: Annotated[str, typer.Option(help="Licence note for the card.")] = "",
     domain_stain: DomainStainOpt = None,
     tissue: TissueOpt = "",
+    model_version: ModelVersionOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Train or fine-tune a nucleus model on images with masks and/or instance polygons."""
@@ -235,6 +241,7 @@ def train(
     for a in annotations:
         if not a.exists():
             raise InputError(f"{a}: no such file or folder")
+    check_model_version(model_version)
     if boundary_px < 1 or boundary_weight <= 0:
         raise InputError("--boundary-px must be >= 1 and --boundary-weight > 0")
     if not 0 <= core < 1:
@@ -288,6 +295,7 @@ def train(
         *([f"--licence {q(licence)}"] if licence else []),
         *[f"--domain-stain {q(s)}" for s in domain_stain or []],
         *([f"--tissue {q(tissue)}"] if tissue else []),
+        *([f"--model-version {model_version}"] if model_version else []),
     ]
     command = " ".join(parts)
     held = [s for s in holdout.split(",") if s]
@@ -317,6 +325,7 @@ def train(
         licence=licence,
         stains=list(domain_stain or []),
         tissue=tissue,
+        version=model_version,
         progress=not quiet,
     )
     with atomic_path(out / "training_log.json") as tmp:

@@ -473,6 +473,7 @@ def train_nuclei(
     licence: str = "",
     stains: Sequence[str] = (),
     tissue: str = "",
+    version: str | None = None,
     log: Callable[[str], None] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -627,6 +628,8 @@ def train_nuclei(
         card["training"]["init"] = init_record(pretrained)
     if init:
         card = as_fine_tune(card, base)
+    if version:  # --model-version: the card's version, for a new model or a fine-tune
+        card["version"] = version
     # the checkpoint is chosen on validation images; without any, on (a few) training images
     val_tiles: Any = [(s.image, s.target) for s in (val_samples or train[:4])]
     val_groups = _groups(val_items)

@@ -608,3 +608,28 @@ def test_mpp_from_the_file_wins_and_is_said(tmp_path: Path) -> None:
     bare = tmp_path / "bare.json"
     get_format("labelme").write(sample().replace(mpp=None), bare, FormatOptions())
     assert convert(bare, tmp_path / "c.geojson", mpp=0.5).annotations.mpp == 0.5
+
+
+def test_alias_rename_is_a_note(tmp_path: Path) -> None:
+    # a user's "Stroma" becomes the built-in "interstitium": the user must be told
+    src = tmp_path / "a.geojson"
+    feats = [
+        {
+            "type": "Feature",
+            "geometry": {
+                "type": "Polygon",
+                "coordinates": [[[x, x], [x + 5, x], [x, x + 5], [x, x]]],
+            },
+            "properties": {"objectType": "annotation", "classification": {"name": name}},
+        }
+        for x, name in ((0, "Stroma"), (10, "Glomerulus"), (20, "Tumor"))
+    ]
+    src.write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
+    r = convert(src, tmp_path / "a.xml", target_format="imagescope")
+    renames = [n for n in r.notes if "mapped through" in n]
+    assert renames == [
+        "class names mapped through the built-in vocabulary: Stroma -> interstitium "
+        "(give --vocabulary FILE to keep other names)"
+    ]
+    back = convert(tmp_path / "a.xml", tmp_path / "b.geojson")
+    assert not [n for n in back.notes if "mapped through" in n]

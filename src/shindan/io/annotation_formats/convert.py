@@ -164,6 +164,20 @@ def convert(
     anns = in_fmt.read(src, options)
     objects = [o.replace(label=vocab.canonical(o.label or label)) for o in anns.objects]
     notes: list[str] = []
+    # an alias renames a user's class (Stroma -> interstitium): say so, never silently
+    # (a change of case, or the format's own name for the class, is no news)
+    renamed = {
+        (o.label or label, new.label)
+        for o, new in zip(anns.objects, objects, strict=True)
+        if (o.label or label).casefold() != new.label.casefold()
+        and (o.label or label) != vocab.output_name(new.label, in_fmt.name)
+    }
+    if renamed:
+        pairs = ", ".join(f"{old} -> {new}" for old, new in sorted(renamed))
+        notes.append(
+            f"class names mapped through {vocab.source}: {pairs} "
+            "(give --vocabulary FILE to keep other names)"
+        )
     known_size = anns.image_size or image_size or size
     if anns.image_size and image_size and tuple(anns.image_size) != tuple(image_size):
         raise AnnotationError(

@@ -726,4 +726,8 @@ def create_app(database: Database, limits: Limits = Limits()) -> FastAPI:
             filename=entry.path.rsplit("/", 1)[-1],
         )
 
+    from shindan.service import jobs_api  # AI tasks run as jobs by workers
+
+    app.include_router(jobs_api.router(settings, get_session, current_user, case_or_404))
+
     return app

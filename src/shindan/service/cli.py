@@ -306,11 +306,14 @@ def register_serve(root: typer.Typer) -> None:
         ray: Annotated[
             str | None, typer.Option("--ray", help="Run jobs on this Ray cluster (ADDRESS).")
         ] = None,
+        workers: Annotated[
+            int, typer.Option("--workers", help="Local worker processes running jobs.", min=0)
+        ] = 1,
     ) -> None:
         """The platform service: the API under /api/ (OpenAPI at /openapi.json) and the web page.
 
         Keeps its database (SQLite by default) and files in --data; upgrades the database
-        schema at start. Ctrl-C stops it.
+        schema at start; runs AI jobs in --workers local processes. Ctrl-C stops it.
         """
         if ray is not None:
             _check_ray(ray)
@@ -328,11 +331,49 @@ def register_serve(root: typer.Typer) -> None:
             f"shindan serve: http://{shown}:{port}/ (data {settings.data}, "
             f"database {settings.dialect}); Ctrl-C stops"
         )
+        from shindan.service.worker import start_workers, stop_workers
+
+        pool = start_workers(settings.data, workers)
         try:
             run_server(application, host=host, port=port)
         finally:
+            stop_workers(pool)
             database.close()
         _say("shindan serve: stopped")
+
+    @root.command()
+    def worker(
+        data: Data,
+        db: Db = None,
+        lease_seconds: Annotated[
+            float,
+            typer.Option(
+                "--lease-seconds",
+                help="A claimed job returns to the queue this long after the worker's last "
+                "heartbeat (its worker died).",
+                min=1,
+            ),
+        ] = 30,
+        poll_seconds: Annotated[
+            float, typer.Option("--poll-seconds", help="Seconds between looks at an empty queue.")
+        ] = 1.0,
+    ) -> None:
+        """Run AI jobs of a service (more workers beside `shindan serve`'s); Ctrl-C stops.
+
+        A job running when it stops is queued again for another worker.
+        """
+        from datetime import timedelta
+
+        from shindan.service.db import open_service
+        from shindan.service.worker import run_worker
+
+        database = open_service(data, db, create=False)
+        _say(f"shindan worker: jobs of {database.settings.data}; Ctrl-C stops")
+        try:
+            run_worker(database, timedelta(seconds=lease_seconds), max(poll_seconds, 0.05))
+        finally:
+            database.close()
+        _say("shindan worker: stopped")
 
 
 def register_upload(root: typer.Typer) -> None:

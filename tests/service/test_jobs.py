@@ -232,3 +232,99 @@ def test_killed_worker_job_is_retried_with_the_same_outputs(api):
     theirs = job_folder(api.database, reference["id"]) / "outputs" / "predictions.csv"
     assert ours == theirs.read_bytes()
     assert ours.count(b"\n") == 241
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads processes from /proc")
+def test_serve_runs_jobs_in_its_workers(tmp_path):
+    import json
+    import urllib.request
+
+    from shindan.service import accounts
+    from shindan.service.cases import add_case
+    from shindan.service.db import open_service
+
+    from .conftest import free_port
+
+    images = _images(3)
+    data = tmp_path / "svc"
+    database = open_service(data)
+    with database.session() as session:
+        accounts.add_site(session, "kyoto")
+        accounts.add_user(session, "ana", "kyoto", "uploader")
+        token = accounts.issue_token(session, "ana")[1]
+        case_id = add_case(session, accounts.get_site(session, "kyoto"), "K1", "test").public_id
+
+    class _Api:  # what _store needs
+        pass
+
+    holder = _Api()
+    holder.database = database
+    _store(holder, case_id, images)
+    database.close()
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    shindan = str(Path(sys.executable).with_name("shindan"))
+    serve = subprocess.Popen(
+        [shindan, "serve", "--data", str(data), "--port", str(port), "--workers", "2"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def call(method: str, path: str, body: dict | None = None) -> dict:
+        request = urllib.request.Request(
+            base + path,
+            data=json.dumps(body).encode() if body is not None else None,
+            method=method,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return json.loads(answer.read())
+
+    try:
+        _wait(lambda: _answers(base), 60, "shindan serve")
+        workers = _children(serve.pid)
+        assert len(workers) == 2
+        job = call(
+            "POST", f"/api/cases/{case_id}/jobs", {"task": "classify predict", "model": "wbc"}
+        )
+        assert job["state"] == "queued"
+        _wait(lambda: call("GET", f"/api/jobs/{job['id']}")["state"] == "done", 60, "the job")
+        assert call("GET", f"/api/jobs/{job['id']}")["outputs"] == ["predictions.csv"]
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(timeout=60)
+    # the workers stop with the service
+    assert not [pid for pid in workers if _alive(pid)]
+
+
+def _answers(base: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{base}/api/health", timeout=2) as answer:
+            return answer.status == 200
+    except OSError:
+        return False

@@ -181,6 +181,8 @@ def check_request(task: str, model: str | None, params: dict | None) -> tuple[Ta
     models = spec.models()
     if model is None and len(models) == 1:
         model = next(iter(models))
+    if model is None:
+        raise JobError(f"task {task} needs a model (models: {', '.join(models)})")
     if model not in models:
         raise JobError(f"task {task} does not run model {model} (models: {', '.join(models)})")
     known = {p.name: p for p in spec.params}

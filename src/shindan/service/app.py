@@ -331,7 +331,8 @@ def create_app(database: Database, limits: Limits = Limits()) -> FastAPI:
         response = await call_next(request)
         response.headers.update(SECURITY_HEADERS)
         if path.startswith("/api/"):
-            response.headers["Cache-Control"] = "no-store"  # case data stays out of caches
+            # case data stays out of caches, unless a route says how (tiles: private, revalidated)
+            response.headers.setdefault("Cache-Control", "no-store")
         return response
 
     def get_session() -> Iterator[Session]:
@@ -670,7 +671,7 @@ def create_app(database: Database, limits: Limits = Limits()) -> FastAPI:
         with upload_lock(upload_id):
             upload = upload_or_404(session, user, upload_id, lock=True)
             try:
-                upload = complete_upload(session, settings, upload, user, client(request))
+                upload = complete_upload(session, settings, upload, user, client(request), limits)
                 session.commit()
             except IntakeError as exc:
                 raise intake_error(exc) from None
@@ -725,6 +726,13 @@ def create_app(database: Database, limits: Limits = Limits()) -> FastAPI:
             media_type="application/octet-stream",
             filename=entry.path.rsplit("/", 1)[-1],
         )
+
+    from shindan.service import tiles  # the viewer's Deep Zoom tiles
+
+    app.state.tiles = tiles.TileService(settings)
+    app.include_router(
+        tiles.router(settings, get_session, current_user, case_or_404, app.state.tiles)
+    )
 
     from shindan.service import jobs_api  # AI tasks run as jobs by workers
 

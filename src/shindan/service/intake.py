@@ -53,6 +53,10 @@ class Limits:
     chunk_bytes: int = 64 * 2**20
     upload_bytes: int = 200 * 2**30
     files: int = 100_000
+    # decompression-bomb guards (pixels declared by a header; see shindan.service.bombs)
+    image_pixels: int = 2**29
+    slide_pixels: int = 2**38
+    pixels_per_byte: int = 20_000
 
 
 class IntakeError(ServiceError):
@@ -310,10 +314,19 @@ def _sha256_of(path: Path) -> str:
 
 
 def complete_upload(
-    session: Session, settings: Settings, upload: Upload, user: User, client: str | None = None
+    session: Session,
+    settings: Settings,
+    upload: Upload,
+    user: User,
+    client: str | None = None,
+    limits: Limits = Limits(),
 ) -> Upload:
-    """Check the complete export and store it, or refuse it with the findings (nothing kept)."""
+    """Check the complete export and store it, or refuse it with the findings (nothing kept).
+
+    Images whose headers declare too many pixels are refused before anything decodes them.
+    """
     from shindan.deid.check import check_export
+    from shindan.service.bombs import bomb_problem
 
     if upload.state != "open":
         return upload
@@ -337,15 +350,29 @@ def complete_upload(
             part.parent.mkdir(parents=True, exist_ok=True)
             part.touch()
         os.link(part, target)
+    bombs = [
+        bomb_problem(
+            export / e.path,
+            e.path,
+            limits.image_pixels,
+            limits.slide_pixels,
+            limits.pixels_per_byte,
+        )
+        for e in upload.files
+        if not e.duplicate
+    ]
+    findings = [f"decompression-bomb guard: {b}" for b in bombs if b]
     try:
-        findings = [str(f) for f in check_export(export)]
+        # (a bomb is never handed to the check, which decodes images)
+        findings = findings or [str(f) for f in check_export(export)]
     except Exception as exc:  # noqa: BLE001 - an unreadable export is refused, not a crash
         findings = [f"the check could not read the export ({type(exc).__name__}: {exc})"[:300]]
     if findings:
         shown = "; ".join(findings[:5])
         more = f" (+{len(findings) - 5} more)" if len(findings) > 5 else ""
         upload.state = "refused"
-        upload.reason = f"deid check found {len(findings)} problem(s): {shown}{more}"
+        checker = "intake" if any(bombs) else "deid check"
+        upload.reason = f"{checker} found {len(findings)} problem(s): {shown}{more}"
         upload.finished_at = utcnow()
         shutil.rmtree(staging, ignore_errors=True)
         audit.record(

@@ -64,7 +64,7 @@ def _register_tasks() -> None:
     from shindan.ct.cli import app as ct_app
     from shindan.deid.cli import app as deid_app
     from shindan.explain.cli import register as register_explain
-    from shindan.io.annotation_formats.cli import app as annotations_app
+    from shindan.io.annotations_cli import app as annotations_app
     from shindan.kidney.cli import app as kidney_app
     from shindan.kidney.cli import register_demo
     from shindan.nuclei.cli import app as nuclei_app

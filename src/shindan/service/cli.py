@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from shindan.errors import ServiceError
-from shindan.service.models import ROLES
+from shindan.service.roles import ROLES
 
 app = typer.Typer(
     help="Service accounts: sites, users, API tokens, access grants, the audit log.",

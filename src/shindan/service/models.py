@@ -24,7 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-ROLES = ("admin", "uploader", "pathologist", "researcher")
+from shindan.service.roles import ROLES
 
 # Named constraints, so migrations can refer to them on every database.
 NAMING = {

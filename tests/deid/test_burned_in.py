@@ -254,3 +254,28 @@ def test_speckle_without_text_is_barely_touched(ocr):
     assert result.confident, result.reason
     painted = (result.pixels != speckle).mean()
     assert painted < 0.03, f"{painted:.1%} of a text-free image painted"
+
+
+def test_every_glyph_of_a_masked_line_is_covered(ocr):
+    """A screenshot line '氏名: 山田 太郎': OCR reads 山 and 太郎 but may miss 田 between them;
+    the gap between painted words of one line is painted too, so no glyph stays readable."""
+    out = subprocess.run(
+        ["fc-list", ":lang=ja", "-f", "%{file}\n"], capture_output=True, text=True
+    ).stdout.split()
+    mincho = sorted(f for f in out if "mincho" in f.lower())
+    if not mincho:
+        pytest.skip("no Japanese Mincho font installed (apt-get install fonts-ipafont-mincho)")
+    ja = ImageFont.truetype(mincho[0], 28)  # a serif face: OCR misses the lone 田 in it
+    pil = Image.new("L", (640, 240), 255)
+    d = ImageDraw.Draw(pil)
+    d.text((20, 20), "氏名: 山田 太郎", fill=0, font=ja)
+    d.text((20, 80), "ID: 12345678  1960/01/02", fill=0, font=ja)
+    img = np.asarray(pil).copy()
+    line = np.zeros(img.shape, bool)
+    for xy, text in (((20, 20), "氏名: 山田 太郎"), ((20, 80), "ID: 12345678  1960/01/02")):
+        x0, y0, x1, y1 = d.textbbox(xy, text, font=ja)
+        line[y0:y1, x0:x1] = True
+    result = mask_burned_in(img)
+    assert result.confident, result.reason
+    left = line & _outside(img.shape, result.regions) & (result.pixels < 128)
+    assert not left.any(), f"{left.sum()} glyph pixels left unpainted"

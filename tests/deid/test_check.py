@@ -166,6 +166,9 @@ def test_not_a_folder(tmp_path):
 
     with pytest.raises(InputError, match="no such folder"):
         check_export(tmp_path / "missing")
+    (tmp_path / "export.zip").write_bytes(b"PK")
+    with pytest.raises(InputError, match="export.zip: is a file; give the export folder"):
+        check_export(tmp_path / "export.zip")
 
 
 def test_many_patients_values_in_small_files(tmp_path):

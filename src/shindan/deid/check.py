@@ -666,6 +666,8 @@ def check_export(
     from shindan.errors import InputError
 
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{folder}: is a file; give the export folder")
     if not folder.is_dir():
         raise InputError(f"{folder}: no such folder")
     cases, site = _cases_by_file(folder)

@@ -201,6 +201,8 @@ def check(
 
     if (link_table is None) != (key_file is None):
         raise InputError("--link-table and --key-file go together")
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{folder}: is a file; give the export folder")
     if not folder.is_dir():
         raise InputError(f"{folder}: no such folder")
     known = []

@@ -53,8 +53,16 @@ def test_export_check_lookup(tmp_path, capsys, monkeypatch):
     case = json.loads((out / "manifest.json").read_text())["files"][0]["case"]
     assert case.startswith("KYOTO-")
 
+    assert "of 1 patient written" in err and "replaced" not in err
+
     code, stdout, _ = run(["deid", "check", str(out), *args], capsys, monkeypatch)
     assert (code, stdout) == (0, "")
+
+    # a second export to the same --out replaces the first: the user is told so
+    code, _, err = run(
+        ["deid", ct, "--out", str(out), "--site", "KYOTO", *args], capsys, monkeypatch
+    )
+    assert code == 0 and "the previous export in" in err and "was replaced" in err, err
 
     code, stdout, _ = run(["deid", "lookup", case, *args], capsys, monkeypatch)
     assert code == 0

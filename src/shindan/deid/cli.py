@@ -156,6 +156,7 @@ def export(
         clean_descriptors=clean_descriptors,
         private_allow=tuple(keep_private or ()),
     )
+    replacing = out.is_dir() and any(out.iterdir())  # only a previous export gets past checks
     r = run_export(
         inputs,
         out,
@@ -169,8 +170,11 @@ def export(
         regions=regions,
         progress=not quiet,
     )
+    if replacing:
+        print(f"deid: the previous export in {r.out} was replaced", file=sys.stderr)
+    patients = "patient" if r.cases == 1 else "patients"
     print(
-        f"deid: {r.files} files of {r.cases} patients written to {r.out} in {r.seconds:.1f} s; "
+        f"deid: {r.files} files of {r.cases} {patients} written to {r.out} in {r.seconds:.1f} s; "
         f"{len(r.held_back)} held back",
         file=sys.stderr,
     )

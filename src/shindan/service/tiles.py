@@ -48,6 +48,8 @@ TILE_SIZE = 254
 OVERLAP = 1
 FORMAT = "jpeg"
 QUALITY = 75  # OpenSlide's deepzoom example server's default
+# Deep Zoom levels at most this wide and high are made whole once, and their tiles cut out
+SMALL_LEVEL = 1024
 # names of associated images that show a patient's label: a file holding one is not served
 REFUSED_ASSOCIATED = ("label", "macro")
 # the content behind a SHA-256 is fixed: a browser may keep tiles, but asks again (If-None-Match)
@@ -165,6 +167,9 @@ class _Opened:
         self.slide = slide
         self.source = source
         self.lock = lock
+        # whole small Deep Zoom levels, each made once (see TileService._small_level)
+        self.levels: dict[int, Image.Image] = {}
+        self.levels_lock = threading.RLock()
 
 
 def _suffix(name: str) -> str:
@@ -251,6 +256,37 @@ class TileService:
         lock = None if type(slide).__name__ == "ImageSlide" else threading.Lock()
         return _Opened(slide, DeepZoom(slide), lock)
 
+    def _small_level(self, opened: _Opened, level: int) -> Image.Image:
+        """A whole Deep Zoom level of at most SMALL_LEVEL pixels a side, made once: halved
+        from the next finer one when that is small too, else read from the slide once.
+
+        Without it every tile of the coarse levels of a slide with few levels reads (and
+        resizes) the same large region again: 9 of 13 levels of a one-level 2220x2967 slide.
+        """
+        with opened.levels_lock:
+            found = opened.levels.get(level)
+            if found is not None:
+                return found
+            source, slide = opened.source, opened.slide
+            size = source.level_dimensions[level]
+            finer = level + 1
+            if finer < source.level_count and max(source.level_dimensions[finer]) <= SMALL_LEVEL:
+                image = self._small_level(opened, finer).resize(size, Image.Resampling.LANCZOS)
+            else:
+                downsample = 2 ** (source.level_count - 1 - level)
+                slide_level = slide.best_level_for_downsample(downsample)
+                whole = slide.level_dimensions[slide_level]
+                if opened.lock is not None:
+                    with opened.lock:
+                        pixels = slide.read_region((0, 0), slide_level, whole)
+                else:
+                    pixels = slide.read_region((0, 0), slide_level, whole)
+                image = Image.fromarray(pixels)
+                if image.size != size:
+                    image = image.resize(size, Image.Resampling.LANCZOS)
+            opened.levels[level] = image
+            return image
+
     def tile(self, sha256: str, name: str, level: int, col: int, row: int) -> bytes | None:
         """The JPEG bytes of a tile, or None when the address is outside the pyramid."""
         key = (sha256, level, col, row)
@@ -268,7 +304,9 @@ class TileService:
             and row < source.level_tiles[level][1]
         ):
             return None
-        if opened.lock is not None:
+        if max(source.level_dimensions[level]) <= SMALL_LEVEL:
+            image = _crop_tile(self._small_level(opened, level), level, source, col, row)
+        elif opened.lock is not None:
             with opened.lock:
                 image = source.get_tile(level, (col, row))
         else:
@@ -284,6 +322,17 @@ class TileService:
                 while self._bytes > self.cache_bytes:
                     self._bytes -= len(self._tiles.popitem(last=False)[1])
         return data
+
+
+def _crop_tile(image: Image.Image, level: int, source: TileSource, col: int, row: int):
+    # the tile of DeepZoomGenerator's arithmetic: 254 px plus the overlap on inner sides
+    cols, rows = source.level_tiles[level]
+    width, height = source.level_dimensions[level]
+    left = col * TILE_SIZE - OVERLAP * int(col > 0)
+    top = row * TILE_SIZE - OVERLAP * int(row > 0)
+    right = min((col + 1) * TILE_SIZE + OVERLAP * int(col < cols - 1), width)
+    bottom = min((row + 1) * TILE_SIZE + OVERLAP * int(row < rows - 1), height)
+    return image.crop((left, top, right, bottom))
 
 
 def dzi_xml(width: int, height: int) -> str:

@@ -330,3 +330,31 @@ def _answers(base: str) -> bool:
             return answer.status == 200
     except OSError:
         return False
+
+
+@pytest.mark.slow
+def test_stopped_worker_queues_its_job_again(api):
+    case_id = api.add_case("ana", "K1")
+    _store(api, case_id, _images(180))
+    job = _queue(api, "ana", case_id, task="classify predict", model="wbc")
+    shindan = Path(sys.executable).with_name("shindan")
+    data = api.database.settings.data
+    worker = subprocess.Popen(
+        [str(shindan), "worker", "--data", str(data), "--lease-seconds", "3"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    folder = job_folder(api.database, job["id"])
+    try:
+        _wait(lambda: (folder / "attempt-1.log").exists(), 30, "the task to start")
+        assert not (folder / "attempt-1.tmp" / "predictions.csv").exists()
+    finally:
+        worker.send_signal(signal.SIGTERM)  # what shindan serve sends its workers at exit
+        stderr = worker.communicate(timeout=30)[1]
+    assert worker.returncode == 0, stderr
+    again = _job(api, "ana", job["id"])
+    # a stop on purpose: queued again at once, no attempt used up, nothing of it kept
+    assert again["state"] == "queued" and again["attempts"] == 0, again
+    assert "worker stopped: queued again" in again["log"]
+    assert not (folder / "outputs").exists() and not (folder / "attempt-1.tmp").exists()

@@ -154,12 +154,16 @@ class Worker:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 preexec_fn=_die_with_parent,
+                # Ctrl-C at a terminal reaches the worker, which stops the task itself
+                start_new_session=True,
                 env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")},
             )
             held = self._watch(job, process)
         output = log_path.read_text("utf-8", errors="replace")
         log_path.unlink(missing_ok=True)
         log = (job.log or "") + header + output
+        if self.stopping.is_set() and process.returncode != 0:
+            held = False  # the task was stopped with its worker: not a failure of the task
         if not held:  # cancelled, taken over or stopping: nothing of this attempt is kept
             shutil.rmtree(tmp, ignore_errors=True)
             if self.stopping.is_set():

@@ -4,9 +4,12 @@ Exports a slide with ``shindan deid``, uploads it to a fresh service (``shindan 
 --workers 0`` in a subprocess), then fetches every tile of every Deep Zoom level with
 ``--clients`` concurrent HTTP clients: once cold (tile cache empty; the slide is opened by
 the descriptor request before timing) and once warm (every tile cached). Prints tiles/s and
-p50/p95 latency of each pass.
+p50/p95 latency of each pass. Then the same tiles, as often, from a minimal server built on
+openslide-python's ``DeepZoomGenerator`` as its own example (deepzoom_server.py) does: one
+generator, ``get_tile`` and JPEG quality 75 per request, no cache, no authentication (served
+by uvicorn with Starlette, as Flask is not installed).
 
-    .venv/bin/python bench/service_tiles.py [--slide PATH] [--clients 8]
+    .venv/bin/python bench/service_tiles.py [--slide PATH] [--clients 16]
 """
 
 from __future__ import annotations
@@ -57,11 +60,68 @@ def fetch_all(base: str, token: str, urls: list[str], clients: int) -> tuple[flo
     return time.perf_counter() - start, latencies
 
 
+def serve_baseline(slide: Path, port: int) -> None:
+    """openslide-python's example Deep Zoom server, reduced to one slide."""
+    import io
+
+    import openslide
+    import uvicorn
+    from openslide.deepzoom import DeepZoomGenerator
+    from starlette.applications import Starlette
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    generator = DeepZoomGenerator(openslide.OpenSlide(str(slide)), 254, 1, limit_bounds=False)
+
+    def dzi(request):
+        return Response(generator.get_dzi("jpeg"), media_type="application/xml")
+
+    def tile(request):
+        p = request.path_params
+        try:
+            image = generator.get_tile(int(p["level"]), (int(p["col"]), int(p["row"])))
+        except ValueError:
+            return Response("not found", status_code=404)
+        buffer = io.BytesIO()
+        image.save(buffer, "jpeg", quality=75)
+        return Response(buffer.getvalue(), media_type="image/jpeg")
+
+    app = Starlette(
+        routes=[
+            Route("/slide.dzi", dzi),
+            Route("/slide_files/{level}/{col}_{row}.jpeg", tile),
+        ]
+    )
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+
+def wait_up(url: str) -> None:
+    for _ in range(300):
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url}: the server did not start")
+
+
+def report(name: str, count: int, seconds: float, latencies: list[float]) -> None:
+    q = statistics.quantiles(latencies, n=20)
+    print(
+        f"{name}: {count / seconds:.0f} tiles/s ({seconds:.2f} s), latency p50 "
+        f"{statistics.median(latencies) * 1000:.1f} ms, p95 {q[18] * 1000:.1f} ms"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--slide", type=Path, default=DEFAULT_SLIDE)
-    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--serve-baseline", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_baseline:
+        serve_baseline(args.slide, args.serve_baseline)
+        return
     if not args.slide.exists():
         sys.exit(f"error: {args.slide}: no such file (the shared data is absent)")
     from shindan.deid.export import export
@@ -93,14 +153,7 @@ def main() -> None:
             stderr=subprocess.DEVNULL,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-        for _ in range(300):
-            try:
-                if httpx.get(f"{base}/api/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            raise RuntimeError("the server did not start")
+        wait_up(f"{base}/api/health")
         upload = upload_export(out, base, token, progress=False)
         assert upload["state"] == "stored", upload
         headers = {"Authorization": f"Bearer {token}"}
@@ -125,13 +178,25 @@ def main() -> None:
             f"{len(urls)} tiles, {args.clients} concurrent clients, cores {os.cpu_count()}; "
             f"descriptor (opens the slide) {first * 1000:.0f} ms"
         )
+        results = {}
         for name in ("cold", "warm"):
-            seconds, latencies = fetch_all(base, token, urls, args.clients)
-            q = statistics.quantiles(latencies, n=20)
-            print(
-                f"{name}: {len(urls) / seconds:.0f} tiles/s ({seconds:.2f} s), latency p50 "
-                f"{statistics.median(latencies) * 1000:.1f} ms, p95 {q[18] * 1000:.1f} ms"
-            )
+            results[name] = fetch_all(base, token, urls, args.clients)
+            report(f"shindan serve, {name}", len(urls), *results[name])
+        server.terminate()
+        server.wait(timeout=30)
+        server = None
+        # the baseline: the same tiles of the same slide, twice (it caches nothing)
+        port = free_port()
+        server = subprocess.Popen(
+            [sys.executable, __file__, "--slide", str(args.slide), "--serve-baseline", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_up(f"http://127.0.0.1:{port}/slide.dzi")
+        plain = [u.replace(f"{prefix}/dzi_files/", "/slide_files/") for u in urls]
+        for name in ("first", "second"):
+            seconds, latencies = fetch_all(f"http://127.0.0.1:{port}", token, plain, args.clients)
+            report(f"DeepZoomGenerator example server, {name} pass", len(urls), seconds, latencies)
     finally:
         if server is not None:
             server.terminate()

@@ -240,6 +240,21 @@ def test_plain_images_patient_from_folder_and_exif_gone(tmp_path):
     assert "Dr Suzuki Ichiro" in row.identifiers["exif.Artist"]
 
 
+def test_patient_subfolders_in_one_input_are_noted(tmp_path, capsys):
+    # photos/P1, photos/P2 given as 'photos': one patient, 'photos'; the user is told
+    img = Image.fromarray(np.zeros((16, 16, 3), np.uint8))
+    for name in ("P1", "P2"):
+        (tmp_path / "photos" / name).mkdir(parents=True)
+        img.save(tmp_path / "photos" / name / "a.png")
+    key = _key(tmp_path)
+    result = export([tmp_path / "photos"], tmp_path / "exp", "TEST", tmp_path / "t", key)
+    assert result.cases == 1
+    err = capsys.readouterr().err
+    assert "2 subfolders (P1, P2) all go to one patient, 'photos'" in err, err
+    export([tmp_path / "photos" / "P1"], tmp_path / "exp2", "TEST", tmp_path / "t", key)
+    assert "note:" not in capsys.readouterr().err
+
+
 def test_patient_map(tmp_path):
     a = tmp_path / "a.png"
     b = tmp_path / "b.png"

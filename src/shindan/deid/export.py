@@ -232,6 +232,29 @@ def _patient_of(item: _Input, patient_map: dict[Path, str]) -> str:
     return item.src.name.split(".")[0]
 
 
+def _one_patient_notes(items: Sequence[_Input], patient_map: dict[Path, str]) -> list[str]:
+    """Notes for INPUT folders whose slides/images sit in several subfolders: they all go to
+    one patient (the folder's name), wrong when the subfolders are patients (``photos/P1``,
+    ``photos/P2`` given as ``photos``)."""
+    subs: dict[Path, set[str]] = {}
+    for item in items:
+        if item.kind not in ("slide", "image") or item.root is None:
+            continue
+        rel = item.src.relative_to(item.root).parts
+        if len(rel) > 1 and item.src.resolve() not in patient_map:
+            subs.setdefault(item.root, set()).add(rel[0])
+    notes = []
+    for root, names in subs.items():
+        if len(names) > 1:
+            shown = ", ".join(sorted(names)[:3]) + (", ..." if len(names) > 3 else "")
+            notes.append(
+                f"deid: note: {root}: the slides/images of its {len(names)} subfolders "
+                f"({shown}) all go to one patient, {root.resolve().name!r}; if they are "
+                "different patients, give each subfolder as its own INPUT or a --patient-map"
+            )
+    return notes
+
+
 # ----------------------------------------------------------------------------- checks
 
 
@@ -645,6 +668,9 @@ def _export(inputs, out, site, pseudo, profile, pmap, masker, mask_images, progr
             filesets.append((item.src, members))
     if progress and hidden:
         print(f"deid: {hidden} hidden file(s) skipped", file=sys.stderr)
+    if progress:
+        for note in _one_patient_notes(items, pmap):
+            print(note, file=sys.stderr)
 
     from shindan import __version__
 

@@ -331,3 +331,19 @@ def test_real_images_pass_the_guards(tmp_path):
         assert bomb_problem(tmp_path / name, name, 2**24, 2**30) is None
     if SVS.exists():
         assert bomb_problem(SVS, SVS.name, 2**24, 2**30) is None
+
+
+@pytest.mark.skipif(not SVS.exists(), reason="shared data (CMU-1-Small-Region.svs) is absent")
+def test_a_slide_holding_its_label_is_never_tiled(tmp_path):
+    """Intake removes label and macro images; a stored file holding one anyway is refused."""
+    from shindan.service.intake import store_path
+    from shindan.service.settings import Settings
+    from shindan.service.tiles import NoTiles, TileService
+
+    settings = Settings(tmp_path / "svc", "sqlite://")
+    data = SVS.read_bytes()  # as scanned: label, macro and thumbnail
+    sha = hashlib.sha256(data).hexdigest()
+    store_path(settings, sha).parent.mkdir(parents=True)
+    store_path(settings, sha).write_bytes(data)
+    with pytest.raises(NoTiles, match="still holds a label image: not served"):
+        TileService(settings).tile(sha, "K/slide-0001.svs", 0, 0, 0)

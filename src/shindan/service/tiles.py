@@ -25,6 +25,7 @@ any of them by a key that names its content.
 
 import io
 import math
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -211,7 +212,7 @@ class TileService:
         links.mkdir(parents=True, exist_ok=True)
         link = links / f"{sha256}{_suffix(name)}"
         if not link.exists():
-            temporary = links / f".{sha256}.{threading.get_ident()}{_suffix(name)}"
+            temporary = links / f".{sha256}.{os.getpid()}.{threading.get_ident()}{_suffix(name)}"
             temporary.unlink(missing_ok=True)
             temporary.symlink_to(store_path(self.settings, sha256))
             temporary.replace(link)

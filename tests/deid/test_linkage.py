@@ -93,6 +93,8 @@ def test_not_a_table_and_paths(tmp_path):
         load_table(other, SECRET)
     with pytest.raises(InputError, match="not a shindan linkage table; not replaced"):
         check_table_writable(other)
+    with pytest.raises(InputError, match="no such folder"):  # was a traceback after the export
+        check_table_writable(tmp_path / "nodir" / "link.table")
     with pytest.raises(InputError, match="is a folder"):
         load_table(tmp_path, SECRET)
     with pytest.raises(InputError, match="no such linkage table"):

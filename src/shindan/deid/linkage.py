@@ -203,6 +203,8 @@ def check_table_writable(path: str | Path) -> None:
     path = Path(path)
     _check_table_path(path)
     if not path.exists():
+        if not path.parent.is_dir():  # as for --key-file: never create folders for it
+            raise InputError(f"--link-table {path}: no such folder {path.parent}")
         check_output_file(path)
         return
     with open(path, "rb") as fh:

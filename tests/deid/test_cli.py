@@ -39,6 +39,11 @@ def test_help_explains_all_three_forms(capsys, monkeypatch):
         assert form in text
     code, out, _ = run(["deid", "export", "--help"], capsys, monkeypatch)
     assert code == 0 and "--retain-dates" in out and "--keep-private" in out
+    # arguments are named as in the README, in usage lines and in errors
+    assert "INPUT" in out.split("\n", 3)[1], out
+    for argv, name in ((["export"], "INPUT"), (["check"], "DIR"), (["lookup"], "PSEUDONYM")):
+        code, _, err = run(["deid", *argv], capsys, monkeypatch)
+        assert code == 2 and f"Missing argument '{name}'" in err, err
 
 
 def test_export_check_lookup(tmp_path, capsys, monkeypatch):

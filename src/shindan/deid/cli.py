@@ -66,6 +66,7 @@ def export(
     inputs: Annotated[
         list[Path],
         typer.Argument(
+            metavar="INPUT",
             help="DICOM files or folders (DICOMDIR file sets included), whole-slide TIFFs "
             "(SVS, NDPI, OME-TIFF), plain images (JPEG, PNG, TIFF, BMP). Never modified.",
             show_default=False,
@@ -184,7 +185,9 @@ def export(
 
 @app.command()
 def check(
-    folder: Annotated[Path, typer.Argument(help="An export folder ('shindan deid --out').")],
+    folder: Annotated[
+        Path, typer.Argument(metavar="DIR", help="An export folder ('shindan deid --out').")
+    ],
     link_table: Annotated[
         Path | None,
         typer.Option("--link-table", help="The linkage table: its identifiers are searched for."),
@@ -225,7 +228,9 @@ def check(
 
 @app.command()
 def lookup(
-    pseudonym: Annotated[str, typer.Argument(help="A patient pseudonym, e.g. KYOTO-ABCDEFGHIJ.")],
+    pseudonym: Annotated[
+        str, typer.Argument(metavar="PSEUDONYM", help="A patient pseudonym, e.g. KYOTO-ABCDEFGHIJ.")
+    ],
     link_table: LinkTable,
     key_file: KeyFile,
 ) -> None:

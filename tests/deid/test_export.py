@@ -255,6 +255,18 @@ def test_patient_subfolders_in_one_input_are_noted(tmp_path, capsys):
     assert "note:" not in capsys.readouterr().err
 
 
+def test_second_dicomdir_of_the_same_files_says_why_held_back(tmp_path):
+    src = tmp_path / "in"
+    shutil.copytree(PYDICOM_FILES / "dicomdirtests", src)
+    for extra in src.glob("DICOMDIR-*"):  # keep DICOMDIR and one copy of it
+        extra.unlink()
+    shutil.copy(src / "DICOMDIR", src / "DICOMDIR-copy")
+    _run(tmp_path, [src])
+    held = json.loads((tmp_path / "exp" / "manifest.json").read_text())["held_back"]
+    reasons = [h["reason"] for h in held if h["kind"] == "dicomdir"]
+    assert reasons == ["it lists no files other than those of an earlier DICOMDIR (or none)"]
+
+
 def test_patient_map(tmp_path):
     a = tmp_path / "a.png"
     b = tmp_path / "b.png"

@@ -445,7 +445,12 @@ class _Run:
             file_map[src] = final
             self.exported.append(_moved(r, final))
         if not file_map:
-            self.held.append((dicomdir, "dicomdir", "none of the files it lists was exported"))
+            why = (
+                "none of the files it lists was exported"
+                if members  # else: it lists none, or only files an earlier DICOMDIR brought
+                else "it lists no files other than those of an earlier DICOMDIR (or none)"
+            )
+            self.held.append((dicomdir, "dicomdir", why))
             return
         r = self._guarded(
             dicomdir,

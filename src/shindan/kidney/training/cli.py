@@ -11,7 +11,12 @@ import typer
 
 from shindan.errors import InputError
 from shindan.models.card import DEFAULT_ENCODER
-from shindan.util.card_options import DomainStainOpt, TissueOpt
+from shindan.util.card_options import (
+    DomainStainOpt,
+    ModelVersionOpt,
+    TissueOpt,
+    check_model_version,
+)
 from shindan.util.segmenter_options import (
     DEFAULT_DECODER_TEXT,
     BatchSizeOpt,
@@ -76,6 +81,7 @@ def register(app: typer.Typer) -> None:
         ] = "ignore",
         domain_stain: DomainStainOpt = None,
         tissue: TissueOpt = "",
+        model_version: ModelVersionOpt = None,
         builtin: Annotated[
             Path | None,
             typer.Option(
@@ -200,6 +206,7 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"--mpp must be positive, got {mpp}")
         if pretrained and init:
             raise InputError("--pretrained starts a new model; it cannot be combined with --init")
+        check_model_version(model_version)
         check_replaceable(out, MODEL_FILES)  # before hours of training, not after
         cls = _parse_classes(classes)
         encoder, widths, arch_words = parse_architecture(encoder, decoder_channels, pretrained)
@@ -222,6 +229,7 @@ def register(app: typer.Typer) -> None:
             *([f"--unannotated {unannotated}"] if unannotated != "ignore" else []),
             *[f"--domain-stain {q(s)}" for s in domain_stain or []],
             *([f"--tissue {q(tissue)}"] if tissue else []),
+            *([f"--model-version {model_version}"] if model_version else []),
             *([f"--builtin {q(str(builtin))}"] if builtin else []),
             *([f"--phantoms {phantoms}"] if phantoms else []),
             f"--out {q(str(out))}",
@@ -252,6 +260,7 @@ def register(app: typer.Typer) -> None:
             unannotated=unannotated,
             stains=list(domain_stain or []),
             tissue=tissue,
+            version=model_version,
             encoder=encoder,
             decoder_channels=widths,
             pretrained=pretrained,

@@ -100,6 +100,7 @@ def train_compartments(
     unannotated: str = "ignore",
     stains: Sequence[str] = (),
     tissue: str = "",
+    version: str | None = None,
     command: str = "",
     log: Callable[[str], None] | None = None,
     progress: bool = True,
@@ -213,6 +214,8 @@ def train_compartments(
         )
     if init:
         card = as_fine_tune(card, base)
+    if version:  # --model-version: the card's version, for a new model or a fine-tune
+        card["version"] = version
     sampler = make_compartment_sampler(
         train_data,
         tile,

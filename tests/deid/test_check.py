@@ -71,7 +71,7 @@ def test_unshifted_date_found_in_its_patients_files_only(tmp_path):
     folder = _export_dir(tmp_path)
     path = next(folder.rglob("*.dcm"))
     ds = pydicom.dcmread(path)
-    ds.PatientBirthDate = "19440101"
+    ds.ContentDate = "19440101"  # (an export never keeps a birth date: that is its own finding)
     ds.save_as(path)
     mine = Known("PatientBirthDate", "19440101", CASE)
     other = Known("PatientBirthDate", "19440101", "TEST-AAAAAAAAAA")
@@ -92,6 +92,13 @@ def test_person_name_and_identity_removed_flag(tmp_path):
     found = _where(check_export(folder))
     assert any("OperatorsName: person name" in w for w in found)
     assert any("PatientIdentityRemoved" in w for w in found)
+    assert not any("PatientID" in w or "PatientBirthDate" in w for w in found)
+    # a hospital's patient ID and birth date are found without the linkage table too
+    ds.PatientID, ds.PatientBirthDate = "P0012345", "19600102"
+    ds.save_as(path)
+    found = _where(check_export(folder))
+    assert any("(0010,0020) PatientID: patient ID 'P0012345'" in w for w in found), found
+    assert any("(0010,0030) PatientBirthDate: birth date '19600102'" in w for w in found)
 
 
 def test_tiff_tags_labels_and_xml(tmp_path):

@@ -469,6 +469,11 @@ def _dicom_element(where: str, elem, scan: _Scan) -> None:
             free = elem.VR in _FREE_TEXT_VRS
         if elem.VR == "PN" and text.strip() and not PSEUDONYM.match(text.strip()):
             scan.add(where, f"person name {text!r}")
+        # found without the table too: an export leaves a pseudonym as ID and no birth date
+        if elem.keyword == "PatientID" and text.strip() and not PSEUDONYM.match(text.strip()):
+            scan.add(where, f"patient ID {text!r} is not a pseudonym")
+        if elem.keyword == "PatientBirthDate" and text.strip():
+            scan.add(where, f"birth date {text!r}")
         if (
             elem.VR in _TEXT_VRS
             or elem.VR in ("UN",)

@@ -251,8 +251,9 @@ def test_patient_subfolders_in_one_input_are_noted(tmp_path, capsys):
     assert result.cases == 1
     err = capsys.readouterr().err
     assert "2 subfolders (P1, P2) all go to one patient, 'photos'" in err, err
+    assert "2 plain image(s) not searched for burned-in text" in err, err
     export([tmp_path / "photos" / "P1"], tmp_path / "exp2", "TEST", tmp_path / "t", key)
-    assert "note:" not in capsys.readouterr().err
+    assert "all go to one patient" not in capsys.readouterr().err
 
 
 def test_second_dicomdir_of_the_same_files_says_why_held_back(tmp_path):

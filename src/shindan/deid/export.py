@@ -676,6 +676,13 @@ def _export(inputs, out, site, pseudo, profile, pmap, masker, mask_images, progr
     if progress:
         for note in _one_patient_notes(items, pmap):
             print(note, file=sys.stderr)
+        images = sum(item.kind == "image" for item in items)
+        if images and not mask_images:  # a screenshot can show a name in its pixels
+            print(
+                f"deid: note: {images} plain image(s) not searched for burned-in text "
+                "(screenshots, photos of labels); add --mask-images to mask it",
+                file=sys.stderr,
+            )
 
     from shindan import __version__
 

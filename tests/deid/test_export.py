@@ -247,7 +247,9 @@ def test_patient_subfolders_in_one_input_are_noted(tmp_path, capsys):
         (tmp_path / "photos" / name).mkdir(parents=True)
         img.save(tmp_path / "photos" / name / "a.png")
     key = _key(tmp_path)
-    result = export([tmp_path / "photos"], tmp_path / "exp", "TEST", tmp_path / "t", key)
+    result = export(
+        [tmp_path / "photos"], tmp_path / "exp", "TEST", tmp_path / "t", key, mask_images=False
+    )
     assert result.cases == 1
     err = capsys.readouterr().err
     assert "2 subfolders (P1, P2) all go to one patient, 'photos'" in err, err
@@ -444,7 +446,7 @@ def test_burned_in_text_english_and_japanese(tmp_path):
     ds.save_as(src, enforce_file_format=True)
     png = tmp_path / "screen.png"
     Image.fromarray(pixels).save(png)
-    result = _run(tmp_path, [src, png], mask_images=True)
+    result = _run(tmp_path, [src, png])  # plain images are masked by default
     assert result.files == 2, result.held_back
     out = tmp_path / "exp"
     manifest = json.loads((out / "manifest.json").read_text())

@@ -124,10 +124,11 @@ def export(
     mask_images: Annotated[
         bool,
         typer.Option(
-            help="Also mask burned-in text in plain images (DICOM images that may carry text "
-            "- ultrasound, secondary capture, Burned In Annotation YES - always are).",
+            help="Mask burned-in text in plain images too (screenshots, photos of labels); "
+            "--no-mask-images skips their OCR. DICOM images that may carry text (ultrasound, "
+            "secondary capture, Burned In Annotation YES) always are.",
         ),
-    ] = False,
+    ] = True,
     ocr: Annotated[
         bool,
         typer.Option(

@@ -540,7 +540,7 @@ def export(
     *,
     profile: Profile | None = None,
     patient_map: str | Path | None = None,
-    mask_images: bool = False,
+    mask_images: bool = True,
     ocr: bool = True,
     regions: str | Path | None = None,
     progress: bool = True,
@@ -567,7 +567,8 @@ def export(
     patient_map : path, optional
         CSV ``path,patient_id`` naming the patient of slides and plain images.
     mask_images : bool
-        Mask burned-in text in plain images too (DICOM images that may carry text always are).
+        Mask burned-in text in plain images too (default; DICOM images that may carry text
+        always are). False skips their OCR, and the export says so.
     ocr : bool
         Find burned-in text with Tesseract; without it only configured ``regions`` are masked
         (and an image without configured regions is held back).
@@ -680,7 +681,7 @@ def _export(inputs, out, site, pseudo, profile, pmap, masker, mask_images, progr
         if images and not mask_images:  # a screenshot can show a name in its pixels
             print(
                 f"deid: note: {images} plain image(s) not searched for burned-in text "
-                "(screenshots, photos of labels); add --mask-images to mask it",
+                "(screenshots, photos of labels: --no-mask-images was given)",
                 file=sys.stderr,
             )
 

@@ -155,6 +155,9 @@ def test_interrupted_runs_fail_and_leave_no_temporaries(tmp_path, sig, code, mes
         [*SHINDAN, "demo", "--out", str(out), "--size", "4000", "-q"],
         stderr=subprocess.PIPE,
         text=True,
+        # a shell's background job ignores SIGINT, and the child would inherit that; a user's
+        # Ctrl-C reaches a foreground command with the default action
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.time() + 120
     while not out.exists() and time.time() < deadline and proc.poll() is None:

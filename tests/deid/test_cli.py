@@ -132,3 +132,17 @@ def test_lookup_refuses_the_wrong_key(tmp_path, capsys, monkeypatch):
     code, _, err = run(["deid", "lookup", "S-AAAAAAAAAA", *args], capsys, monkeypatch)
     assert code == 2 and "not in this linkage table" in err
     assert Path(tmp_path / "t").exists()
+
+
+def test_nothing_exportable_is_an_error_and_leaves_nothing(tmp_path, capsys, monkeypatch):
+    # a broken file alone: one error line, exit 2, no export folder, no key, no table
+    (tmp_path / "broken.dcm").write_bytes(b"garbage")
+    argv = ["deid", str(tmp_path / "broken.dcm"), "--out", str(tmp_path / "exp"), "--site", "S"]
+    argv += ["--link-table", str(tmp_path / "lt"), "--key-file", str(tmp_path / "k")]
+    code, _, err = run(argv, capsys, monkeypatch)
+    assert code == 2
+    assert [ln for ln in err.splitlines() if ln.startswith("error:")] == [
+        ln for ln in err.splitlines() if "error" in ln
+    ]
+    assert "nothing to export" in err and "broken.dcm" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.dcm"]

@@ -617,6 +617,10 @@ def export(
         result = _export(inputs, out, site, pseudo, profile, pmap, masker, mask_images, progress)
         with atomic_dir(out, _owned(out)) as stage:
             run, manifest = result(stage)
+            if not run.exported:  # nothing could be made safe: an error, not an empty export
+                src, _, reason = run.held[0]
+                more = f" (and {len(run.held) - 1} more held back)" if len(run.held) > 1 else ""
+                raise InputError(f"nothing to export: {src}: {reason}{more}")
             when = now()
             for r in run.exported:
                 if "," not in r.case and r.case:

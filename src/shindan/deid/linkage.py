@@ -230,7 +230,7 @@ def _locked_folder(folder: Path) -> Iterator[None]:
     # Two exports finishing together must not each write the table they read (one's rows
     # would be lost): read-merge-write holds an exclusive lock on the table's folder, which
     # needs no extra file beside the table.
-    fd = os.open(folder if str(folder) else ".", os.O_RDONLY)
+    fd = os.open(folder, os.O_RDONLY)  # Path.parent of a bare name is "."
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
